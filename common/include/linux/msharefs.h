@@ -1,0 +1,86 @@
+/* SPDX-License-Identifier: GPL-2.0 WITH Linux-syscall-note */
+/*
+ * msharefs: share page tables between processes for a region of memory.
+ *
+ * Userspace ABI of /sys/fs/mshare. Every field has a fixed width so that a
+ * 32-bit process computes the same ioctl numbers as a 64-bit one.
+ */
+#ifndef _UAPI_LINUX_MSHAREFS_H
+#define _UAPI_LINUX_MSHAREFS_H
+
+#include <linux/ioctl.h>
+#include <linux/types.h>
+
+#define MSHAREFS_MAGIC 'x'
+
+/* Seed ABI (2025 msharefs interface). */
+struct mshare_info {
+	__u64 start;
+	__u64 size;
+};
+
+struct mshare_create {
+	__u64 addr;
+	__u64 size;
+	__u64 offset;
+	__u32 prot;
+	__u32 flags;
+	__u32 fd;
+} __attribute__((aligned(8)));
+
+struct mshare_unmap {
+	__u64 addr;
+	__u64 size;
+};
+
+#define MSHAREFS_GET_SIZE	_IOR(MSHAREFS_MAGIC, 0, struct mshare_info)
+#define MSHAREFS_SET_SIZE	_IOW(MSHAREFS_MAGIC, 1, struct mshare_info)
+#define MSHAREFS_CREATE_MAPPING	_IOW(MSHAREFS_MAGIC, 2, struct mshare_create)
+#define MSHAREFS_UNMAP		_IOW(MSHAREFS_MAGIC, 3, struct mshare_unmap)
+
+/*
+ * v3 ABI (posted August 2025). Addresses are offsets into the window, which
+ * each process may map at any address aligned to mshare_info. The size is set
+ * with ftruncate() or fallocate() and read back with stat().
+ *
+ * MSHAREFS_UNMAP_V3 has the same number as MSHAREFS_SET_SIZE: before the
+ * region is sized the number means SET_SIZE, afterwards it means UNMAP.
+ */
+struct mshare_create_v3 {
+	__u64 region_offset;
+	__u64 size;
+	__u64 offset;
+	__u32 prot;
+	__u32 flags;
+	__u32 fd;
+} __attribute__((aligned(8)));
+
+struct mshare_unmap_v3 {
+	__u64 region_offset;
+	__u64 size;
+};
+
+#define MSHAREFS_CREATE_MAPPING_V3 _IOW(MSHAREFS_MAGIC, 0, struct mshare_create_v3)
+#define MSHAREFS_UNMAP_V3	_IOW(MSHAREFS_MAGIC, 1, struct mshare_unmap_v3)
+
+/* Beyond upstream: one protection change seen by every attacher. */
+struct mshare_protect {
+	__u64 addr;
+	__u64 size;
+	__u32 prot;
+	__u32 pad;
+};
+
+#define MSHAREFS_PROTECT	_IOW(MSHAREFS_MAGIC, 4, struct mshare_protect)
+/* Buffer ownership handoff: one writer at a time. */
+#define MSHAREFS_LOCK		_IO(MSHAREFS_MAGIC, 5)
+#define MSHAREFS_UNLOCK		_IO(MSHAREFS_MAGIC, 6)
+
+/* Name of the read-only file at the root of the mount. */
+#define MSHAREFS_INFO_NAME	"mshare_info"
+/* Where msharefs is mounted. */
+#define MSHAREFS_MOUNT_POINT	"/sys/fs/mshare"
+/* Upstream alignment on x86-64: 512 GiB, the P4D size. */
+#define MSHAREFS_DEFAULT_ALIGN	(1ULL << 39)
+
+#endif /* _UAPI_LINUX_MSHAREFS_H */

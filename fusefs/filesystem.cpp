@@ -1,0 +1,945 @@
+#include "filesystem.hpp"
+
+#include "process.hpp"
+
+#include <linux/fuse.h>
+#include <linux/msharefs.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <ctime>
+#include <fcntl.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+namespace msharefs {
+
+namespace {
+
+constexpr double kAttrTimeout = 1.0;
+constexpr double kEntryTimeout = 1.0;
+// unique id of the FUSE_INIT a restarted daemon feeds itself; its reply is
+// swallowed because the kernel finished INIT with the first daemon.
+constexpr uint64_t kReplayedInitUnique = ~0ULL - 1;
+
+thread_local bool tls_replaying = false;
+
+uint32_t fh_access_mode(const fuse_file_info *fi) { return static_cast<uint32_t>(fi->fh) & O_ACCMODE; }
+
+bool fh_writable(const fuse_file_info *fi)
+{
+	const uint32_t mode = fh_access_mode(fi);
+	return mode == O_WRONLY || mode == O_RDWR;
+}
+
+} // namespace
+
+bool replaying() { return tls_replaying; }
+
+Filesystem::Filesystem(Options options, std::unique_ptr<Registry> registry,
+		       std::unique_ptr<RequestJournal> journal, std::optional<KeeperClient> keeper,
+		       bool restarted)
+	: options_(std::move(options)), registry_(std::move(registry)), journal_(std::move(journal)),
+	  keeper_(std::move(keeper)), restarted_(restarted)
+{
+	default_huge_page_size_ = default_huge_page_size();
+	for (auto &[ino, node] : registry_->nodes())
+		if (ino != kRootIno && !node.unlinked)
+			names_[name_key(node.parent, std::string(node.name.begin(), node.name.end()))] = ino;
+	owner_epoll_.reset(epoll_create1(EPOLL_CLOEXEC));
+	owner_wakeup_.reset(eventfd(0, EFD_CLOEXEC));
+	epoll_event ev{};
+	ev.events = EPOLLIN;
+	ev.data.u64 = 0;
+	epoll_ctl(owner_epoll_.get(), EPOLL_CTL_ADD, owner_wakeup_.get(), &ev);
+}
+
+Filesystem::~Filesystem()
+{
+	uint64_t one = 1;
+	if (owner_thread_.joinable()) {
+		(void)!::write(owner_wakeup_.get(), &one, sizeof(one));
+		owner_thread_.join();
+	}
+}
+
+void Filesystem::set_keeper(std::optional<KeeperClient> keeper)
+{
+	std::lock_guard<std::mutex> guard(keeper_lock_);
+	keeper_ = std::move(keeper);
+}
+
+void Filesystem::attach(fuse_session *se, std::vector<std::pair<std::string, UniqueFd>> kept)
+{
+	se_ = se;
+	std::map<std::string, UniqueFd> kept_files;
+	for (auto &[tag, fd] : kept)
+		kept_files[tag] = std::move(fd);
+
+	std::unique_lock<std::shared_mutex> lock(registry_lock_);
+	registry_->header().generation++;
+	for (auto &[ino, node] : registry_->nodes()) {
+		if (node.kind != NodeKind::region)
+			continue;
+		for (const Mapping &m : node.mappings) {
+			ObjectTable::accessor acc;
+			if (!objects_.insert(acc, ObjectKey{ino, m.object_id}))
+				continue;
+			if (!m.has_file) {
+				acc->second = BackingObject::open_memory(object_shm_name(ino, m.object_id), m.kind);
+			} else {
+				auto it = kept_files.find(object_tag(ino, m.object_id));
+				if (it != kept_files.end())
+					acc->second = std::make_shared<BackingObject>(std::move(it->second),
+										      m.kind, "");
+			}
+			if (!acc->second) {
+				fprintf(stderr, "msharefsd: region %lu lost the object of a mapping\n",
+					static_cast<unsigned long>(ino));
+				objects_.erase(acc);
+			}
+		}
+		if (!node.orphaned)
+			watch_owner(node);
+	}
+	lock.unlock();
+
+	if (restarted_) {
+		std::lock_guard<std::mutex> guard(replay_lock_);
+		const RegistryHeader &h = registry_->header();
+		std::vector<char> init(h.init_request, h.init_request + h.init_request_len);
+		if (init.size() >= sizeof(fuse_in_header))
+			reinterpret_cast<fuse_in_header *>(init.data())->unique = kReplayedInitUnique;
+		replay_.push_back(std::move(init));
+		for (auto &r : journal_->take_unanswered())
+			replay_.push_back(std::move(r));
+	}
+	owner_thread_ = std::thread([this] { owner_watch_loop(); });
+}
+
+// ---- /dev/fuse I/O ---------------------------------------------------------
+
+ssize_t Filesystem::device_read(int fd, void *buf, size_t len)
+{
+	tls_replaying = false;
+	{
+		std::lock_guard<std::mutex> guard(replay_lock_);
+		if (!replay_.empty()) {
+			std::vector<char> r = std::move(replay_.front());
+			replay_.pop_front();
+			const size_t n = std::min(len, r.size());
+			std::memcpy(buf, r.data(), n);
+			tls_replaying = true;
+			journal_->record(buf, n);
+			return static_cast<ssize_t>(n);
+		}
+	}
+	ssize_t n = ::read(fd, buf, len);
+	if (n >= static_cast<ssize_t>(sizeof(fuse_in_header))) {
+		const auto *in = static_cast<const fuse_in_header *>(buf);
+		if (in->opcode == FUSE_INIT) {
+			std::unique_lock<std::shared_mutex> lock(registry_lock_);
+			RegistryHeader &h = registry_->header();
+			h.init_request_len = static_cast<uint32_t>(std::min<size_t>(n, sizeof(h.init_request)));
+			std::memcpy(h.init_request, buf, h.init_request_len);
+		}
+		journal_->record(buf, static_cast<size_t>(n));
+	}
+	return n;
+}
+
+ssize_t Filesystem::device_writev(int fd, iovec *iov, int count)
+{
+	size_t total = 0;
+	for (int i = 0; i < count; i++)
+		total += iov[i].iov_len;
+	if (count > 0 && iov[0].iov_len >= sizeof(fuse_out_header)) {
+		const auto *out = static_cast<const fuse_out_header *>(iov[0].iov_base);
+		if (out->unique == kReplayedInitUnique)
+			return static_cast<ssize_t>(total);
+		ssize_t n = ::writev(fd, iov, count);
+		const int saved = errno;
+		journal_->complete(out->unique);
+		errno = saved;
+		return n;
+	}
+	return ::writev(fd, iov, count);
+}
+
+// ---- helpers -----------------------------------------------------------------
+
+std::string Filesystem::name_key(uint64_t parent, std::string_view name) const
+{
+	return std::to_string(parent) + '/' + std::string(name);
+}
+
+NodeRecord *Filesystem::child(uint64_t parent, std::string_view name)
+{
+	auto it = names_.find(name_key(parent, name));
+	return it == names_.end() ? nullptr : registry_->find(it->second);
+}
+
+std::string Filesystem::info_text() const { return std::to_string(options_.alignment) + "\n"; }
+
+struct stat Filesystem::attr_of(const NodeRecord &node) const
+{
+	struct stat st {};
+	st.st_ino = node.ino;
+	st.st_mode = node.mode;
+	st.st_uid = node.uid;
+	st.st_gid = node.gid;
+	st.st_blksize = kPageSize;
+	st.st_ctim.tv_sec = node.ctime_sec;
+	st.st_mtim.tv_sec = node.mtime_sec;
+	st.st_atim.tv_sec = node.mtime_sec;
+	switch (node.kind) {
+	case NodeKind::directory:
+		st.st_nlink = 2;
+		break;
+	case NodeKind::info:
+		st.st_nlink = 1;
+		st.st_size = static_cast<off_t>(info_text().size());
+		break;
+	case NodeKind::region: {
+		st.st_nlink = node.unlinked ? 0 : 1;
+		st.st_size = static_cast<off_t>(node.geometry.size);
+		uint64_t mapped = 0;
+		for (const auto &m : node.mappings)
+			mapped += m.size;
+		st.st_blocks = static_cast<blkcnt_t>(mapped / 512);
+		break;
+	}
+	}
+	return st;
+}
+
+fuse_entry_param Filesystem::entry_of(const NodeRecord &node) const
+{
+	fuse_entry_param e{};
+	e.ino = node.ino;
+	e.generation = 1;
+	e.attr = attr_of(node);
+	e.attr_timeout = kAttrTimeout;
+	e.entry_timeout = kEntryTimeout;
+	return e;
+}
+
+std::string Filesystem::object_shm_name(uint64_t ino, uint64_t object_id) const
+{
+	return options_.state_name + "obj." + std::to_string(ino) + "." + std::to_string(object_id);
+}
+
+std::string Filesystem::object_tag(uint64_t ino, uint64_t object_id)
+{
+	return "obj." + std::to_string(ino) + "." + std::to_string(object_id);
+}
+
+void Filesystem::invalidate(uint64_t ino, uint64_t off, uint64_t len)
+{
+	if (se_)
+		fuse_lowlevel_notify_inval_inode(se_, ino, static_cast<off_t>(off), static_cast<off_t>(len));
+}
+
+void Filesystem::set_kernel_size(uint64_t ino, uint64_t size)
+{
+	// The kernel takes i_size from a store that ends past it (a store of
+	// nothing is ignored). One byte at the end leaves the last page in the
+	// cache but not up to date, so the first fault there still reads it
+	// from the region's layout.
+	if (!se_ || size == 0)
+		return;
+	char zero = 0;
+	fuse_bufvec one = FUSE_BUFVEC_INIT(1);
+	one.buf[0].mem = &zero;
+	fuse_lowlevel_notify_store(se_, ino, static_cast<off_t>(size - 1), &one, FUSE_BUF_SPLICE_NONBLOCK);
+}
+
+// ---- namespace ---------------------------------------------------------------
+
+void Filesystem::init(fuse_conn_info *conn)
+{
+	// Requests must come through device_read(): no splice.
+	conn->want &= ~(FUSE_CAP_SPLICE_READ | FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE);
+	// Cached pages of a region are dropped only when its layout changes.
+	conn->want &= ~FUSE_CAP_AUTO_INVAL_DATA;
+	// O_TRUNC arrives as a size change, which sizing rules answer.
+	conn->want &= ~FUSE_CAP_ATOMIC_O_TRUNC;
+	conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
+}
+
+void Filesystem::lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	std::shared_lock<std::shared_mutex> lock(registry_lock_);
+	NodeRecord *node = child(parent, name);
+	if (!node) {
+		fuse_entry_param e{};
+		e.entry_timeout = 0;
+		lock.unlock();
+		fuse_reply_entry(req, &e); // negative entry, not cached
+		return;
+	}
+	fuse_entry_param e = entry_of(*node);
+	lock.unlock();
+	fuse_reply_entry(req, &e);
+}
+
+void Filesystem::getattr(fuse_req_t req, fuse_ino_t ino)
+{
+	std::shared_lock<std::shared_mutex> lock(registry_lock_);
+	NodeRecord *node = registry_->find(ino);
+	if (!node) {
+		lock.unlock();
+		fuse_reply_err(req, ENOENT);
+		return;
+	}
+	struct stat st = attr_of(*node);
+	lock.unlock();
+	fuse_reply_attr(req, &st, kAttrTimeout);
+}
+
+int Filesystem::size_region(NodeRecord &node, uint64_t start, uint64_t size)
+{
+	if (node.kind != NodeKind::region)
+		return node.kind == NodeKind::directory ? EISDIR : EPERM;
+	if (node.geometry.sized && node.geometry.size == size && (replaying() || size == 0))
+		return 0;
+	if (!node.geometry.sized && size == 0 && start == 0)
+		return 0; // truncating an unsized region to nothing changes nothing
+	if (node.orphaned)
+		return EINVAL;
+	if (int err = validate_sizing(node.geometry, start, size, options_.alignment))
+		return err;
+	node.geometry = Geometry{start, size, true};
+	node.mtime_sec = ::time(nullptr);
+	return 0;
+}
+
+void Filesystem::setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set)
+{
+	std::unique_lock<std::shared_mutex> lock(registry_lock_);
+	registry_->ensure_space();
+	NodeRecord *node = registry_->find(ino);
+	if (!node) {
+		lock.unlock();
+		fuse_reply_err(req, ENOENT);
+		return;
+	}
+	if (node->kind == NodeKind::info && (to_set & (FUSE_SET_ATTR_SIZE | FUSE_SET_ATTR_MODE |
+						       FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID))) {
+		lock.unlock();
+		fuse_reply_err(req, EPERM);
+		return;
+	}
+	bool resized = false;
+	if (to_set & FUSE_SET_ATTR_SIZE) {
+		const bool was_sized = node->geometry.sized;
+		if (int err = size_region(*node, 0, static_cast<uint64_t>(attr->st_size))) {
+			lock.unlock();
+			fuse_reply_err(req, err);
+			return;
+		}
+		resized = !was_sized && node->geometry.sized;
+	}
+	if (to_set & FUSE_SET_ATTR_MODE)
+		node->mode = (node->mode & S_IFMT) | (attr->st_mode & 07777);
+	if (to_set & FUSE_SET_ATTR_UID)
+		node->uid = attr->st_uid;
+	if (to_set & FUSE_SET_ATTR_GID)
+		node->gid = attr->st_gid;
+	if (to_set & (FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_MTIME_NOW))
+		node->mtime_sec = (to_set & FUSE_SET_ATTR_MTIME_NOW) ? ::time(nullptr) : attr->st_mtim.tv_sec;
+	if (to_set & (FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID))
+		node->ctime_sec = ::time(nullptr);
+	struct stat st = attr_of(*node);
+	lock.unlock();
+	(void)resized;
+	fuse_reply_attr(req, &st, kAttrTimeout);
+}
+
+int Filesystem::make_node(fuse_req_t req, uint64_t parent, const char *name, NodeKind kind,
+			  mode_t mode, fuse_entry_param *entry)
+{
+	const fuse_ctx *ctx = fuse_req_ctx(req);
+	NodeRecord *dir = registry_->find(parent);
+	if (!dir || dir->unlinked)
+		return ENOENT;
+	if (dir->kind != NodeKind::directory)
+		return ENOTDIR;
+	if (std::strlen(name) > 255)
+		return ENAMETOOLONG;
+	if (NodeRecord *existing = child(parent, name)) {
+		// A create replayed after the first daemon made the node.
+		if (replaying() && existing->kind == kind && existing->uid == ctx->uid) {
+			*entry = entry_of(*existing);
+			return 0;
+		}
+		return EEXIST;
+	}
+	const uint32_t type = kind == NodeKind::directory ? S_IFDIR : S_IFREG;
+	NodeRecord &node = registry_->add(parent, name, kind, type | (mode & 07777 & ~ctx->umask),
+					  ctx->uid, ctx->gid);
+	if (dir->mode & S_ISGID) {
+		node.gid = dir->gid;
+		if (kind == NodeKind::directory)
+			node.mode |= S_ISGID;
+	}
+	if (kind == NodeKind::region) {
+		node.owner_pid = thread_group_of(ctx->pid);
+		node.owner_start_time = process_start_time(node.owner_pid);
+		watch_owner(node);
+	}
+	names_[name_key(parent, name)] = node.ino;
+	*entry = entry_of(node);
+	return 0;
+}
+
+void Filesystem::mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
+{
+	if (!S_ISREG(mode)) {
+		fuse_reply_err(req, EPERM); // only regions and directories live here
+		return;
+	}
+	fuse_entry_param e{};
+	std::unique_lock<std::shared_mutex> lock(registry_lock_);
+	registry_->ensure_space();
+	int err = make_node(req, parent, name, NodeKind::region, mode, &e);
+	lock.unlock();
+	if (err)
+		fuse_reply_err(req, err);
+	else
+		fuse_reply_entry(req, &e);
+}
+
+void Filesystem::mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
+{
+	fuse_entry_param e{};
+	std::unique_lock<std::shared_mutex> lock(registry_lock_);
+	registry_->ensure_space();
+	int err = make_node(req, parent, name, NodeKind::directory, mode, &e);
+	lock.unlock();
+	if (err)
+		fuse_reply_err(req, err);
+	else
+		fuse_reply_entry(req, &e);
+}
+
+void Filesystem::create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+			fuse_file_info *fi)
+{
+	fuse_entry_param e{};
+	std::unique_lock<std::shared_mutex> lock(registry_lock_);
+	registry_->ensure_space();
+	int err = make_node(req, parent, name, NodeKind::region, mode, &e);
+	if (!err) {
+		NodeRecord *node = registry_->find(e.ino);
+		node->open_count++;
+	}
+	lock.unlock();
+	if (err) {
+		fuse_reply_err(req, err);
+		return;
+	}
+	fi->fh = static_cast<uint64_t>(fi->flags & O_ACCMODE);
+	fi->keep_cache = 1;
+	fi->direct_io = 0;
+	if (fuse_reply_create(req, &e, fi) == -ENOENT) {
+		// The caller was interrupted: it will never release this open.
+		std::unique_lock<std::shared_mutex> relock(registry_lock_);
+		if (NodeRecord *node = registry_->find(e.ino))
+			node->open_count--;
+	}
+}
+
+void Filesystem::drop_name(NodeRecord &node)
+{
+	names_.erase(name_key(node.parent, std::string(node.name.begin(), node.name.end())));
+}
+
+void Filesystem::unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	std::unique_lock<std::shared_mutex> lock(registry_lock_);
+	NodeRecord *node = child(parent, name);
+	int err = 0;
+	if (!node)
+		err = replaying() ? 0 : ENOENT;
+	else if (node->kind == NodeKind::info)
+		err = EPERM;
+	else if (node->kind == NodeKind::directory)
+		err = EISDIR;
+	if (!err && node) {
+		drop_name(*node);
+		node->unlinked = true;
+		if (node->open_count == 0)
+			destroy_region(*node);
+	}
+	lock.unlock();
+	fuse_reply_err(req, err);
+}
+
+void Filesystem::rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	std::unique_lock<std::shared_mutex> lock(registry_lock_);
+	NodeRecord *node = child(parent, name);
+	int err = 0;
+	if (!node)
+		err = replaying() ? 0 : ENOENT;
+	else if (node->kind != NodeKind::directory)
+		err = ENOTDIR;
+	else if (std::any_of(registry_->nodes().begin(), registry_->nodes().end(),
+			     [&](const auto &kv) { return kv.second.parent == node->ino && !kv.second.unlinked; }))
+		err = ENOTEMPTY;
+	if (!err && node) {
+		drop_name(*node);
+		registry_->erase(node->ino);
+	}
+	lock.unlock();
+	fuse_reply_err(req, err);
+}
+
+void Filesystem::rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
+			const char *newname, unsigned flags)
+{
+	std::unique_lock<std::shared_mutex> lock(registry_lock_);
+	registry_->ensure_space();
+	auto answer = [&](int err) {
+		lock.unlock();
+		fuse_reply_err(req, err);
+	};
+	if (flags & ~RENAME_NOREPLACE)
+		return answer(EINVAL); // RENAME_EXCHANGE and whiteouts are not supported
+	NodeRecord *node = child(parent, name);
+	NodeRecord *target = child(newparent, newname);
+	NodeRecord *dest_dir = registry_->find(newparent);
+	if (!node)
+		return answer(replaying() && target ? 0 : ENOENT);
+	if (!dest_dir || dest_dir->kind != NodeKind::directory)
+		return answer(ENOTDIR);
+	if (node->kind == NodeKind::info || (target && target->kind == NodeKind::info))
+		return answer(EPERM);
+	if (std::strlen(newname) > 255)
+		return answer(ENAMETOOLONG);
+	if (target == node)
+		return answer(0);
+	if (target) {
+		if (flags & RENAME_NOREPLACE)
+			return answer(EEXIST);
+		if (target->kind == NodeKind::directory) {
+			if (node->kind != NodeKind::directory)
+				return answer(EISDIR);
+			if (std::any_of(registry_->nodes().begin(), registry_->nodes().end(),
+					[&](const auto &kv) { return kv.second.parent == target->ino && !kv.second.unlinked; }))
+				return answer(ENOTEMPTY);
+			drop_name(*target);
+			registry_->erase(target->ino);
+			node = child(parent, name);
+		} else {
+			if (node->kind == NodeKind::directory)
+				return answer(ENOTDIR);
+			drop_name(*target);
+			target->unlinked = true;
+			if (target->open_count == 0)
+				destroy_region(*target);
+		}
+	}
+	drop_name(*node);
+	node->parent = newparent;
+	node->name.assign(newname, newname + std::strlen(newname));
+	node->ctime_sec = ::time(nullptr);
+	names_[name_key(newparent, newname)] = node->ino;
+	answer(0);
+}
+
+void Filesystem::open(fuse_req_t req, fuse_ino_t ino, fuse_file_info *fi)
+{
+	std::unique_lock<std::shared_mutex> lock(registry_lock_);
+	NodeRecord *node = registry_->find(ino);
+	const NodeKind kind = node ? node->kind : NodeKind::region;
+	int err = 0;
+	if (!node)
+		err = ENOENT;
+	else if (node->kind == NodeKind::directory)
+		err = EISDIR;
+	else if (node->kind == NodeKind::info && (fi->flags & O_ACCMODE) != O_RDONLY)
+		err = EACCES; // read-only even for root
+	else if (node->kind == NodeKind::region)
+		node->open_count++;
+	lock.unlock();
+	if (err) {
+		fuse_reply_err(req, err);
+		return;
+	}
+	fi->fh = static_cast<uint64_t>(fi->flags & O_ACCMODE);
+	fi->keep_cache = 1;
+	fi->direct_io = kind == NodeKind::info;
+	if (fuse_reply_open(req, fi) == -ENOENT && kind == NodeKind::region) {
+		std::unique_lock<std::shared_mutex> relock(registry_lock_);
+		if (NodeRecord *n = registry_->find(ino))
+			n->open_count--;
+	}
+}
+
+void Filesystem::release(fuse_req_t req, fuse_ino_t ino, fuse_file_info *)
+{
+	std::unique_lock<std::shared_mutex> lock(registry_lock_);
+	NodeRecord *node = registry_->find(ino);
+	if (node && node->kind == NodeKind::region && node->open_count > 0) {
+		node->open_count--;
+		if (node->unlinked && node->open_count == 0)
+			destroy_region(*node);
+	}
+	lock.unlock();
+	fuse_reply_err(req, 0);
+}
+
+void Filesystem::readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info *)
+{
+	std::vector<char> buf(size);
+	size_t used = 0;
+	auto add = [&](const char *name, const struct stat &st, off_t next) {
+		size_t n = fuse_add_direntry(req, buf.data() + used, size - used, name, &st, next);
+		if (n > size - used)
+			return false;
+		used += n;
+		return true;
+	};
+	std::shared_lock<std::shared_mutex> lock(registry_lock_);
+	NodeRecord *dir = registry_->find(ino);
+	if (!dir || dir->kind != NodeKind::directory) {
+		lock.unlock();
+		fuse_reply_err(req, dir ? ENOTDIR : ENOENT);
+		return;
+	}
+	// Offsets: 1 after ".", 2 after "..", ino + 2 after a child: stable
+	// while entries come and go.
+	struct stat st {};
+	st.st_mode = S_IFDIR;
+	st.st_ino = ino;
+	bool room = true;
+	if (off < 1)
+		room = add(".", st, 1);
+	if (room && off < 2) {
+		st.st_ino = dir->parent ? dir->parent : ino;
+		room = add("..", st, 2);
+	}
+	for (auto it = registry_->nodes().begin(); room && it != registry_->nodes().end(); ++it) {
+		const NodeRecord &n = it->second;
+		if (n.parent != ino || n.unlinked || n.ino == kRootIno ||
+		    static_cast<off_t>(n.ino + 2) <= off)
+			continue;
+		struct stat cst {};
+		cst.st_ino = n.ino;
+		cst.st_mode = n.mode;
+		room = add(std::string(n.name.begin(), n.name.end()).c_str(), cst,
+			   static_cast<off_t>(n.ino + 2));
+	}
+	lock.unlock();
+	fuse_reply_buf(req, buf.data(), used);
+}
+
+void Filesystem::statfs(fuse_req_t req, fuse_ino_t)
+{
+	struct statvfs st {};
+	st.f_bsize = kPageSize;
+	st.f_frsize = kPageSize;
+	st.f_namemax = 255;
+	std::shared_lock<std::shared_mutex> lock(registry_lock_);
+	st.f_files = registry_->nodes().size();
+	lock.unlock();
+	fuse_reply_statfs(req, &st);
+}
+
+// ---- regions -----------------------------------------------------------------
+
+void Filesystem::forget_objects(uint64_t ino, const std::vector<uint64_t> &object_ids)
+{
+	for (uint64_t id : object_ids) {
+		std::shared_ptr<BackingObject> obj;
+		{
+			ObjectTable::accessor acc;
+			if (!objects_.find(acc, ObjectKey{ino, id}))
+				continue;
+			obj = std::move(acc->second);
+			objects_.erase(acc);
+		}
+		if (obj && obj->is_memory()) {
+			obj->destroy();
+		} else if (obj) {
+			std::lock_guard<std::mutex> guard(keeper_lock_);
+			if (keeper_)
+				keeper_->drop(object_tag(ino, id));
+		}
+	}
+}
+
+// Caller holds registry_lock_ exclusively.
+void Filesystem::destroy_region(NodeRecord &node)
+{
+	const uint64_t ino = node.ino;
+	std::vector<uint64_t> ids;
+	for (const Mapping &m : node.mappings)
+		if (std::find(ids.begin(), ids.end(), m.object_id) == ids.end())
+			ids.push_back(m.object_id);
+	forget_objects(ino, ids);
+	{
+		std::lock_guard<std::mutex> guard(owner_lock_);
+		owner_pidfds_.erase(ino);
+	}
+	registry_->erase(ino);
+}
+
+void Filesystem::destroy_all()
+{
+	std::unique_lock<std::shared_mutex> lock(registry_lock_);
+	std::vector<uint64_t> regions;
+	for (auto &[ino, node] : registry_->nodes())
+		if (node.kind == NodeKind::region)
+			regions.push_back(ino);
+	for (uint64_t ino : regions)
+		destroy_region(*registry_->find(ino));
+}
+
+void Filesystem::fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length,
+			   fuse_file_info *fi)
+{
+	if (mode != 0) {
+		fuse_reply_err(req, EOPNOTSUPP);
+		return;
+	}
+	if (!fh_writable(fi)) {
+		fuse_reply_err(req, EBADF);
+		return;
+	}
+	if (offset != 0 || length <= 0) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	std::unique_lock<std::shared_mutex> lock(registry_lock_);
+	NodeRecord *node = registry_->find(ino);
+	int err = node ? size_region(*node, 0, static_cast<uint64_t>(length)) : ENOENT;
+	lock.unlock();
+	fuse_reply_err(req, err);
+}
+
+// ---- the compat data path ----------------------------------------------------
+
+namespace {
+
+struct IoSlice {
+	std::shared_ptr<BackingObject> object;
+	uint64_t object_offset;
+	uint64_t buffer_offset;
+	uint64_t size;
+};
+
+} // namespace
+
+void Filesystem::read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info *)
+{
+	std::vector<IoSlice> slices;
+	std::shared_lock<std::shared_mutex> lock(registry_lock_);
+	NodeRecord *node = registry_->find(ino);
+	if (!node) {
+		lock.unlock();
+		fuse_reply_err(req, ENOENT);
+		return;
+	}
+	if (node->kind == NodeKind::info) {
+		std::string text = info_text();
+		lock.unlock();
+		const size_t start = std::min<size_t>(static_cast<size_t>(off), text.size());
+		fuse_reply_buf(req, text.data() + start, std::min(size, text.size() - start));
+		return;
+	}
+	const uint64_t region_size = node->geometry.size;
+	if (static_cast<uint64_t>(off) >= region_size) {
+		lock.unlock();
+		fuse_reply_buf(req, nullptr, 0);
+		return;
+	}
+	size = std::min<uint64_t>(size, region_size - static_cast<uint64_t>(off));
+	Layout layout(std::vector<Mapping>(node->mappings.begin(), node->mappings.end()));
+	int err = 0;
+	for (const Piece &p : layout.pieces(static_cast<uint64_t>(off), size)) {
+		// A hole, or a mapping without PROT_READ: the faulting process
+		// gets SIGBUS.
+		if (!p.mapping || !(p.mapping->prot & (PROT_READ | PROT_WRITE | PROT_EXEC))) {
+			err = EIO;
+			break;
+		}
+		ObjectTable::const_accessor acc;
+		if (!objects_.find(acc, ObjectKey{ino, p.mapping->object_id})) {
+			err = EIO;
+			break;
+		}
+		slices.push_back({acc->second, p.object_offset(), p.region_offset - static_cast<uint64_t>(off),
+				  p.size});
+	}
+	lock.unlock();
+	if (err) {
+		fuse_reply_err(req, err);
+		return;
+	}
+	std::vector<char> buf(size);
+	for (const IoSlice &s : slices) {
+		if ((err = s.object->read(buf.data() + s.buffer_offset, s.size, s.object_offset))) {
+			fuse_reply_err(req, err);
+			return;
+		}
+	}
+	fuse_reply_buf(req, buf.data(), size);
+}
+
+void Filesystem::write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
+		       fuse_file_info *)
+{
+	std::vector<IoSlice> slices;
+	std::shared_lock<std::shared_mutex> lock(registry_lock_);
+	NodeRecord *node = registry_->find(ino);
+	int err = 0;
+	if (!node)
+		err = ENOENT;
+	else if (node->kind != NodeKind::region)
+		err = EBADF;
+	else if (static_cast<uint64_t>(off) >= node->geometry.size ||
+		 size > node->geometry.size - static_cast<uint64_t>(off))
+		err = EFBIG;
+	if (!err) {
+		Layout layout(std::vector<Mapping>(node->mappings.begin(), node->mappings.end()));
+		for (const Piece &p : layout.pieces(static_cast<uint64_t>(off), size)) {
+			// Stores to a hole or to a mapping without PROT_WRITE are
+			// not kept (the compat path cannot refuse them earlier).
+			if (!p.mapping || !(p.mapping->prot & PROT_WRITE)) {
+				err = EIO;
+				break;
+			}
+			ObjectTable::const_accessor acc;
+			if (!objects_.find(acc, ObjectKey{ino, p.mapping->object_id})) {
+				err = EIO;
+				break;
+			}
+			slices.push_back({acc->second, p.object_offset(),
+					  p.region_offset - static_cast<uint64_t>(off), p.size});
+		}
+	}
+	lock.unlock();
+	for (const IoSlice &s : slices) {
+		if (err)
+			break;
+		err = s.object->write(buf + s.buffer_offset, s.size, s.object_offset);
+	}
+	if (err)
+		fuse_reply_err(req, err);
+	else
+		fuse_reply_write(req, size);
+}
+
+void Filesystem::fsync(fuse_req_t req, fuse_ino_t ino, int, fuse_file_info *)
+{
+	std::vector<std::shared_ptr<BackingObject>> objects;
+	std::shared_lock<std::shared_mutex> lock(registry_lock_);
+	if (NodeRecord *node = registry_->find(ino))
+		for (const Mapping &m : node->mappings) {
+			ObjectTable::const_accessor acc;
+			if (objects_.find(acc, ObjectKey{ino, m.object_id}))
+				objects.push_back(acc->second);
+		}
+	lock.unlock();
+	int err = 0;
+	for (const auto &o : objects)
+		if (int e = o->sync())
+			err = e;
+	fuse_reply_err(req, err);
+}
+
+// ---- owners ------------------------------------------------------------------
+
+// Caller holds registry_lock_.
+void Filesystem::watch_owner(const NodeRecord &node)
+{
+	UniqueFd pidfd(pidfd_of(node.owner_pid, node.owner_start_time));
+	std::lock_guard<std::mutex> guard(owner_lock_);
+	if (!pidfd) {
+		// The owner is already gone (it exited while no daemon ran).
+		std::thread([this, ino = node.ino] { orphan_region(ino); }).detach();
+		return;
+	}
+	epoll_event ev{};
+	ev.events = EPOLLIN;
+	ev.data.u64 = node.ino;
+	epoll_ctl(owner_epoll_.get(), EPOLL_CTL_ADD, pidfd.get(), &ev);
+	owner_pidfds_[node.ino] = std::move(pidfd);
+}
+
+void Filesystem::owner_watch_loop()
+{
+	for (;;) {
+		epoll_event events[16];
+		int n = epoll_wait(owner_epoll_.get(), events, 16, -1);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return;
+		for (int i = 0; i < n; i++) {
+			if (events[i].data.u64 == 0)
+				return; // shutting down
+			const uint64_t ino = events[i].data.u64;
+			{
+				std::lock_guard<std::mutex> guard(owner_lock_);
+				auto it = owner_pidfds_.find(ino);
+				if (it == owner_pidfds_.end())
+					continue;
+				epoll_ctl(owner_epoll_.get(), EPOLL_CTL_DEL, it->second.get(), nullptr);
+				owner_pidfds_.erase(it);
+			}
+			orphan_region(ino);
+		}
+	}
+}
+
+// The owner exited: every mapping goes, for every attacher.
+void Filesystem::orphan_region(uint64_t ino)
+{
+	uint64_t size = 0;
+	{
+		std::unique_lock<std::shared_mutex> lock(registry_lock_);
+		NodeRecord *node = registry_->find(ino);
+		if (!node || node->orphaned)
+			return;
+		node->orphaned = true;
+		size = node->geometry.size;
+	}
+	if (size)
+		remove_range(ino, 0, size);
+}
+
+// Removes [off, off+size) from a region's layout for every attacher. Dirty
+// pages are written back to their objects first, so data written through
+// the window before the call reaches the files mapped there.
+int Filesystem::remove_range(uint64_t ino, uint64_t off, uint64_t size)
+{
+	invalidate(ino, off, size);
+	std::vector<uint64_t> freed;
+	{
+		std::unique_lock<std::shared_mutex> lock(registry_lock_);
+		registry_->ensure_space();
+		NodeRecord *node = registry_->find(ino);
+		if (!node)
+			return ENOENT;
+		Layout layout(std::vector<Mapping>(node->mappings.begin(), node->mappings.end()));
+		std::vector<Mapping> removed;
+		if (int err = layout.remove_range(off, size, &removed))
+			return err;
+		freed = layout.orphaned_objects(removed);
+		node->mappings.assign(layout.mappings().begin(), layout.mappings().end());
+	}
+	// Pages faulted in again meanwhile go too: every attacher faults now.
+	invalidate(ino, off, size);
+	forget_objects(ino, freed);
+	return 0;
+}
+
+} // namespace msharefs

@@ -1,0 +1,152 @@
+// msharefsd's filesystem: the /sys/fs/mshare namespace, the ioctl ABI and the
+// compat data path (the FUSE page cache, filled and written back from the
+// region's layout).
+//
+// Locking: registry_lock_ guards the registry and names_ — shared for lookups
+// and for resolving a data-path request to its backing objects, exclusive for
+// every change. It is never held across I/O on a backing object nor across a
+// notification to the kernel: invalidating an inode makes the kernel write
+// dirty pages back through this same daemon, which needs the lock shared.
+// keeper_lock_ serialises the keeper connection. The owner watch thread only
+// takes registry_lock_ through orphan_region().
+#pragma once
+
+#define FUSE_USE_VERSION 314
+#include <fuse_lowlevel.h>
+
+#include "journal.hpp"
+#include "keeper.hpp"
+#include "objects.hpp"
+#include "registry.hpp"
+
+#include <atomic>
+#include <deque>
+#include <map>
+#include <mutex>
+#include <shared_mutex>
+#include <string>
+#include <thread>
+#include <unordered_map>
+
+namespace msharefs {
+
+struct Options {
+	std::string mountpoint;
+	uint64_t alignment = 1ULL << 39;
+	uint32_t root_mode = 01777;
+	std::string state_name; // prefix of the mount's files in /dev/shm
+	std::string data_path = "pagecache";
+	bool foreground = false;
+	bool debug = false;
+};
+
+class Filesystem {
+public:
+	Filesystem(Options options, std::unique_ptr<Registry> registry,
+		   std::unique_ptr<RequestJournal> journal, std::optional<KeeperClient> keeper,
+		   bool restarted);
+	~Filesystem();
+
+	static const fuse_lowlevel_ops &operations();
+	static const fuse_custom_io &custom_io();
+
+	// After the session exists: reopen backing objects, start watching
+	// owners, queue the requests a previous daemon left unanswered.
+	void attach(fuse_session *se, std::vector<std::pair<std::string, UniqueFd>> kept);
+	void set_mount_device(dev_t dev) { mount_dev_ = dev; }
+	void set_keeper(std::optional<KeeperClient> keeper);
+	bool restarted() const { return restarted_; }
+	const Options &options() const { return options_; }
+	// Frees every region's memory: the mount is going away.
+	void destroy_all();
+
+	// FUSE operations.
+	void lookup(fuse_req_t req, fuse_ino_t parent, const char *name);
+	void getattr(fuse_req_t req, fuse_ino_t ino);
+	void setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set);
+	void mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode);
+	void mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode);
+	void unlink(fuse_req_t req, fuse_ino_t parent, const char *name);
+	void rmdir(fuse_req_t req, fuse_ino_t parent, const char *name);
+	void rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
+		    const char *newname, unsigned flags);
+	void create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+		    fuse_file_info *fi);
+	void open(fuse_req_t req, fuse_ino_t ino, fuse_file_info *fi);
+	void release(fuse_req_t req, fuse_ino_t ino, fuse_file_info *fi);
+	void read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info *fi);
+	void write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
+		   fuse_file_info *fi);
+	void fsync(fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_info *fi);
+	void readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info *fi);
+	void statfs(fuse_req_t req, fuse_ino_t ino);
+	void fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length,
+		       fuse_file_info *fi);
+	void ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *arg, fuse_file_info *fi,
+		   unsigned flags, const void *in_buf, size_t in_bufsz, size_t out_bufsz);
+	void init(fuse_conn_info *conn);
+
+	// The custom /dev/fuse I/O: journal, INIT capture and replay.
+	ssize_t device_read(int fd, void *buf, size_t len);
+	ssize_t device_writev(int fd, iovec *iov, int count);
+
+	struct IoctlCall;
+	int ioctl_get_size(IoctlCall &call);
+	int ioctl_set_size(IoctlCall &call);
+	int ioctl_create_mapping(IoctlCall &call);
+	int ioctl_unmap(IoctlCall &call);
+	int ioctl_not_on_this_path(IoctlCall &call);
+
+private:
+	std::string name_key(uint64_t parent, std::string_view name) const;
+	NodeRecord *child(uint64_t parent, std::string_view name);
+	fuse_entry_param entry_of(const NodeRecord &node) const;
+	struct stat attr_of(const NodeRecord &node) const;
+	std::string info_text() const;
+	int make_node(fuse_req_t req, uint64_t parent, const char *name, NodeKind kind, mode_t mode,
+		      fuse_entry_param *entry);
+	int size_region(NodeRecord &node, uint64_t start, uint64_t size);
+	void drop_name(NodeRecord &node);
+	void destroy_region(NodeRecord &node);
+	std::string object_shm_name(uint64_t ino, uint64_t object_id) const;
+	static std::string object_tag(uint64_t ino, uint64_t object_id);
+	void forget_objects(uint64_t ino, const std::vector<uint64_t> &object_ids);
+	int map_file(IoctlCall &call, const MappingRequest &req, uint32_t fd, Mapping *m);
+	int add_mapping(IoctlCall &call, MappingRequest req, uint32_t fd);
+	int remove_range(uint64_t ino, uint64_t off, uint64_t size);
+	void invalidate(uint64_t ino, uint64_t off, uint64_t len);
+	void set_kernel_size(uint64_t ino, uint64_t size);
+
+	// Owner watch.
+	void watch_owner(const NodeRecord &node);
+	void owner_watch_loop();
+	void orphan_region(uint64_t ino);
+
+	Options options_;
+	std::shared_mutex registry_lock_;
+	std::unique_ptr<Registry> registry_;	    // guarded by registry_lock_
+	std::unordered_map<std::string, uint64_t> names_; // guarded by registry_lock_
+	ObjectTable objects_;
+	std::unique_ptr<RequestJournal> journal_;
+	std::mutex keeper_lock_;
+	std::optional<KeeperClient> keeper_; // guarded by keeper_lock_
+	fuse_session *se_ = nullptr;
+	dev_t mount_dev_ = 0;
+	bool restarted_ = false;
+	uint64_t default_huge_page_size_ = 2 << 20;
+
+	std::mutex replay_lock_;
+	std::deque<std::vector<char>> replay_; // guarded by replay_lock_
+
+	UniqueFd owner_epoll_;
+	UniqueFd owner_wakeup_; // eventfd that stops the watch thread
+	std::mutex owner_lock_;
+	std::unordered_map<uint64_t, UniqueFd> owner_pidfds_; // ino -> pidfd, guarded by owner_lock_
+	std::thread owner_thread_;
+};
+
+// Replies for a request re-read from the journal may find their change
+// already made by the daemon that died; handlers then answer success.
+bool replaying();
+
+} // namespace msharefs

@@ -1,0 +1,306 @@
+// The ioctl ABI as a table of small handlers. Each handler gets a call whose
+// argument has already been checked for size and access mode, and answers
+// with the errno the API documents.
+#include "filesystem.hpp"
+
+#include "process.hpp"
+
+#include <linux/magic.h>
+#include <linux/msharefs.h>
+
+#include <cstring>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/vfs.h>
+
+namespace msharefs {
+
+struct Filesystem::IoctlCall {
+	fuse_req_t req;
+	uint64_t ino;
+	IoctlOp op;
+	const void *in;
+	char out[64];
+	size_t out_size;
+
+	template <class T> T arg() const
+	{
+		T value;
+		std::memcpy(&value, in, sizeof(T));
+		return value;
+	}
+	template <class T> void reply(const T &value)
+	{
+		static_assert(sizeof(T) <= sizeof(out));
+		std::memcpy(out, &value, sizeof(T));
+		out_size = sizeof(T);
+	}
+};
+
+namespace {
+
+struct IoctlHandler {
+	IoctlOp op;
+	size_t in_size;
+	size_t out_size;
+	bool needs_write; // the region file must be open for writing [EBADF]
+	int (Filesystem::*handle)(Filesystem::IoctlCall &);
+};
+
+const IoctlHandler kIoctlHandlers[] = {
+	{IoctlOp::get_size, 0, sizeof(mshare_info), false, &Filesystem::ioctl_get_size},
+	{IoctlOp::set_size, sizeof(mshare_info), 0, true, &Filesystem::ioctl_set_size},
+	{IoctlOp::create_mapping, sizeof(mshare_create), 0, true, &Filesystem::ioctl_create_mapping},
+	{IoctlOp::unmap, sizeof(mshare_unmap), 0, true, &Filesystem::ioctl_unmap},
+	{IoctlOp::create_mapping_v3, sizeof(mshare_create_v3), 0, true, &Filesystem::ioctl_create_mapping},
+	{IoctlOp::unmap_v3, sizeof(mshare_unmap_v3), 0, true, &Filesystem::ioctl_unmap},
+	{IoctlOp::protect, sizeof(mshare_protect), 0, true, &Filesystem::ioctl_not_on_this_path},
+	{IoctlOp::lock, 0, 0, true, &Filesystem::ioctl_not_on_this_path},
+	{IoctlOp::unlock, 0, 0, true, &Filesystem::ioctl_not_on_this_path},
+};
+
+const IoctlHandler *handler_for(IoctlOp op)
+{
+	for (const auto &h : kIoctlHandlers)
+		if (h.op == op)
+			return &h;
+	return nullptr;
+}
+
+} // namespace
+
+void Filesystem::ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *, fuse_file_info *fi,
+		       unsigned flags, const void *in_buf, size_t in_bufsz, size_t)
+{
+	if (flags & FUSE_IOCTL_DIR) {
+		fuse_reply_err(req, ENOTTY);
+		return;
+	}
+	bool sized = false;
+	{
+		std::shared_lock<std::shared_mutex> lock(registry_lock_);
+		NodeRecord *node = registry_->find(ino);
+		if (!node || node->kind != NodeKind::region) {
+			lock.unlock();
+			fuse_reply_err(req, node ? ENOTTY : ENOENT);
+			return;
+		}
+		sized = node->geometry.sized;
+	}
+	const IoctlOp op = classify_ioctl(cmd, sized);
+	const IoctlHandler *h = handler_for(op);
+	if (!h) {
+		fuse_reply_err(req, ENOTTY);
+		return;
+	}
+	if (in_bufsz < h->in_size) {
+		fuse_reply_err(req, EFAULT);
+		return;
+	}
+	if (h->needs_write && !(fi->fh == O_WRONLY || fi->fh == O_RDWR)) {
+		fuse_reply_err(req, EBADF);
+		return;
+	}
+	IoctlCall call{req, ino, op, in_buf, {}, 0};
+	int err = (this->*h->handle)(call);
+	if (err)
+		fuse_reply_err(req, err);
+	else
+		fuse_reply_ioctl(req, 0, call.out_size ? call.out : nullptr, call.out_size);
+}
+
+int Filesystem::ioctl_get_size(IoctlCall &call)
+{
+	std::shared_lock<std::shared_mutex> lock(registry_lock_);
+	NodeRecord *node = registry_->find(call.ino);
+	if (!node || !node->geometry.sized)
+		return EINVAL;
+	call.reply(mshare_info{node->geometry.start, node->geometry.size});
+	return 0;
+}
+
+int Filesystem::ioctl_set_size(IoctlCall &call)
+{
+	const auto info = call.arg<mshare_info>();
+	{
+		std::unique_lock<std::shared_mutex> lock(registry_lock_);
+		NodeRecord *node = registry_->find(call.ino);
+		if (!node)
+			return ENOENT;
+		if (int err = size_region(*node, info.start, info.size))
+			return err;
+	}
+	set_kernel_size(call.ino, info.size);
+	return 0;
+}
+
+// Resolves the caller's descriptor and checks it may be mapped as asked.
+int Filesystem::map_file(IoctlCall &call, const MappingRequest &req, uint32_t fd, Mapping *m)
+{
+	UniqueFd file(steal_fd(fuse_req_ctx(call.req)->pid, static_cast<int>(fd)));
+	if (!file)
+		return errno == EBADF || errno == ESRCH ? EBADF : errno;
+	struct stat st {};
+	struct statfs sfs {};
+	if (fstat(file.get(), &st) < 0 || fstatfs(file.get(), &sfs) < 0)
+		return EBADF;
+	if (mount_dev_ && st.st_dev == mount_dev_)
+		return EINVAL; // msharefs regions do not nest
+	if (!S_ISREG(st.st_mode))
+		return ENODEV;
+	const int fl = fcntl(file.get(), F_GETFL);
+	if (fl & O_PATH)
+		return EBADF;
+	const int mode = fl & O_ACCMODE;
+	if (mode == O_WRONLY)
+		return EACCES;
+	if ((req.prot & PROT_WRITE) && mode != O_RDWR)
+		return EACCES;
+	MappingRequest checked = req;
+	checked.file_is_hugetlbfs = static_cast<unsigned long>(sfs.f_type) == HUGETLBFS_MAGIC;
+	checked.file_huge_page_size = checked.file_is_hugetlbfs ? static_cast<uint64_t>(sfs.f_bsize) : 0;
+
+	std::unique_lock<std::shared_mutex> lock(registry_lock_);
+	registry_->ensure_space();
+	NodeRecord *node = registry_->find(call.ino);
+	if (!node || node->orphaned)
+		return EINVAL;
+	if (int err = validate_create(node->geometry, checked, default_huge_page_size_, m))
+		return err;
+	Layout layout(std::vector<Mapping>(node->mappings.begin(), node->mappings.end()));
+	if (int err = layout.can_insert(*m))
+		return replaying() ? 0 : err;
+	m->object_id = node->next_object_id++;
+	{
+		std::lock_guard<std::mutex> guard(keeper_lock_);
+		if (keeper_)
+			keeper_->put(object_tag(call.ino, m->object_id), file.get());
+	}
+	ObjectTable::accessor acc;
+	objects_.insert(acc, ObjectKey{call.ino, m->object_id});
+	acc->second = std::make_shared<BackingObject>(std::move(file), m->kind, "");
+	layout.insert(*m);
+	node->mappings.assign(layout.mappings().begin(), layout.mappings().end());
+	return 0;
+}
+
+int Filesystem::add_mapping(IoctlCall &call, MappingRequest req, uint32_t fd)
+{
+	Mapping m;
+	if (!(req.flags & MAP_ANONYMOUS)) {
+		if (int err = map_file(call, req, fd, &m))
+			return err;
+	} else {
+		std::unique_lock<std::shared_mutex> lock(registry_lock_);
+		registry_->ensure_space();
+		NodeRecord *node = registry_->find(call.ino);
+		if (!node || node->orphaned)
+			return EINVAL;
+		if (int err = validate_create(node->geometry, req, default_huge_page_size_, &m))
+			return err;
+		Layout layout(std::vector<Mapping>(node->mappings.begin(), node->mappings.end()));
+		if (int err = layout.can_insert(m)) {
+			const Mapping *existing = layout.find(m.region_offset);
+			// Replayed after the first daemon made this very mapping.
+			if (replaying() && existing && existing->region_offset == m.region_offset &&
+			    existing->size == m.size && !existing->has_file)
+				return 0;
+			return err;
+		}
+		m.object_id = node->next_object_id++;
+		int err = 0;
+		auto object = BackingObject::create_memory(object_shm_name(call.ino, m.object_id), m.size,
+							   m.kind, &err);
+		if (!object)
+			return err;
+		ObjectTable::accessor acc;
+		objects_.insert(acc, ObjectKey{call.ino, m.object_id});
+		acc->second = std::move(object);
+		layout.insert(m);
+		node->mappings.assign(layout.mappings().begin(), layout.mappings().end());
+	}
+	// Nothing of the range can be cached (it was a hole), but make sure.
+	invalidate(call.ino, m.region_offset, m.size);
+	return 0;
+}
+
+int Filesystem::ioctl_create_mapping(IoctlCall &call)
+{
+	MappingRequest req;
+	uint32_t fd;
+	if (call.op == IoctlOp::create_mapping) {
+		const auto a = call.arg<mshare_create>();
+		std::shared_lock<std::shared_mutex> lock(registry_lock_);
+		NodeRecord *node = registry_->find(call.ino);
+		if (!node)
+			return ENOENT;
+		if (int err = absolute_to_offset(node->geometry, a.addr, &req.region_offset))
+			return err;
+		req.size = a.size;
+		req.object_offset = a.offset;
+		req.prot = a.prot;
+		req.flags = a.flags;
+		fd = a.fd;
+	} else {
+		const auto a = call.arg<mshare_create_v3>();
+		req.region_offset = a.region_offset;
+		req.size = a.size;
+		req.object_offset = a.offset;
+		req.prot = a.prot;
+		req.flags = a.flags;
+		fd = a.fd;
+	}
+	return add_mapping(call, req, fd);
+}
+
+int Filesystem::ioctl_unmap(IoctlCall &call)
+{
+	uint64_t off = 0;
+	uint64_t size = 0;
+	{
+		std::shared_lock<std::shared_mutex> lock(registry_lock_);
+		NodeRecord *node = registry_->find(call.ino);
+		if (!node)
+			return ENOENT;
+		const Geometry geo = node->geometry;
+		if (call.op == IoctlOp::unmap) {
+			const auto a = call.arg<mshare_unmap>();
+			if (int err = absolute_to_offset(geo, a.addr, &off))
+				return err;
+			size = a.size;
+		} else {
+			const auto a = call.arg<mshare_unmap_v3>();
+			// The same number sized a seed region: a replayed SET_SIZE.
+			if (replaying() && geo.start != 0 && a.region_offset == geo.start && a.size == geo.size)
+				return 0;
+			off = a.region_offset;
+			size = a.size;
+		}
+		if (int err = validate_range(geo, off, size))
+			return err;
+	}
+	return remove_range(call.ino, off, size);
+}
+
+int Filesystem::ioctl_not_on_this_path(IoctlCall &call)
+{
+	std::shared_lock<std::shared_mutex> lock(registry_lock_);
+	NodeRecord *node = registry_->find(call.ino);
+	if (!node || !node->geometry.sized)
+		return EINVAL;
+	if (call.op == IoctlOp::protect) {
+		const auto a = call.arg<mshare_protect>();
+		uint64_t off = 0;
+		if (int err = absolute_to_offset(node->geometry, a.addr, &off))
+			return err;
+		if (int err = validate_range(node->geometry, off, a.size))
+			return err;
+		if (a.prot & ~(PROT_READ | PROT_WRITE | PROT_EXEC))
+			return EINVAL;
+	}
+	// The page cache path cannot change protections in other processes.
+	return EOPNOTSUPP;
+}
+
+} // namespace msharefs

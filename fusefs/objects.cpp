@@ -1,0 +1,112 @@
+#include "objects.hpp"
+
+#include <cerrno>
+#include <cstring>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+namespace msharefs {
+
+std::shared_ptr<BackingObject> BackingObject::create_memory(const std::string &shm_name, uint64_t size,
+							    ObjectKind kind, int *err)
+{
+	const std::string path = "/" + shm_name;
+	UniqueFd fd(shm_open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+	if (!fd) {
+		*err = errno;
+		return nullptr;
+	}
+	if (ftruncate(fd.get(), static_cast<off_t>(size)) < 0) {
+		*err = errno == EINVAL ? ENOMEM : errno;
+		shm_unlink(path.c_str());
+		return nullptr;
+	}
+	return std::make_shared<BackingObject>(std::move(fd), kind, shm_name);
+}
+
+std::shared_ptr<BackingObject> BackingObject::open_memory(const std::string &shm_name, ObjectKind kind)
+{
+	const std::string path = "/" + shm_name;
+	UniqueFd fd(shm_open(path.c_str(), O_RDWR | O_CLOEXEC, 0600));
+	if (!fd)
+		return nullptr;
+	return std::make_shared<BackingObject>(std::move(fd), kind, shm_name);
+}
+
+int BackingObject::read(char *buf, size_t len, uint64_t offset) const
+{
+	size_t done = 0;
+	while (done < len) {
+		ssize_t n = pread(fd_.get(), buf + done, len - done, static_cast<off_t>(offset + done));
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return EIO;
+		}
+		if (n == 0)
+			break;
+		done += static_cast<size_t>(n);
+	}
+	if (done == len)
+		return 0;
+	// Past the end of the file: like mmap, the rest of the page holding the
+	// last byte reads as zeros and whole pages beyond it fault.
+	const uint64_t eof = offset + done;
+	const uint64_t page_end = (eof + kPageSize - 1) / kPageSize * kPageSize;
+	if (offset + len > page_end)
+		return EIO;
+	std::memset(buf + done, 0, len - done);
+	return 0;
+}
+
+int BackingObject::write_through_mapping(const char *buf, size_t len, uint64_t offset) const
+{
+	// hugetlbfs has no write(): map the huge pages concerned and copy.
+	struct stat st {};
+	if (fstat(fd_.get(), &st) < 0)
+		return EIO;
+	const uint64_t unit = static_cast<uint64_t>(st.st_blksize);
+	const uint64_t start = offset / unit * unit;
+	const uint64_t end = (offset + len + unit - 1) / unit * unit;
+	void *p = mmap(nullptr, end - start, PROT_READ | PROT_WRITE, MAP_SHARED, fd_.get(),
+		       static_cast<off_t>(start));
+	if (p == MAP_FAILED)
+		return EIO;
+	std::memcpy(static_cast<char *>(p) + (offset - start), buf, len);
+	munmap(p, end - start);
+	return 0;
+}
+
+int BackingObject::write(const char *buf, size_t len, uint64_t offset) const
+{
+	size_t done = 0;
+	while (done < len) {
+		ssize_t n = pwrite(fd_.get(), buf + done, len - done, static_cast<off_t>(offset + done));
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EINVAL && done == 0 && kind_ == ObjectKind::hugetlb)
+				return write_through_mapping(buf, len, offset);
+			return EIO;
+		}
+		done += static_cast<size_t>(n);
+	}
+	return 0;
+}
+
+int BackingObject::sync() const
+{
+	if (is_memory())
+		return 0;
+	return fdatasync(fd_.get()) < 0 && errno != EINVAL ? EIO : 0;
+}
+
+void BackingObject::destroy()
+{
+	if (!shm_name_.empty())
+		shm_unlink(("/" + shm_name_).c_str());
+}
+
+} // namespace msharefs
