@@ -99,13 +99,12 @@ int validate_create(const Geometry &geo, const MappingRequest &req,
 		return EINVAL;
 
 	uint64_t unit = kPageSize;
-	if (huge_anon) {
+	if (huge_anon)
 		unit = requested_huge_page_size(req.flags, default_huge_page_size);
-		if (!is_power_of_two(unit) || unit < kPageSize)
-			return EINVAL;
-	} else if (req.file_is_hugetlbfs) {
+	else if (req.file_is_hugetlbfs)
 		unit = req.file_huge_page_size;
-	}
+	if (!is_power_of_two(unit) || unit < kPageSize)
+		return EINVAL;
 	if (!page_aligned(req.region_offset, unit) || !page_aligned(req.object_offset, unit))
 		return EINVAL;
 	if (add_overflows(req.size, unit - 1))
@@ -269,6 +268,8 @@ int Layout::protect(uint64_t off, uint64_t size, uint32_t prot)
 std::vector<Piece> Layout::pieces(uint64_t off, uint64_t len) const
 {
 	std::vector<Piece> out;
+	if (len == 0)
+		return out;
 	uint64_t pos = off;
 	const uint64_t end = add_overflows(off, len) ? UINT64_MAX : off + len;
 	for (const auto &m : mappings_) {

@@ -1,0 +1,82 @@
+// Integration test harness: every test binary runs in a private mount
+// namespace, with tmpfs over /sys/fs (so /sys/fs/mshare can be created) and
+// over /dev/shm (so each run's state is its own), and mounts a real msharefsd
+// there. Tests drive it with real processes.
+#pragma once
+
+#include <linux/msharefs.h>
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <sys/types.h>
+#include <vector>
+
+namespace msharefs::test {
+
+inline constexpr const char *kMount = MSHAREFS_MOUNT_POINT;
+inline constexpr uint64_t kTiB = 1ULL << 40;
+inline constexpr uint64_t kGiB = 1ULL << 30;
+inline constexpr uint64_t kMiB = 1ULL << 20;
+
+// Sets up the private namespace; call first thing in main(). Returns false
+// (after printing why) when the tests cannot run here.
+bool enter_test_namespace();
+
+// A running msharefsd on /sys/fs/mshare; stopped (umount) when destroyed.
+class Daemon {
+public:
+	explicit Daemon(std::vector<std::string> options = {"align=1G"});
+	~Daemon();
+	Daemon(const Daemon &) = delete;
+	Daemon &operator=(const Daemon &) = delete;
+
+	void stop();	// umount and wait for the daemon to exit
+	void kill9();	// SIGKILL the daemon; the mount stays
+	void restart(); // start a new daemon on the same mount point
+	pid_t pid() const { return pid_; }
+	uint64_t alignment() const;
+
+private:
+	void start();
+	std::vector<std::string> options_;
+	pid_t pid_ = -1;
+};
+
+std::string path(const std::string &name);
+
+struct ChildResult {
+	int exit_code = -1; // -1 if killed
+	int signal = 0;	    // the signal that killed it, 0 if it exited
+	bool timed_out = false;
+};
+
+// Runs fn in a forked child; its return value is the exit code. A child
+// still running after timeout_s is killed and reported as timed out.
+pid_t spawn(const std::function<int()> &fn);
+ChildResult wait_for(pid_t pid, int timeout_s = 60);
+ChildResult run_in_child(const std::function<int()> &fn, int timeout_s = 60);
+// Runs a program; its stdout and stderr are appended to *output.
+ChildResult run_program(const std::vector<std::string> &argv, std::string *output, int timeout_s = 60);
+
+// Creates NAME, sizes it to [start, start+size) and maps one anonymous shared
+// mapping over all of it. Returns the fd (or -1 with errno).
+int create_region(const std::string &name, uint64_t start, uint64_t size, mode_t mode = 0600);
+// mmap of the whole window at its start; MAP_FAILED with errno on failure.
+void *attach(int fd, int prot = 3 /* PROT_READ|PROT_WRITE */);
+
+// ioctl helpers returning 0 or errno.
+int set_size(int fd, uint64_t start, uint64_t size);
+int get_size(int fd, mshare_info *info);
+int create_mapping(int fd, uint64_t addr, uint64_t size, uint64_t offset, uint32_t prot, uint32_t flags,
+		   int object_fd = -1);
+int unmap(int fd, uint64_t addr, uint64_t size);
+
+// True if reading (or writing) addr in a child process faults.
+bool read_faults(const void *addr);
+bool write_faults(void *addr);
+
+// Names in /dev/shm that belong to region objects.
+std::vector<std::string> region_objects();
+
+} // namespace msharefs::test
