@@ -65,6 +65,37 @@ Filesystem::~Filesystem()
 		(void)!::write(owner_wakeup_.get(), &one, sizeof(one));
 		owner_thread_.join();
 	}
+	{
+		std::lock_guard<std::mutex> guard(deferred_lock_);
+		stopping_ = true;
+	}
+	deferred_ready_.notify_all();
+	if (deferred_thread_.joinable())
+		deferred_thread_.join();
+}
+
+void Filesystem::defer(std::function<void()> work)
+{
+	{
+		std::lock_guard<std::mutex> guard(deferred_lock_);
+		deferred_.push_back(std::move(work));
+	}
+	deferred_ready_.notify_one();
+}
+
+void Filesystem::deferred_work_loop()
+{
+	std::unique_lock<std::mutex> guard(deferred_lock_);
+	for (;;) {
+		deferred_ready_.wait(guard, [this] { return stopping_ || !deferred_.empty(); });
+		if (stopping_)
+			return;
+		std::function<void()> work = std::move(deferred_.front());
+		deferred_.pop_front();
+		guard.unlock();
+		work();
+		guard.lock();
+	}
 }
 
 void Filesystem::set_keeper(std::optional<KeeperClient> keeper)
@@ -118,6 +149,7 @@ void Filesystem::attach(fuse_session *se, std::vector<std::pair<std::string, Uni
 		for (auto &r : journal_->take_unanswered())
 			replay_.push_back(std::move(r));
 	}
+	deferred_thread_ = std::thread([this] { deferred_work_loop(); });
 	owner_thread_ = std::thread([this] { owner_watch_loop(); });
 }
 
@@ -131,14 +163,11 @@ ssize_t Filesystem::device_read(int fd, void *buf, size_t len)
 		if (!replay_.empty()) {
 			std::vector<char> r = std::move(replay_.front());
 			replay_.pop_front();
-			const size_t n = std::min(len, r.size());
-			std::memcpy(buf, r.data(), n);
 			tls_replaying = true;
-			journal_->record(buf, n);
-			return static_cast<ssize_t>(n);
+			return static_cast<ssize_t>(journal_->adopt(r, buf, len));
 		}
 	}
-	ssize_t n = ::read(fd, buf, len);
+	ssize_t n = journal_->read_request(fd, buf, len);
 	if (n >= static_cast<ssize_t>(sizeof(fuse_in_header))) {
 		const auto *in = static_cast<const fuse_in_header *>(buf);
 		if (in->opcode == FUSE_INIT) {
@@ -147,7 +176,6 @@ ssize_t Filesystem::device_read(int fd, void *buf, size_t len)
 			h.init_request_len = static_cast<uint32_t>(std::min<size_t>(n, sizeof(h.init_request)));
 			std::memcpy(h.init_request, buf, h.init_request_len);
 		}
-		journal_->record(buf, static_cast<size_t>(n));
 	}
 	return n;
 }
@@ -307,8 +335,6 @@ int Filesystem::size_region(NodeRecord &node, uint64_t start, uint64_t size)
 		return node.kind == NodeKind::directory ? EISDIR : EPERM;
 	if (node.geometry.sized && node.geometry.size == size && (replaying() || size == 0))
 		return 0;
-	if (!node.geometry.sized && size == 0 && start == 0)
-		return 0; // truncating an unsized region to nothing changes nothing
 	if (node.orphaned)
 		return EINVAL;
 	if (int err = validate_sizing(node.geometry, start, size, options_.alignment))
@@ -334,15 +360,14 @@ void Filesystem::setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int 
 		fuse_reply_err(req, EPERM);
 		return;
 	}
-	bool resized = false;
 	if (to_set & FUSE_SET_ATTR_SIZE) {
-		const bool was_sized = node->geometry.sized;
-		if (int err = size_region(*node, 0, static_cast<uint64_t>(attr->st_size))) {
+		// Truncating an unsized region to nothing (O_TRUNC) changes nothing.
+		const bool no_op = !node->geometry.sized && attr->st_size == 0 && node->kind == NodeKind::region;
+		if (int err = no_op ? 0 : size_region(*node, 0, static_cast<uint64_t>(attr->st_size))) {
 			lock.unlock();
 			fuse_reply_err(req, err);
 			return;
 		}
-		resized = !was_sized && node->geometry.sized;
 	}
 	if (to_set & FUSE_SET_ATTR_MODE)
 		node->mode = (node->mode & S_IFMT) | (attr->st_mode & 07777);
@@ -356,7 +381,6 @@ void Filesystem::setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int 
 		node->ctime_sec = ::time(nullptr);
 	struct stat st = attr_of(*node);
 	lock.unlock();
-	(void)resized;
 	fuse_reply_attr(req, &st, kAttrTimeout);
 }
 
@@ -797,6 +821,7 @@ void Filesystem::write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t s
 		       fuse_file_info *)
 {
 	std::vector<IoSlice> slices;
+	std::vector<std::pair<uint64_t, uint64_t>> refused; // region offset, size
 	std::shared_lock<std::shared_mutex> lock(registry_lock_);
 	NodeRecord *node = registry_->find(ino);
 	int err = 0;
@@ -810,16 +835,13 @@ void Filesystem::write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t s
 	if (!err) {
 		Layout layout(std::vector<Mapping>(node->mappings.begin(), node->mappings.end()));
 		for (const Piece &p : layout.pieces(static_cast<uint64_t>(off), size)) {
+			ObjectTable::const_accessor acc;
 			// Stores to a hole or to a mapping without PROT_WRITE are
 			// not kept (the compat path cannot refuse them earlier).
-			if (!p.mapping || !(p.mapping->prot & PROT_WRITE)) {
-				err = EIO;
-				break;
-			}
-			ObjectTable::const_accessor acc;
-			if (!objects_.find(acc, ObjectKey{ino, p.mapping->object_id})) {
-				err = EIO;
-				break;
+			if (!p.mapping || !(p.mapping->prot & PROT_WRITE) ||
+			    !objects_.find(acc, ObjectKey{ino, p.mapping->object_id})) {
+				refused.emplace_back(p.region_offset, p.size);
+				continue;
 			}
 			slices.push_back({acc->second, p.object_offset(),
 					  p.region_offset - static_cast<uint64_t>(off), p.size});
@@ -830,6 +852,16 @@ void Filesystem::write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t s
 		if (err)
 			break;
 		err = s.object->write(buf + s.buffer_offset, s.size, s.object_offset);
+	}
+	if (!err && !refused.empty()) {
+		// The refused bytes still sit in the page cache, where every
+		// attacher sees them: drop those pages once this writeback is
+		// over, so the next access reads what the mapping really holds.
+		err = EIO;
+		defer([this, ino, refused = std::move(refused)] {
+			for (auto [at, len] : refused)
+				invalidate(ino, at, len);
+		});
 	}
 	if (err)
 		fuse_reply_err(req, err);
@@ -864,7 +896,7 @@ void Filesystem::watch_owner(const NodeRecord &node)
 	std::lock_guard<std::mutex> guard(owner_lock_);
 	if (!pidfd) {
 		// The owner is already gone (it exited while no daemon ran).
-		std::thread([this, ino = node.ino] { orphan_region(ino); }).detach();
+		defer([this, ino = node.ino] { orphan_region(ino); });
 		return;
 	}
 	epoll_event ev{};

@@ -7,8 +7,9 @@
 // every change. It is never held across I/O on a backing object nor across a
 // notification to the kernel: invalidating an inode makes the kernel write
 // dirty pages back through this same daemon, which needs the lock shared.
-// keeper_lock_ serialises the keeper connection. The owner watch thread only
-// takes registry_lock_ through orphan_region().
+// keeper_lock_ serialises the keeper connection. The owner watch thread and
+// the deferred-work thread take registry_lock_ only through orphan_region()
+// and never while holding owner_lock_ or deferred_lock_.
 #pragma once
 
 #define FUSE_USE_VERSION 314
@@ -20,6 +21,8 @@
 #include "registry.hpp"
 
 #include <atomic>
+#include <condition_variable>
+#include <functional>
 #include <deque>
 #include <map>
 #include <mutex>
@@ -117,6 +120,11 @@ private:
 	void invalidate(uint64_t ino, uint64_t off, uint64_t len);
 	void set_kernel_size(uint64_t ino, uint64_t size);
 
+	// Work that must run outside the request that caused it (it waits on
+	// the kernel, which may wait on this daemon): a single worker thread.
+	void defer(std::function<void()> work);
+	void deferred_work_loop();
+
 	// Owner watch.
 	void watch_owner(const NodeRecord &node);
 	void owner_watch_loop();
@@ -143,6 +151,12 @@ private:
 	std::mutex owner_lock_;
 	std::unordered_map<uint64_t, UniqueFd> owner_pidfds_; // ino -> pidfd, guarded by owner_lock_
 	std::thread owner_thread_;
+
+	std::mutex deferred_lock_;
+	std::condition_variable deferred_ready_;
+	std::deque<std::function<void()>> deferred_; // guarded by deferred_lock_
+	bool stopping_ = false;			     // guarded by deferred_lock_
+	std::thread deferred_thread_;
 };
 
 // Replies for a request re-read from the journal may find their change

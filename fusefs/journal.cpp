@@ -1,5 +1,7 @@
 #include "journal.hpp"
 
+#include <algorithm>
+#include <cstddef>
 #include <cstring>
 #include <fcntl.h>
 #include <linux/fuse.h>
@@ -62,7 +64,7 @@ size_t RequestJournal::acquire_slot()
 
 void RequestJournal::release_slot(size_t index)
 {
-	slot(index)->unique.store(0, std::memory_order_release);
+	unique_of(slot(index)).store(0, std::memory_order_release);
 	std::lock_guard<std::mutex> guard(free_lock_);
 	free_slots_.push_back(index);
 }
@@ -83,26 +85,63 @@ RequestJournal::Slot *RequestJournal::thread_slot()
 	return tls_lease.index != SIZE_MAX ? slot(tls_lease.index) : nullptr;
 }
 
-void RequestJournal::record(const void *request, size_t len)
+std::atomic<uint64_t> &RequestJournal::unique_of(Slot *s)
 {
-	Slot *s = thread_slot();
-	if (!s || len < sizeof(fuse_in_header) || len > slot_bytes_ - sizeof(Slot))
-		return;
-	const auto *in = static_cast<const fuse_in_header *>(request);
-	s->unique.store(0, std::memory_order_relaxed);
-	switch (in->opcode) {
+	static_assert(offsetof(fuse_in_header, unique) % alignof(std::atomic<uint64_t>) == 0);
+	auto *in = reinterpret_cast<fuse_in_header *>(s + 1);
+	return *reinterpret_cast<std::atomic<uint64_t> *>(&in->unique);
+}
+
+bool RequestJournal::needs_reply(uint32_t opcode)
+{
+	switch (opcode) {
 	case FUSE_FORGET:
 	case FUSE_BATCH_FORGET:
 	case FUSE_INTERRUPT:
-	case FUSE_INIT:
-	case FUSE_DESTROY:
-		return; // nothing waits for a reply, or handled separately
+	case FUSE_INIT:	   // kept in the registry header instead
+	case FUSE_DESTROY: // nothing waits for it
+		return false;
 	default:
-		break;
+		return true;
 	}
-	std::memcpy(reinterpret_cast<char *>(s + 1), request, len);
-	s->len = static_cast<uint32_t>(len);
-	s->unique.store(in->unique, std::memory_order_release);
+}
+
+ssize_t RequestJournal::read_request(int fuse_fd, void *buf, size_t len)
+{
+	Slot *s = thread_slot();
+	if (!s || len > capacity())
+		return ::read(fuse_fd, buf, len);
+	unique_of(s).store(0, std::memory_order_release);
+	auto *area = reinterpret_cast<char *>(s + 1);
+	const ssize_t n = ::read(fuse_fd, area, len);
+	if (n < 0) {
+		const int saved = errno;
+		unique_of(s).store(0, std::memory_order_release);
+		errno = saved;
+		return n;
+	}
+	std::memcpy(buf, area, static_cast<size_t>(n));
+	if (static_cast<size_t>(n) < sizeof(fuse_in_header) ||
+	    !needs_reply(reinterpret_cast<fuse_in_header *>(area)->opcode))
+		unique_of(s).store(0, std::memory_order_release);
+	return n;
+}
+
+size_t RequestJournal::adopt(const std::vector<char> &request, void *buf, size_t len)
+{
+	const size_t n = std::min(len, request.size());
+	Slot *s = thread_slot();
+	if (s && n <= capacity() && n >= sizeof(fuse_in_header)) {
+		unique_of(s).store(0, std::memory_order_release);
+		auto *area = reinterpret_cast<char *>(s + 1);
+		std::memcpy(area + sizeof(uint64_t) * 2, request.data() + sizeof(uint64_t) * 2,
+			    n - sizeof(uint64_t) * 2);
+		std::memcpy(area, request.data(), sizeof(uint64_t)); // len, opcode
+		const auto *in = reinterpret_cast<const fuse_in_header *>(request.data());
+		unique_of(s).store(in->unique, std::memory_order_release);
+	}
+	std::memcpy(buf, request.data(), n);
+	return n;
 }
 
 void RequestJournal::complete(uint64_t unique)
@@ -110,13 +149,14 @@ void RequestJournal::complete(uint64_t unique)
 	if (unique == 0)
 		return;
 	Slot *own = thread_slot();
-	if (own && own->unique.load(std::memory_order_relaxed) == unique) {
-		own->unique.store(0, std::memory_order_release);
-		return;
+	if (own) {
+		uint64_t expected = unique;
+		if (unique_of(own).compare_exchange_strong(expected, 0))
+			return;
 	}
 	for (size_t i = 0; i < kSlots; i++) {
 		uint64_t expected = unique;
-		if (slot(i)->unique.compare_exchange_strong(expected, 0))
+		if (unique_of(slot(i)).compare_exchange_strong(expected, 0))
 			return;
 	}
 }
@@ -126,11 +166,14 @@ std::vector<std::vector<char>> RequestJournal::take_unanswered()
 	std::vector<std::vector<char>> out;
 	for (size_t i = 0; i < kSlots; i++) {
 		Slot *s = slot(i);
-		if (s->unique.load(std::memory_order_acquire) == 0)
+		if (unique_of(s).load(std::memory_order_acquire) == 0)
 			continue;
-		const char *data = reinterpret_cast<const char *>(s + 1);
-		out.emplace_back(data, data + s->len);
-		s->unique.store(0, std::memory_order_release);
+		const auto *in = reinterpret_cast<const fuse_in_header *>(s + 1);
+		if (in->len >= sizeof(fuse_in_header) && in->len <= capacity() && needs_reply(in->opcode)) {
+			const char *data = reinterpret_cast<const char *>(s + 1);
+			out.emplace_back(data, data + in->len);
+		}
+		unique_of(s).store(0, std::memory_order_release);
 	}
 	return out;
 }

@@ -4,6 +4,8 @@
 #include <linux/msharefs.h>
 
 #include <cerrno>
+#include <climits>
+#include <dirent.h>
 #include <cstddef>
 #include <cstdio>
 #include <cstdlib>
@@ -114,6 +116,30 @@ dev_t mount_device(const std::string &path)
 
 bool is_mounted(const std::string &path) { return mount_device(path) != 0; }
 
+// Descriptors inherited from whoever started us are not ours. Those on the
+// mount we serve are left open: closing one writes its dirty pages back
+// through the daemon that is not serving yet.
+void close_inherited_descriptors(const std::string &mountpoint)
+{
+	const std::string prefix = mountpoint + "/";
+	std::vector<int> stray;
+	if (DIR *d = opendir("/proc/self/fd")) {
+		while (dirent *de = readdir(d)) {
+			const int fd = std::atoi(de->d_name);
+			if (fd < 3 || fd == dirfd(d))
+				continue;
+			char target[PATH_MAX] = {};
+			if (readlink(("/proc/self/fd/" + std::to_string(fd)).c_str(), target, sizeof(target) - 1) < 0)
+				continue;
+			if (std::string(target).rfind(prefix, 0) != 0)
+				stray.push_back(fd);
+		}
+		closedir(d);
+	}
+	for (int fd : stray)
+		::close(fd);
+}
+
 int fail(const std::string &message)
 {
 	std::fprintf(stderr, "msharefsd: %s\n", message.c_str());
@@ -203,6 +229,7 @@ int main(int argc, char *argv[])
 	if (!cmd.mountpoint)
 		return fail("no mount point given (try --help)");
 
+	close_inherited_descriptors(cmd.mountpoint);
 	Options options;
 	options.mountpoint = cmd.mountpoint;
 	options.foreground = cmd.foreground;

@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <stdexcept>
 #include <sched.h>
+#include <sys/socket.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/mount.h>
@@ -42,7 +43,134 @@ bool mounted()
 	return found;
 }
 
+void dump_stacks(pid_t pid)
+{
+	const std::string task_dir = "/proc/" + std::to_string(pid) + "/task";
+	DIR *d = opendir(task_dir.c_str());
+	if (!d)
+		return;
+	while (dirent *de = readdir(d)) {
+		if (de->d_name[0] == '.')
+			continue;
+		FILE *f = fopen((task_dir + "/" + de->d_name + "/stack").c_str(), "r");
+		if (!f)
+			continue;
+		fprintf(stderr, "  thread %s:\n", de->d_name);
+		char line[256];
+		for (int i = 0; i < 6 && fgets(line, sizeof(line), f); i++)
+			fprintf(stderr, "    %s", line);
+		fclose(f);
+	}
+	closedir(d);
+}
+
+// Which processes still use the mount (open files, mappings, cwd).
+void report_users()
+{
+	DIR *proc = opendir("/proc");
+	if (!proc)
+		return;
+	while (dirent *de = readdir(proc)) {
+		if (de->d_name[0] < '0' || de->d_name[0] > '9')
+			continue;
+		const std::string base = std::string("/proc/") + de->d_name;
+		std::string found;
+		if (DIR *fds = opendir((base + "/fd").c_str())) {
+			while (dirent *f = readdir(fds)) {
+				char target[512] = {};
+				if (readlink((base + "/fd/" + f->d_name).c_str(), target, sizeof(target) - 1) > 0 &&
+				    strstr(target, kMount))
+					found += std::string(" fd ") + f->d_name + "=" + target;
+			}
+			closedir(fds);
+		}
+		if (FILE *maps = fopen((base + "/maps").c_str(), "r")) {
+			char line[1024];
+			while (fgets(line, sizeof(line), maps))
+				if (strstr(line, kMount)) {
+					found += " map";
+					break;
+				}
+			fclose(maps);
+		}
+		if (!found.empty())
+			fprintf(stderr, "  pid %s uses the mount:%s\n", de->d_name, found.c_str());
+	}
+	closedir(proc);
+}
+
+// Daemons are started by a launcher forked before any test opens a file on
+// the mount: a process that has a region file open or mapped cannot start
+// one itself, because the new process's exec (or close) would write the
+// region's dirty pages back through the daemon it is about to start.
+int launcher_socket = -1;
+
+[[noreturn]] void launcher_loop(int sock)
+{
+	signal(SIGCHLD, SIG_IGN); // children are reaped by the kernel
+	for (;;) {
+		char buf[4096];
+		ssize_t n = recv(sock, buf, sizeof(buf) - 1, 0);
+		if (n <= 0)
+			_exit(0);
+		buf[n] = '\0';
+		std::vector<std::string> argv;
+		for (char *p = buf; p < buf + n; p += strlen(p) + 1)
+			argv.emplace_back(p);
+		pid_t pid = fork();
+		if (pid == 0) {
+			signal(SIGCHLD, SIG_DFL);
+			std::vector<char *> args;
+			for (auto &a : argv)
+				args.push_back(a.data());
+			args.push_back(nullptr);
+			execvp(args[0], args.data());
+			perror("exec msharefsd");
+			_exit(127);
+		}
+		if (send(sock, &pid, sizeof(pid), 0) != sizeof(pid))
+			_exit(1);
+	}
+}
+
+pid_t launch(const std::vector<std::string> &argv)
+{
+	std::string msg;
+	for (const auto &a : argv) {
+		msg += a;
+		msg.push_back('\0');
+	}
+	pid_t pid = -1;
+	if (send(launcher_socket, msg.data(), msg.size(), 0) != static_cast<ssize_t>(msg.size()) ||
+	    recv(launcher_socket, &pid, sizeof(pid), 0) != sizeof(pid))
+		throw std::runtime_error("the daemon launcher is gone");
+	return pid;
+}
+
 } // namespace
+
+bool alive(pid_t pid)
+{
+	char state = 0;
+	FILE *f = fopen(("/proc/" + std::to_string(pid) + "/stat").c_str(), "r");
+	if (!f)
+		return false;
+	if (fscanf(f, "%*d (%*[^)]) %c", &state) != 1)
+		state = 0;
+	fclose(f);
+	return state != 0 && state != 'Z' && state != 'X';
+}
+
+// Waits for a process that is not our child (the launcher's) to end.
+bool wait_gone(pid_t pid, int timeout_s)
+{
+	for (int i = 0; i < timeout_s * 100; i++) {
+		if (!alive(pid))
+			return true;
+		usleep(10000);
+	}
+	return false;
+}
 
 bool enter_test_namespace()
 {
@@ -60,6 +188,17 @@ bool enter_test_namespace()
 		return false;
 	}
 	signal(SIGPIPE, SIG_IGN);
+	int sv[2];
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) {
+		perror("socketpair");
+		return false;
+	}
+	if (fork() == 0) {
+		close(sv[0]);
+		launcher_loop(sv[1]);
+	}
+	close(sv[1]);
+	launcher_socket = sv[0];
 	return true;
 }
 
@@ -75,22 +214,12 @@ void Daemon::start()
 		argv.push_back(o);
 	}
 	argv.push_back(kMount);
-	pid_ = fork();
-	if (pid_ == 0) {
-		std::vector<char *> args;
-		for (auto &a : argv)
-			args.push_back(a.data());
-		args.push_back(nullptr);
-		execvp(args[0], args.data());
-		perror("exec msharefsd");
-		_exit(127);
-	}
+	pid_ = launch(argv);
 	for (int i = 0; i < 500; i++) {
 		struct stat st {};
 		if (mounted() && stat((std::string(kMount) + "/mshare_info").c_str(), &st) == 0)
 			return;
-		int status;
-		if (waitpid(pid_, &status, WNOHANG) == pid_) {
+		if (!alive(pid_)) {
 			pid_ = -1;
 			throw std::runtime_error("msharefsd exited at start");
 		}
@@ -103,17 +232,24 @@ void Daemon::stop()
 {
 	if (pid_ < 0)
 		return;
-	umount2(kMount, 0) == 0 || umount2(kMount, MNT_DETACH);
-	ChildResult r = wait_for(pid_, 20);
-	if (r.timed_out)
-		fprintf(stderr, "msharefsd did not stop after umount\n");
+	if (umount2(kMount, 0) != 0) {
+		fprintf(stderr, "umount %s: %s; detaching\n", kMount, strerror(errno));
+		report_users();
+		umount2(kMount, MNT_DETACH);
+	}
+	if (!wait_gone(pid_, 20)) {
+		fprintf(stderr, "msharefsd did not stop after umount; killing it\n");
+		dump_stacks(pid_);
+		kill(pid_, SIGKILL);
+		wait_gone(pid_, 5);
+	}
 	pid_ = -1;
 }
 
 void Daemon::kill9()
 {
 	kill(pid_, SIGKILL);
-	wait_for(pid_, 20);
+	wait_gone(pid_, 20);
 	pid_ = -1;
 }
 

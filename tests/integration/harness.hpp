@@ -45,6 +45,12 @@ private:
 
 std::string path(const std::string &name);
 
+// True while pid runs (not a zombie). Works for processes that are not our
+// children, such as the daemon (started by the harness's launcher process).
+bool alive(pid_t pid);
+// Waits up to timeout_s for pid to end; false if it is still running.
+bool wait_gone(pid_t pid, int timeout_s);
+
 struct ChildResult {
 	int exit_code = -1; // -1 if killed
 	int signal = 0;	    // the signal that killed it, 0 if it exited
