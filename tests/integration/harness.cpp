@@ -458,4 +458,23 @@ std::vector<std::string> region_objects()
 	return out;
 }
 
+Window::Window(int fd, int prot)
+{
+	mshare_info info{};
+	if (get_size(fd, &info) != 0)
+		return;
+	void *p = attach(fd, prot);
+	if (p != MAP_FAILED) {
+		addr_ = p;
+		size_ = info.size;
+	}
+}
+
+void Window::reset()
+{
+	if (addr_ != MAP_FAILED)
+		munmap(addr_, size_);
+	addr_ = MAP_FAILED;
+}
+
 } // namespace msharefs::test

@@ -5,10 +5,12 @@
 #pragma once
 
 #include <linux/msharefs.h>
+#include <msharefs/unique_fd.hpp>
 
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <sys/mman.h>
 #include <sys/types.h>
 #include <vector>
 
@@ -84,5 +86,30 @@ bool write_faults(void *addr);
 
 // Names in /dev/shm that belong to region objects.
 std::vector<std::string> region_objects();
+
+// Closes on scope exit (declare it after the Daemon, so it closes first).
+using Fd = msharefs::UniqueFd;
+
+// A mapped window, unmapped on scope exit.
+class Window {
+public:
+	Window() = default;
+	Window(void *addr, size_t size) : addr_(addr), size_(size) {}
+	// Attaches the whole window of region fd at its start (see attach()).
+	explicit Window(int fd, int prot = PROT_READ | PROT_WRITE);
+	Window(const Window &) = delete;
+	Window &operator=(const Window &) = delete;
+	~Window() { reset(); }
+	void reset();
+	bool ok() const { return addr_ != MAP_FAILED; }
+	explicit operator bool() const { return ok(); }
+	void *addr() const { return addr_; }
+	char *get() const { return ok() ? static_cast<char *>(addr_) : nullptr; }
+	char *at(uint64_t off) const { return static_cast<char *>(addr_) + off; }
+
+private:
+	void *addr_ = MAP_FAILED;
+	size_t size_ = 0;
+};
 
 } // namespace msharefs::test

@@ -46,37 +46,7 @@ constexpr uint64_t kV3Window = 4 * kTiB; // where v3 windows are attached
 constexpr uint32_t kAnon = MAP_ANONYMOUS | MAP_SHARED | MAP_FIXED;
 constexpr uint32_t kRW = PROT_READ | PROT_WRITE;
 
-// Closes on scope exit, before the Daemon declared earlier is stopped.
-struct Fd {
-	int fd = -1;
-	Fd() = default;
-	explicit Fd(int f) : fd(f) {}
-	Fd(const Fd &) = delete;
-	Fd &operator=(const Fd &) = delete;
-	~Fd()
-	{
-		if (fd >= 0)
-			close(fd);
-	}
-	int get() const { return fd; }
-};
 
-// Unmaps on scope exit.
-struct Window {
-	void *addr = MAP_FAILED;
-	size_t size = 0;
-	Window() = default;
-	Window(void *a, size_t s) : addr(a), size(s) {}
-	Window(const Window &) = delete;
-	Window &operator=(const Window &) = delete;
-	~Window()
-	{
-		if (addr != MAP_FAILED)
-			munmap(addr, size);
-	}
-	bool ok() const { return addr != MAP_FAILED; }
-	char *at(uint64_t off) const { return static_cast<char *>(addr) + off; }
-};
 
 int open_new(const std::string &name, int flags = O_RDWR)
 {
@@ -655,7 +625,7 @@ TEST_CASE("v3 CREATE_MAPPING and UNMAP with window-relative offsets, shared with
 	Window w(mmap(reinterpret_cast<void *>(kV3Window), kGiB, kRW, MAP_SHARED | MAP_FIXED_NOREPLACE, fd.get(), 0),
 		 kGiB);
 	REQUIRE(w.ok());
-	REQUIRE(w.addr == reinterpret_cast<void *>(kV3Window));
+	REQUIRE(w.addr() == reinterpret_cast<void *>(kV3Window));
 
 	// The file mapping shows the file from its offset.
 	CHECK(w.at(file_off)[0] == 'e');

@@ -39,39 +39,7 @@ constexpr uint64_t kSize = kGiB;
 constexpr uint64_t kPage = 4096;
 constexpr uid_t kNobody = 65534;
 
-struct Fd {
-	int fd = -1;
-	Fd() = default;
-	explicit Fd(int f) : fd(f) {}
-	Fd(const Fd &) = delete;
-	Fd &operator=(const Fd &) = delete;
-	~Fd() { reset(); }
-	void reset()
-	{
-		if (fd >= 0)
-			close(fd);
-		fd = -1;
-	}
-	int get() const { return fd; }
-};
 
-struct Window {
-	void *addr = MAP_FAILED;
-	size_t size = 0;
-	Window() = default;
-	Window(void *a, size_t s) : addr(a), size(s) {}
-	Window(const Window &) = delete;
-	Window &operator=(const Window &) = delete;
-	~Window() { reset(); }
-	void reset()
-	{
-		if (addr != MAP_FAILED)
-			munmap(addr, size);
-		addr = MAP_FAILED;
-	}
-	bool ok() const { return addr != MAP_FAILED; }
-	char *at(uint64_t off) const { return static_cast<char *>(addr) + off; }
-};
 
 int err_of(int ret) { return ret == 0 ? 0 : errno; }
 

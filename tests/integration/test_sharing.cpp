@@ -52,55 +52,7 @@ enum Code : int {
 
 // ---- small RAII helpers ---------------------------------------------------
 
-class Fd {
-public:
-	Fd() = default;
-	explicit Fd(int fd) : fd_(fd) {}
-	Fd(const Fd &) = delete;
-	Fd &operator=(const Fd &) = delete;
-	~Fd() { reset(); }
-	int get() const { return fd_; }
-	void reset()
-	{
-		if (fd_ >= 0)
-			::close(fd_);
-		fd_ = -1;
-	}
 
-private:
-	int fd_ = -1;
-};
-
-class Window {
-public:
-	Window() = default;
-	explicit Window(int fd, int prot = PROT_READ | PROT_WRITE)
-	{
-		mshare_info info{};
-		if (get_size(fd, &info) == 0) {
-			void *p = attach(fd, prot);
-			if (p != MAP_FAILED) {
-				base_ = static_cast<char *>(p);
-				size_ = info.size;
-			}
-		}
-	}
-	Window(const Window &) = delete;
-	Window &operator=(const Window &) = delete;
-	~Window() { reset(); }
-	char *get() const { return base_; }
-	explicit operator bool() const { return base_ != nullptr; }
-	void reset()
-	{
-		if (base_)
-			munmap(base_, size_);
-		base_ = nullptr;
-	}
-
-private:
-	char *base_ = nullptr;
-	uint64_t size_ = 0;
-};
 
 // A pipe whose ends are closed when it goes.
 struct Pipe {
