@@ -27,7 +27,7 @@ namespace {
 constexpr uint32_t kMapType = 0x0f;
 constexpr uint32_t kAllowedProt = PROT_READ | PROT_WRITE | PROT_EXEC;
 constexpr uint32_t kAllowedFlags = kMapType | MAP_FIXED | MAP_FIXED_NOREPLACE | MAP_ANONYMOUS |
-				   MAP_HUGETLB | (MAP_HUGE_MASK << MAP_HUGE_SHIFT) | MAP_NORESERVE |
+				   MAP_HUGETLB | (uint32_t{MAP_HUGE_MASK} << MAP_HUGE_SHIFT) | MAP_NORESERVE |
 				   MAP_POPULATE | MAP_LOCKED;
 
 bool page_aligned(uint64_t v, uint64_t unit = kPageSize) { return v % unit == 0; }
