@@ -1,0 +1,836 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * msharefs_kmod: page-table sharing for msharefs regions.
+ *
+ * A region owns its memory (one page per 4 KiB of mapped range, kept in an
+ * xarray) and its page tables: one PMD table per PUD-sized (1 GiB) chunk and
+ * the PTE tables below them. Every window (an mmap() of the region's file)
+ * points the attaching process's PUD entries at those PMD tables, so an
+ * extra attacher costs no page-table memory and sees every populated page
+ * without faulting on it.
+ *
+ * Core mm code must never zap or free the shared tables through an
+ * attacher. Each attaching mm carries an mmu notifier: before any range of a
+ * window is invalidated (munmap, exit, madvise, ...) the notifier unlinks the
+ * window's PUD entries and flushes that mm's TLB, so the walkers that follow
+ * find nothing of ours; for invalidations that keep the window it relinks
+ * them at invalidate_range_end. The xarray, not the PTEs, is the truth about
+ * which page holds what, so nothing is lost if a shared PTE is ever cleared.
+ *
+ * Windows refuse mprotect, splits (partial munmap) and mremap; the region's
+ * own MAP/UNMAP/PROTECT change the shared entries once and flush the TLBs of
+ * every attached mm before returning.
+ *
+ * Locking, outermost first:
+ *   region->lock (mutex)      layout, pages, tables, the region's windows;
+ *   mn->lock (spinlock)       the windows of one mm;
+ *   mm->page_table_lock       an attacher's PUD entries.
+ * The shared PTE tables are written under region->lock; their split ptlock
+ * is initialised so that core walkers (smaps, pagemap, pfn_mkwrite) can lock
+ * them like any PTE table.
+ */
+
+#include <linux/anon_inodes.h>
+#include <linux/file.h>
+#include <linux/fs.h>
+#include <linux/kobject.h>
+#include <linux/kprobes.h>
+#include <linux/miscdevice.h>
+#include <linux/mm.h>
+#include <linux/mman.h>
+#include <linux/mmu_notifier.h>
+#include <linux/module.h>
+#include <linux/pgtable.h>
+#include <linux/slab.h>
+#include <linux/sysfs.h>
+#include <linux/uaccess.h>
+#include <linux/vmalloc.h>
+#include <linux/xarray.h>
+#include <asm/pgalloc.h>
+#include <asm/tlbflush.h>
+
+#include "msharefs_kmod.h"
+
+#define MSK_HOLE	0xff	/* layout byte of a page no mapping covers */
+#define MSK_MAX_SIZE	(1ULL << 46)
+
+/* Kernel functions this module needs that are not exported. */
+static void (*msk_flush_tlb_mm_range)(struct mm_struct *mm, unsigned long start,
+				      unsigned long end, unsigned int stride_shift,
+				      bool freed_tables);
+static int (*msk_pud_alloc)(struct mm_struct *mm, p4d_t *p4d, unsigned long address);
+static int (*msk_p4d_alloc)(struct mm_struct *mm, pgd_t *pgd, unsigned long address);
+
+struct msk_region {
+	struct mutex lock;
+	struct kref ref;
+	u64 size;
+	unsigned long nr_pages;
+	unsigned int nr_chunks;
+	u8 *layout;		/* per page: PROT_* bits or MSK_HOLE */
+	struct xarray pages;	/* page index -> struct page */
+	pmd_t **pmd_tables;	/* per chunk: the shared PMD table */
+	struct list_head windows;
+	u64 resident_pages;
+	u64 table_pages;
+	u64 nr_windows;
+	u64 faults;
+};
+
+/* One per attaching mm; holds that mm's windows. */
+struct msk_mm {
+	struct mmu_notifier mn;
+	spinlock_t lock;
+	struct list_head windows;
+};
+
+struct msk_window {
+	struct msk_region *region;
+	struct mm_struct *mm;
+	struct msk_mm *owner;
+	unsigned long start;
+	unsigned long end;
+	bool unmapping;			/* under owner->lock */
+	struct list_head region_node;	/* under region->lock */
+	struct list_head mm_node;	/* under owner->lock */
+	struct list_head parked;	/* private PMD tables replaced by ours */
+};
+
+/* ---- symbols ------------------------------------------------------------ */
+
+static unsigned long msk_lookup(const char *name)
+{
+	static unsigned long (*lookup_name)(const char *name);
+	struct kprobe kp = { .symbol_name = "kallsyms_lookup_name" };
+
+	if (!lookup_name) {
+		if (register_kprobe(&kp))
+			return 0;
+		lookup_name = (void *)kp.addr;
+		unregister_kprobe(&kp);
+	}
+	return lookup_name(name);
+}
+
+static int msk_resolve_symbols(void)
+{
+	msk_flush_tlb_mm_range = (void *)msk_lookup("flush_tlb_mm_range");
+	msk_pud_alloc = (void *)msk_lookup("__pud_alloc");
+	msk_p4d_alloc = (void *)msk_lookup("__p4d_alloc");
+	if (!msk_flush_tlb_mm_range || !msk_pud_alloc || !msk_p4d_alloc)
+		return -ENOENT;
+	return 0;
+}
+
+static void msk_flush(struct mm_struct *mm, unsigned long start, unsigned long end,
+		      bool tables)
+{
+	msk_flush_tlb_mm_range(mm, start, end, PAGE_SHIFT, tables);
+}
+
+/* ---- regions -------------------------------------------------------------- */
+
+static pgprot_t msk_pgprot(u8 prot)
+{
+	unsigned long flags = VM_SHARED;
+
+	if (prot & PROT_READ)
+		flags |= VM_READ;
+	if (prot & PROT_WRITE)
+		flags |= VM_READ | VM_WRITE;
+	if (prot & PROT_EXEC)
+		flags |= VM_READ | VM_EXEC;
+	return vm_get_page_prot(flags);
+}
+
+static void msk_region_put(struct msk_region *r);
+
+/* A user PMD table page, set up like the kernel's own (split lock, stats). */
+static pmd_t *msk_alloc_pmd_table(void)
+{
+	struct ptdesc *ptdesc = pagetable_alloc(GFP_PGTABLE_USER, 0);
+
+	if (!ptdesc)
+		return NULL;
+	if (!pagetable_pmd_ctor(ptdesc)) {
+		pagetable_free(ptdesc);
+		return NULL;
+	}
+	return ptdesc_address(ptdesc);
+}
+
+static struct msk_region *msk_region_create(u64 size)
+{
+	unsigned int chunk;
+	struct msk_region *r;
+
+	r = kzalloc(sizeof(*r), GFP_KERNEL);
+	if (!r)
+		return NULL;
+	mutex_init(&r->lock);
+	kref_init(&r->ref);
+	xa_init(&r->pages);
+	INIT_LIST_HEAD(&r->windows);
+	r->size = size;
+	r->nr_pages = size >> PAGE_SHIFT;
+	r->nr_chunks = size >> PUD_SHIFT;
+	r->layout = vmalloc(r->nr_pages);
+	r->pmd_tables = kcalloc(r->nr_chunks, sizeof(*r->pmd_tables), GFP_KERNEL);
+	if (!r->layout || !r->pmd_tables) {
+		vfree(r->layout);
+		kfree(r->pmd_tables);
+		kfree(r);
+		return NULL;
+	}
+	memset(r->layout, MSK_HOLE, r->nr_pages);
+	/* The PMD tables exist for the region's life: windows link them at once. */
+	for (chunk = 0; chunk < r->nr_chunks; chunk++) {
+		r->pmd_tables[chunk] = msk_alloc_pmd_table();
+		if (!r->pmd_tables[chunk]) {
+			__module_get(THIS_MODULE);	/* msk_region_free() drops it */
+			msk_region_put(r);
+			return NULL;
+		}
+		r->table_pages++;
+	}
+	return r;
+}
+
+/*
+ * Caller holds r->lock. Returns the shared PTE slot of page index, with the
+ * PTE table allocated; NULL on allocation failure.
+ */
+static pte_t *msk_pte_slot(struct msk_region *r, unsigned long index)
+{
+	unsigned long off = index << PAGE_SHIFT;
+	pmd_t *pmd = r->pmd_tables[off >> PUD_SHIFT] + pmd_index(off);
+	pgtable_t pte_table;
+
+	if (pmd_none(*pmd)) {
+		pte_table = __pte_alloc_one(NULL, GFP_PGTABLE_USER);
+		if (!pte_table)
+			return NULL;
+		r->table_pages++;
+		pmd_populate(NULL, pmd, pte_table);
+	}
+	return pte_offset_kernel(pmd, off);
+}
+
+/* Caller holds r->lock. The shared PTE of index if its table exists. */
+static pte_t *msk_pte_lookup(struct msk_region *r, unsigned long index)
+{
+	unsigned long off = index << PAGE_SHIFT;
+	pmd_t *pmd_table = r->pmd_tables[off >> PUD_SHIFT];
+	pmd_t *pmd;
+
+	if (!pmd_table)
+		return NULL;
+	pmd = pmd_table + pmd_index(off);
+	if (pmd_none(*pmd))
+		return NULL;
+	return pte_offset_kernel(pmd, off);
+}
+
+/* Caller holds r->lock: make every window see the change of [off, end). */
+static void msk_flush_windows(struct msk_region *r, u64 off, u64 end)
+{
+	struct msk_window *w;
+
+	list_for_each_entry(w, &r->windows, region_node)
+		msk_flush(w->mm, w->start + off, w->start + end, false);
+}
+
+static void msk_region_free(struct kref *ref)
+{
+	struct msk_region *r = container_of(ref, struct msk_region, ref);
+	unsigned long index;
+	struct page *page;
+	unsigned int chunk, i;
+
+	xa_for_each(&r->pages, index, page)
+		__free_page(page);
+	xa_destroy(&r->pages);
+	for (chunk = 0; chunk < r->nr_chunks; chunk++) {
+		pmd_t *pmd_table = r->pmd_tables[chunk];
+
+		if (!pmd_table)
+			continue;
+		for (i = 0; i < PTRS_PER_PMD; i++)
+			if (!pmd_none(pmd_table[i]))
+				pte_free(NULL, pmd_pgtable(pmd_table[i]));
+		pmd_free(NULL, pmd_table);
+	}
+	kfree(r->pmd_tables);
+	vfree(r->layout);
+	kfree(r);
+	module_put(THIS_MODULE);
+}
+
+static void msk_region_put(struct msk_region *r)
+{
+	kref_put(&r->ref, msk_region_free);
+}
+
+static int msk_check_range(struct msk_region *r, const struct msharefs_kmod_range *a)
+{
+	if (a->flags || !a->size || !PAGE_ALIGNED(a->offset) || !PAGE_ALIGNED(a->size))
+		return -EINVAL;
+	if (a->offset >= r->size || a->size > r->size - a->offset)
+		return -EINVAL;
+	if (a->prot & ~(u32)(PROT_READ | PROT_WRITE | PROT_EXEC))
+		return -EINVAL;
+	return 0;
+}
+
+/* Caller holds r->lock. Clears the shared PTEs of [first, last) pages. */
+static void msk_clear_ptes(struct msk_region *r, unsigned long first, unsigned long last)
+{
+	unsigned long i;
+	pte_t *pte;
+
+	for (i = first; i < last; i++) {
+		pte = msk_pte_lookup(r, i);
+		if (pte && !pte_none(ptep_get(pte)))
+			pte_clear(NULL, 0, pte);
+	}
+}
+
+static long msk_map(struct msk_region *r, const struct msharefs_kmod_range *a)
+{
+	unsigned long first = a->offset >> PAGE_SHIFT;
+	unsigned long last = (a->offset + a->size) >> PAGE_SHIFT, i;
+
+	for (i = first; i < last; i++)
+		if (r->layout[i] != MSK_HOLE)
+			return -EEXIST;
+	memset(r->layout + first, a->prot, last - first);
+	return 0;
+}
+
+static long msk_unmap(struct msk_region *r, const struct msharefs_kmod_range *a)
+{
+	unsigned long first = a->offset >> PAGE_SHIFT;
+	unsigned long last = (a->offset + a->size) >> PAGE_SHIFT, i;
+	struct page *page;
+
+	memset(r->layout + first, MSK_HOLE, last - first);
+	msk_clear_ptes(r, first, last);
+	msk_flush_windows(r, a->offset, a->offset + a->size);
+	for (i = first; i < last; i++) {
+		page = xa_erase(&r->pages, i);
+		if (page) {
+			__free_page(page);
+			r->resident_pages--;
+		}
+	}
+	return 0;
+}
+
+static long msk_protect(struct msk_region *r, const struct msharefs_kmod_range *a)
+{
+	unsigned long first = a->offset >> PAGE_SHIFT;
+	unsigned long last = (a->offset + a->size) >> PAGE_SHIFT, i;
+	struct page *page;
+	pte_t *pte;
+
+	for (i = first; i < last; i++)
+		if (r->layout[i] == MSK_HOLE)
+			return -ENOMEM;
+	memset(r->layout + first, a->prot, last - first);
+	for (i = first; i < last; i++) {
+		pte = msk_pte_lookup(r, i);
+		if (!pte || pte_none(ptep_get(pte)))
+			continue;
+		page = xa_load(&r->pages, i);
+		if (!(a->prot & (PROT_READ | PROT_WRITE | PROT_EXEC)) || !page)
+			pte_clear(NULL, 0, pte);
+		else
+			set_pte(pte, pte_mkspecial(pte_mkyoung(mk_pte(page, msk_pgprot(a->prot)))));
+	}
+	msk_flush_windows(r, a->offset, a->offset + a->size);
+	return 0;
+}
+
+/* ---- attaching mms -------------------------------------------------------- */
+
+/* The attacher's PUD entry for addr, allocating upper levels. NULL on OOM. */
+static pud_t *msk_pud_of(struct mm_struct *mm, unsigned long addr, bool alloc)
+{
+	pgd_t *pgd = pgd_offset(mm, addr);
+	p4d_t *p4d;
+
+	if (pgd_none(*pgd) && (!alloc || msk_p4d_alloc(mm, pgd, addr)))
+		return NULL;
+	p4d = p4d_offset(pgd, addr);
+	if (p4d_none(*p4d) && (!alloc || msk_pud_alloc(mm, p4d, addr)))
+		return NULL;
+	return pud_offset(p4d, addr);
+}
+
+static bool msk_pmd_table_empty(pmd_t *table)
+{
+	unsigned int i;
+
+	for (i = 0; i < PTRS_PER_PMD; i++)
+		if (!pmd_none(table[i]))
+			return false;
+	return true;
+}
+
+/*
+ * Points the attacher's PUD entry of chunk at the shared PMD table. A private
+ * PMD table the fault path put there first (it is empty: every fault in a
+ * window comes to us) is parked on the window, not freed, as another thread
+ * of the mm may still be reading it; it is freed when the window goes.
+ * Takes mm->page_table_lock. Returns true if a TLB flush is needed.
+ */
+static bool msk_link_chunk(struct msk_window *w, pud_t *pud, pmd_t *shared)
+{
+	struct mm_struct *mm = w->mm;
+	struct ptdesc *parked = NULL;
+	bool flush = false;
+
+	spin_lock(&mm->page_table_lock);
+	if (pud_none(*pud)) {
+		pud_populate(mm, pud, shared);
+	} else if (!pud_leaf(*pud) && pud_pgtable(*pud) != shared &&
+		   msk_pmd_table_empty(pud_pgtable(*pud))) {
+		parked = virt_to_ptdesc(pud_pgtable(*pud));
+		pud_populate(mm, pud, shared);
+		flush = true;
+	}
+	spin_unlock(&mm->page_table_lock);
+	if (parked)
+		list_add(&parked->pt_list, &w->parked);
+	return flush;
+}
+
+/* Caller holds w->owner->lock or has w to itself. */
+static void msk_unlink_range(struct msk_window *w, unsigned long start, unsigned long end)
+{
+	struct msk_region *r = w->region;
+	struct mm_struct *mm = w->mm;
+	unsigned long addr;
+	bool flush = false;
+	pud_t *pud;
+
+	start = max(start, w->start) & PUD_MASK;
+	end = min(end, w->end);
+	spin_lock(&mm->page_table_lock);
+	for (addr = start; addr < end; addr += PUD_SIZE) {
+		pmd_t *shared = r->pmd_tables[(addr - w->start) >> PUD_SHIFT];
+
+		pud = msk_pud_of(mm, addr, false);
+		if (pud && shared && pud_present(*pud) && !pud_leaf(*pud) &&
+		    pud_pgtable(*pud) == shared) {
+			pud_clear(pud);
+			flush = true;
+		}
+	}
+	spin_unlock(&mm->page_table_lock);
+	if (flush)
+		msk_flush(mm, start, end, true);
+}
+
+static int msk_invalidate_start(struct mmu_notifier *mn,
+				const struct mmu_notifier_range *range)
+{
+	struct msk_mm *m = container_of(mn, struct msk_mm, mn);
+	struct msk_window *w;
+
+	spin_lock(&m->lock);
+	list_for_each_entry(w, &m->windows, mm_node) {
+		if (range->end <= w->start || range->start >= w->end)
+			continue;
+		/* The window itself goes: never relink it. */
+		if (range->event == MMU_NOTIFY_UNMAP)
+			w->unmapping = true;
+		msk_unlink_range(w, range->start, range->end);
+	}
+	spin_unlock(&m->lock);
+	return 0;
+}
+
+static void msk_release(struct mmu_notifier *mn, struct mm_struct *mm)
+{
+	struct msk_mm *m = container_of(mn, struct msk_mm, mn);
+	struct msk_window *w;
+
+	spin_lock(&m->lock);
+	list_for_each_entry(w, &m->windows, mm_node) {
+		w->unmapping = true;
+		msk_unlink_range(w, w->start, w->end);
+	}
+	spin_unlock(&m->lock);
+}
+
+static struct mmu_notifier *msk_alloc_notifier(struct mm_struct *mm)
+{
+	struct msk_mm *m = kzalloc(sizeof(*m), GFP_KERNEL);
+
+	if (!m)
+		return ERR_PTR(-ENOMEM);
+	spin_lock_init(&m->lock);
+	INIT_LIST_HEAD(&m->windows);
+	return &m->mn;
+}
+
+static void msk_free_notifier(struct mmu_notifier *mn)
+{
+	kfree(container_of(mn, struct msk_mm, mn));
+}
+
+static const struct mmu_notifier_ops msk_mn_ops = {
+	.invalidate_range_start = msk_invalidate_start,
+	.release = msk_release,
+	.alloc_notifier = msk_alloc_notifier,
+	.free_notifier = msk_free_notifier,
+};
+
+/* ---- windows -------------------------------------------------------------- */
+
+static const struct vm_operations_struct msk_vm_ops;
+
+/*
+ * Attaches vma as a window of r: registers the mm's notifier and links every
+ * chunk that has a PMD table. The caller holds the mm's mmap_lock for writing
+ * (mmap, or fork's copy of the parent's window).
+ */
+static int msk_window_attach(struct vm_area_struct *vma, struct msk_region *r)
+{
+	struct mm_struct *mm = vma->vm_mm;
+	struct mmu_notifier *mn;
+	struct msk_window *w;
+	unsigned long addr;
+	pud_t *pud;
+
+	w = kzalloc(sizeof(*w), GFP_KERNEL);
+	if (!w)
+		return -ENOMEM;
+	mn = mmu_notifier_get_locked(&msk_mn_ops, mm);
+	if (IS_ERR(mn)) {
+		kfree(w);
+		return PTR_ERR(mn);
+	}
+	w->region = r;
+	w->mm = mm;
+	w->owner = container_of(mn, struct msk_mm, mn);
+	w->start = vma->vm_start;
+	w->end = vma->vm_end;
+	INIT_LIST_HEAD(&w->parked);
+	kref_get(&r->ref);
+
+	mutex_lock(&r->lock);
+	list_add(&w->region_node, &r->windows);
+	r->nr_windows++;
+	for (addr = w->start; addr < w->end; addr += PUD_SIZE) {
+		pud = msk_pud_of(mm, addr, true);
+		if (pud)
+			msk_link_chunk(w, pud, r->pmd_tables[(addr - w->start) >> PUD_SHIFT]);
+	}
+	mutex_unlock(&r->lock);
+
+	spin_lock(&w->owner->lock);
+	list_add(&w->mm_node, &w->owner->windows);
+	spin_unlock(&w->owner->lock);
+	vma->vm_private_data = w;
+	return 0;
+}
+
+static void msk_vm_open(struct vm_area_struct *vma)
+{
+	struct msk_window *parent = vma->vm_private_data;
+
+	/* fork: the child's copy of a window is a window of its own. */
+	vma->vm_private_data = NULL;
+	if (msk_window_attach(vma, parent->region))
+		pr_warn_ratelimited("msharefs_kmod: a forked window could not attach; it will fault\n");
+}
+
+static void msk_vm_close(struct vm_area_struct *vma)
+{
+	struct msk_window *w = vma->vm_private_data;
+	struct msk_region *r;
+	struct ptdesc *pt, *next;
+
+	if (!w)
+		return;
+	r = w->region;
+	spin_lock(&w->owner->lock);
+	list_del(&w->mm_node);
+	spin_unlock(&w->owner->lock);
+	/* Normally done by the notifier already (munmap, exit). */
+	if (!w->unmapping)
+		msk_unlink_range(w, w->start, w->end);
+
+	mutex_lock(&r->lock);
+	list_del(&w->region_node);
+	r->nr_windows--;
+	mutex_unlock(&r->lock);
+
+	list_for_each_entry_safe(pt, next, &w->parked, pt_list) {
+		pmd_free(w->mm, ptdesc_address(pt));
+		mm_dec_nr_pmds(w->mm);
+	}
+	mmu_notifier_put(&w->owner->mn);
+	kfree(w);
+	vma->vm_private_data = NULL;
+	msk_region_put(r);
+}
+
+static vm_fault_t msk_vm_fault(struct vm_fault *vmf)
+{
+	struct msk_window *w = vmf->vma->vm_private_data;
+	bool write = vmf->flags & FAULT_FLAG_WRITE;
+	vm_fault_t ret = VM_FAULT_NOPAGE;
+	unsigned long off, index;
+	struct msk_region *r;
+	struct page *page;
+	pmd_t *shared;
+	pte_t *pte;
+	u8 prot;
+
+	if (!w || READ_ONCE(w->unmapping))
+		return VM_FAULT_SIGBUS;
+	r = w->region;
+	off = vmf->address - w->start;
+	index = off >> PAGE_SHIFT;
+	mutex_lock(&r->lock);
+	prot = r->layout[index];
+	if (prot == MSK_HOLE || !(prot & (PROT_READ | PROT_WRITE | PROT_EXEC)) ||
+	    (write && !(prot & PROT_WRITE))) {
+		ret = VM_FAULT_SIGSEGV;
+		goto out;
+	}
+	shared = r->pmd_tables[off >> PUD_SHIFT];
+	pte = msk_pte_slot(r, index);
+	if (!pte) {
+		ret = VM_FAULT_OOM;
+		goto out;
+	}
+	if (pte_none(ptep_get(pte))) {
+		page = xa_load(&r->pages, index);
+		if (!page) {
+			page = alloc_page(GFP_HIGHUSER | __GFP_ZERO | __GFP_ACCOUNT);
+			if (!page || xa_err(xa_store(&r->pages, index, page, GFP_KERNEL))) {
+				if (page)
+					__free_page(page);
+				ret = VM_FAULT_OOM;
+				goto out;
+			}
+			r->resident_pages++;
+		}
+		set_pte(pte, pte_mkspecial(pte_mkdirty(pte_mkyoung(mk_pte(page, msk_pgprot(prot))))));
+	}
+	r->faults++;
+	if (msk_link_chunk(w, vmf->pud, shared))
+		msk_flush(w->mm, vmf->address & PUD_MASK, (vmf->address & PUD_MASK) + PUD_SIZE, true);
+out:
+	mutex_unlock(&r->lock);
+	return ret;
+}
+
+/* A store to a read-only shared PTE: allowed only if the mapping allows it. */
+static vm_fault_t msk_vm_pfn_mkwrite(struct vm_fault *vmf)
+{
+	struct msk_window *w = vmf->vma->vm_private_data;
+	unsigned long index = (vmf->address - w->start) >> PAGE_SHIFT;
+
+	return (READ_ONCE(w->region->layout[index]) & PROT_WRITE) ? 0 : VM_FAULT_SIGSEGV;
+}
+
+static struct page *msk_vm_find_special_page(struct vm_area_struct *vma, unsigned long addr)
+{
+	return NULL;	/* our pages are the region's, never the mm's */
+}
+
+static int msk_vm_may_split(struct vm_area_struct *vma, unsigned long addr)
+{
+	return -EINVAL;
+}
+
+static int msk_vm_mremap(struct vm_area_struct *vma)
+{
+	return -EINVAL;
+}
+
+static int msk_vm_mprotect(struct vm_area_struct *vma, unsigned long start,
+			   unsigned long end, unsigned long newflags)
+{
+	return -EINVAL;
+}
+
+static const struct vm_operations_struct msk_vm_ops = {
+	.open = msk_vm_open,
+	.close = msk_vm_close,
+	.fault = msk_vm_fault,
+	.pfn_mkwrite = msk_vm_pfn_mkwrite,
+	.find_special_page = msk_vm_find_special_page,
+	.may_split = msk_vm_may_split,
+	.mremap = msk_vm_mremap,
+	.mprotect = msk_vm_mprotect,
+};
+
+/* ---- region files --------------------------------------------------------- */
+
+static int msk_region_mmap(struct file *file, struct vm_area_struct *vma)
+{
+	struct msk_region *r = file->private_data;
+	int err;
+
+	if (!(vma->vm_flags & VM_SHARED) || vma->vm_pgoff ||
+	    vma->vm_end - vma->vm_start != r->size || !IS_ALIGNED(vma->vm_start, PUD_SIZE))
+		return -EINVAL;
+	vm_flags_set(vma, VM_IO | VM_DONTEXPAND | VM_DONTDUMP | VM_NORESERVE);
+	vma->vm_ops = &msk_vm_ops;
+	err = msk_window_attach(vma, r);
+	return err;
+}
+
+static unsigned long msk_region_get_unmapped_area(struct file *file, unsigned long addr,
+						  unsigned long len, unsigned long pgoff,
+						  unsigned long flags)
+{
+	unsigned long found;
+
+	if (flags & MAP_FIXED)
+		return IS_ALIGNED(addr, PUD_SIZE) ? addr : -EINVAL;
+	if (len > TASK_SIZE - PUD_SIZE)
+		return -ENOMEM;
+	if (addr && IS_ALIGNED(addr, PUD_SIZE)) {
+		found = mm_get_unmapped_area(current->mm, NULL, addr, len, 0, flags);
+		if (!IS_ERR_VALUE(found) && found == addr)
+			return addr;
+	}
+	found = mm_get_unmapped_area(current->mm, NULL, 0, len + PUD_SIZE, 0, flags);
+	if (IS_ERR_VALUE(found))
+		return found;
+	return ALIGN(found, PUD_SIZE);
+}
+
+static long msk_region_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
+{
+	struct msk_region *r = file->private_data;
+	void __user *uarg = (void __user *)arg;
+	struct msharefs_kmod_range range;
+	struct msharefs_kmod_stats stats;
+	long ret;
+
+	if (cmd == MSHAREFS_KMOD_STATS) {
+		mutex_lock(&r->lock);
+		stats = (struct msharefs_kmod_stats){
+			.size = r->size,
+			.resident_pages = r->resident_pages,
+			.table_pages = r->table_pages,
+			.windows = r->nr_windows,
+			.faults = r->faults,
+		};
+		mutex_unlock(&r->lock);
+		return copy_to_user(uarg, &stats, sizeof(stats)) ? -EFAULT : 0;
+	}
+	if (cmd != MSHAREFS_KMOD_MAP && cmd != MSHAREFS_KMOD_UNMAP && cmd != MSHAREFS_KMOD_PROTECT)
+		return -ENOTTY;
+	if (!(file->f_mode & FMODE_WRITE))
+		return -EBADF;
+	if (copy_from_user(&range, uarg, sizeof(range)))
+		return -EFAULT;
+	ret = msk_check_range(r, &range);
+	if (ret)
+		return ret;
+	mutex_lock(&r->lock);
+	if (cmd == MSHAREFS_KMOD_MAP)
+		ret = msk_map(r, &range);
+	else if (cmd == MSHAREFS_KMOD_UNMAP)
+		ret = msk_unmap(r, &range);
+	else
+		ret = msk_protect(r, &range);
+	mutex_unlock(&r->lock);
+	return ret;
+}
+
+static int msk_region_release(struct inode *inode, struct file *file)
+{
+	msk_region_put(file->private_data);
+	return 0;
+}
+
+static const struct file_operations msk_region_fops = {
+	.owner = THIS_MODULE,
+	.mmap = msk_region_mmap,
+	.get_unmapped_area = msk_region_get_unmapped_area,
+	.unlocked_ioctl = msk_region_ioctl,
+	.release = msk_region_release,
+};
+
+/* ---- /dev/msharefs_kmod --------------------------------------------------- */
+
+static long msk_dev_create(void __user *uarg)
+{
+	struct msharefs_kmod_create c;
+	struct msk_region *r;
+	int fd;
+
+	if (copy_from_user(&c, uarg, sizeof(c)))
+		return -EFAULT;
+	if (c.flags || c.pad || !c.size || !IS_ALIGNED(c.size, PUD_SIZE) || c.size > MSK_MAX_SIZE)
+		return -EINVAL;
+	r = msk_region_create(c.size);
+	if (!r)
+		return -ENOMEM;
+	__module_get(THIS_MODULE);	/* dropped by msk_region_free() */
+	fd = anon_inode_getfd("[msharefs_region]", &msk_region_fops, r, O_RDWR | O_CLOEXEC);
+	if (fd < 0)
+		msk_region_put(r);
+	return fd;
+}
+
+static long msk_dev_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
+{
+	if (cmd == MSHAREFS_KMOD_CREATE)
+		return msk_dev_create((void __user *)arg);
+	return -ENOTTY;
+}
+
+static const struct file_operations msk_dev_fops = {
+	.owner = THIS_MODULE,
+	.unlocked_ioctl = msk_dev_ioctl,
+};
+
+static struct miscdevice msk_dev = {
+	.minor = MISC_DYNAMIC_MINOR,
+	.name = "msharefs_kmod",
+	.fops = &msk_dev_fops,
+	.mode = 0600,
+};
+
+static bool msk_made_mount_point;
+
+static int __init msk_init(void)
+{
+	int err = msk_resolve_symbols();
+
+	if (err) {
+		pr_err("msharefs_kmod: kernel symbols not found\n");
+		return err;
+	}
+	err = misc_register(&msk_dev);
+	if (err)
+		return err;
+	/* /sys/fs/mshare, where msharefsd mounts; it may exist already. */
+	msk_made_mount_point = !sysfs_create_mount_point(fs_kobj, "mshare");
+	return 0;
+}
+
+static void __exit msk_exit(void)
+{
+	if (msk_made_mount_point)
+		sysfs_remove_mount_point(fs_kobj, "mshare");
+	misc_deregister(&msk_dev);
+	/* mmu_notifier_put() frees notifiers after an SRCU grace period. */
+	mmu_notifier_synchronize();
+}
+
+module_init(msk_init);
+module_exit(msk_exit);
+MODULE_LICENSE("GPL");
+MODULE_DESCRIPTION("msharefs: shared page tables for mshare regions");

@@ -1,0 +1,423 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * kmod_selftest: the module's own tests, run in a QEMU guest with
+ * msharefs_kmod loaded (fastpath-kmod/qemu/run-guest.sh). Each check prints
+ * "ok" or "not ok" with what it saw; the exit status is the number of
+ * failures. Page-table memory is read from /proc/meminfo (PageTables) and
+ * /proc/PID/status (VmPTE), faults from /proc/PID/stat.
+ *
+ *   kmod_selftest [--help] [--measure]
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/uio.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "msharefs_kmod.h"
+
+#define GiB (1ULL << 30)
+#define MiB (1ULL << 20)
+#define PAGE 4096ULL
+
+static int failures;
+
+#define CHECK(cond, ...)                                                        \
+	do {                                                                    \
+		if (cond) {                                                     \
+			printf("ok - " __VA_ARGS__);                            \
+		} else {                                                        \
+			failures++;                                             \
+			printf("not ok - " __VA_ARGS__);                        \
+		}                                                               \
+		printf("\n");                                                   \
+		fflush(stdout);                                                 \
+	} while (0)
+
+/* Folds every CPU's pending vmstat deltas so /proc/meminfo is exact. */
+static void refresh_vmstat(void)
+{
+	int fd = open("/proc/sys/vm/stat_refresh", O_WRONLY);
+
+	if (fd >= 0) {
+		if (write(fd, "1", 1) < 0)
+			perror("stat_refresh");
+		close(fd);
+	}
+}
+
+static long meminfo_kb(const char *key)
+{
+	char line[256];
+	long v = -1;
+	size_t n = strlen(key);
+	FILE *f;
+
+	refresh_vmstat();
+	f = fopen("/proc/meminfo", "r");
+
+	while (f && fgets(line, sizeof(line), f))
+		if (!strncmp(line, key, n) && line[n] == ':')
+			v = strtol(line + n + 1, NULL, 10);
+	if (f)
+		fclose(f);
+	return v;
+}
+
+static long minflt_of(pid_t pid)
+{
+	char path[64], buf[1024], *p;
+	long v = -1;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+	f = fopen(path, "r");
+	if (!f)
+		return -1;
+	if (fgets(buf, sizeof(buf), f)) {
+		p = strrchr(buf, ')');
+		/* field 10 is minflt; p points at ") state ..." */
+		if (p && sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %ld", &v) != 1)
+			v = -1;
+	}
+	fclose(f);
+	return v;
+}
+
+static int dev_fd(void)
+{
+	int fd = open(MSHAREFS_KMOD_DEVICE, O_RDWR | O_CLOEXEC);
+
+	if (fd < 0) {
+		perror(MSHAREFS_KMOD_DEVICE);
+		exit(100);
+	}
+	return fd;
+}
+
+static int region_create(uint64_t size)
+{
+	struct msharefs_kmod_create c = { .size = size };
+	int dev = dev_fd();
+	int fd = ioctl(dev, MSHAREFS_KMOD_CREATE, &c);
+
+	close(dev);
+	return fd;
+}
+
+static int range_op(int fd, unsigned long cmd, uint64_t off, uint64_t size, uint32_t prot)
+{
+	struct msharefs_kmod_range r = { .offset = off, .size = size, .prot = prot };
+
+	return ioctl(fd, cmd, &r) == 0 ? 0 : errno;
+}
+
+static char *window(int fd, uint64_t size)
+{
+	void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+
+	return p == MAP_FAILED ? NULL : p;
+}
+
+/* Runs fn(arg) in a child; returns its exit status, or 128+signal. */
+static int in_child(int (*fn)(void *), void *arg)
+{
+	int status;
+	pid_t pid = fork();
+
+	if (pid == 0)
+		_exit(fn(arg));
+	waitpid(pid, &status, 0);
+	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+static int touch_read(void *p)
+{
+	return *(volatile char *)p == 0x7f ? 7 : 0;
+}
+
+static int touch_write(void *p)
+{
+	*(volatile char *)p = 1;
+	return 0;
+}
+
+static void test_refusals(void)
+{
+	int fd = region_create(GiB);
+	char *w;
+
+	CHECK(fd >= 0, "create a 1 GiB region");
+	CHECK(region_create(GiB + PAGE) < 0 && errno == EINVAL, "an unaligned size is EINVAL");
+	CHECK(range_op(fd, MSHAREFS_KMOD_MAP, 0, 64 * MiB, PROT_READ | PROT_WRITE) == 0, "map 64 MiB");
+	CHECK(range_op(fd, MSHAREFS_KMOD_MAP, 32 * MiB, 64 * MiB, PROT_READ) == EEXIST,
+	      "an overlapping map is EEXIST");
+	CHECK(range_op(fd, MSHAREFS_KMOD_MAP, GiB, PAGE, PROT_READ) == EINVAL, "a map past the end is EINVAL");
+	CHECK(range_op(fd, MSHAREFS_KMOD_MAP, 100, PAGE, PROT_READ) == EINVAL, "a misaligned map is EINVAL");
+	CHECK(mmap(NULL, GiB, PROT_READ, MAP_PRIVATE, fd, 0) == MAP_FAILED && errno == EINVAL,
+	      "MAP_PRIVATE of the window is EINVAL");
+	CHECK(mmap(NULL, GiB / 2, PROT_READ, MAP_SHARED, fd, 0) == MAP_FAILED && errno == EINVAL,
+	      "a short window is EINVAL");
+	w = window(fd, GiB);
+	CHECK(w && ((uintptr_t)w % GiB) == 0, "the window is 1 GiB aligned (%p)", (void *)w);
+	if (!w)
+		return;
+	strcpy(w, "hello");
+	CHECK(mprotect(w, GiB, PROT_READ) == -1 && errno == EINVAL, "mprotect of the window is EINVAL");
+	CHECK(munmap(w + 512 * MiB, PAGE) == -1 && errno == EINVAL, "a partial munmap is EINVAL");
+	CHECK(mremap(w, GiB, 2 * GiB, MREMAP_MAYMOVE) == MAP_FAILED, "mremap to grow fails");
+	CHECK(mremap(w, GiB, GiB / 2, 0) == MAP_FAILED && errno == EINVAL, "mremap to shrink is EINVAL");
+	CHECK(in_child(touch_read, w + 128 * MiB) == 128 + SIGSEGV, "a hole faults with SIGSEGV");
+	CHECK(strcmp(w, "hello") == 0, "the window still works after refusals");
+	CHECK(munmap(w, GiB) == 0, "munmap of the whole window");
+	close(fd);
+}
+
+static int read_hello(void *p)
+{
+	return strcmp(p, "from parent") == 0 ? 0 : 1;
+}
+
+static void test_sharing(void)
+{
+	int fd = region_create(2 * GiB);
+	char *w, *again;
+	int status;
+	pid_t pid;
+
+	range_op(fd, MSHAREFS_KMOD_MAP, 0, 2 * GiB, PROT_READ | PROT_WRITE);
+	w = window(fd, 2 * GiB);
+	CHECK(w != NULL, "attach a 2 GiB window");
+	if (!w)
+		return;
+	strcpy(w + GiB + 5 * PAGE, "from parent");
+	CHECK(in_child(read_hello, w + GiB + 5 * PAGE) == 0, "a forked child sees the parent's store");
+	pid = fork();
+	if (pid == 0) {
+		strcpy(w + 3 * PAGE, "from child");
+		_exit(0);
+	}
+	waitpid(pid, &status, 0);
+	CHECK(strcmp(w + 3 * PAGE, "from child") == 0, "the parent sees the child's store");
+	again = window(fd, 2 * GiB);
+	CHECK(again && strcmp(again + GiB + 5 * PAGE, "from parent") == 0,
+	      "a second window in the same process sees the same memory");
+	if (again)
+		munmap(again, 2 * GiB);
+
+	/* UNMAP: every attacher faults there, the rest keeps its data. */
+	CHECK(range_op(fd, MSHAREFS_KMOD_UNMAP, GiB, PAGE * 16, 0) == 0, "UNMAP 16 pages");
+	CHECK(in_child(touch_read, w + GiB + 5 * PAGE) == 128 + SIGSEGV, "a child faults in the unmapped range");
+	CHECK(in_child(touch_read, w + GiB + 16 * PAGE) == 0, "but not next to it");
+	CHECK(strcmp(w + 3 * PAGE, "from child") == 0, "data outside the range stays");
+
+	/* PROTECT: read-only for everyone at once, then back. */
+	CHECK(range_op(fd, MSHAREFS_KMOD_PROTECT, 0, GiB, PROT_READ) == 0, "PROTECT 1 GiB read-only");
+	CHECK(in_child(touch_write, w + 3 * PAGE) == 128 + SIGSEGV, "a store into it faults");
+	CHECK(in_child(touch_read, w + 3 * PAGE) == 0, "a load from it works");
+	CHECK(range_op(fd, MSHAREFS_KMOD_PROTECT, 0, GiB, PROT_READ | PROT_WRITE) == 0, "PROTECT back to read-write");
+	CHECK(in_child(touch_write, w + 3 * PAGE) == 0, "a store works again");
+	CHECK(range_op(fd, MSHAREFS_KMOD_PROTECT, GiB, PAGE, PROT_READ) == ENOMEM,
+	      "PROTECT of a hole is ENOMEM");
+	munmap(w, 2 * GiB);
+	close(fd);
+}
+
+static int direct_io_into_window(void *p)
+{
+	int fd = open("/proc/self/status", O_RDONLY);
+	ssize_t n = read(fd, p, 64);
+
+	/* A copy through the kernel works or fails with EFAULT; nothing else. */
+	return n > 0 || (n < 0 && errno == EFAULT) ? 0 : 1;
+}
+
+static void test_introspection(void)
+{
+	int fd = region_create(GiB);
+	char path[64], buf[4096];
+	struct iovec local, remote;
+	char *w;
+	int pfd;
+	ssize_t n;
+
+	range_op(fd, MSHAREFS_KMOD_MAP, 0, GiB, PROT_READ | PROT_WRITE);
+	w = window(fd, GiB);
+	if (!w)
+		return;
+	memset(w, 'x', 4 * PAGE);
+	snprintf(path, sizeof(path), "/proc/%d/smaps", getpid());
+	pfd = open(path, O_RDONLY);
+	while ((n = read(pfd, buf, sizeof(buf))) > 0)
+		;
+	CHECK(n == 0, "/proc/PID/smaps is readable");
+	close(pfd);
+	pfd = open("/proc/self/pagemap", O_RDONLY);
+	uint64_t entry = 0;
+
+	n = pread(pfd, &entry, 8, ((uintptr_t)w / PAGE) * 8);
+	CHECK(n == 8 && (entry >> 63), "pagemap shows the page present");
+	close(pfd);
+	local.iov_base = buf;
+	local.iov_len = 64;
+	remote.iov_base = w;
+	remote.iov_len = 64;
+	n = process_vm_readv(getpid(), &local, 1, &remote, 1, 0);
+	CHECK(n == 64 || (n < 0 && errno == EFAULT), "process_vm_readv works or fails with EFAULT (%zd)", n);
+	CHECK(in_child(direct_io_into_window, w) == 0, "a read() into the window works or fails with EFAULT");
+	munmap(w, GiB);
+	close(fd);
+}
+
+/*
+ * Starts n children that each attach (attach_fd >= 0: mmap of the region or
+ * memfd) and read every page of size bytes, then wait. Returns the PageTables
+ * growth in kB and the most minor faults one child took; the children are
+ * killed on return. With attach_fd < 0 the children only fork and wait: the
+ * cost of a process itself, subtracted from the others.
+ */
+static long attach_children(int attach_fd, uint64_t size, int n, long *max_faults)
+{
+	pid_t *pids = calloc(n, sizeof(pid_t));
+	long before = meminfo_kb("PageTables"), after;
+	int pipefd[2], i;
+
+	*max_faults = 0;
+	if (!pids || pipe(pipefd))
+		exit(101);
+	for (i = 0; i < n; i++) {
+		pids[i] = fork();
+		if (pids[i] == 0) {
+			long f0 = minflt_of(getpid()), sum = 0, f;
+			char *cw = attach_fd >= 0 ? window(attach_fd, size) : NULL;
+
+			for (uint64_t off = 0; cw && off < size; off += PAGE)
+				sum += cw[off];
+			f = minflt_of(getpid()) - f0;
+			if (write(pipefd[1], &f, sizeof(f)) != sizeof(f) ||
+			    (attach_fd >= 0 && sum != (long)(size / PAGE)))
+				_exit(2);
+			pause();
+			_exit(0);
+		}
+	}
+	for (i = 0; i < n; i++) {
+		long f = 0;
+
+		if (read(pipefd[0], &f, sizeof(f)) != sizeof(f))
+			f = 1L << 40; /* a child failed */
+		if (f > *max_faults)
+			*max_faults = f;
+	}
+	after = meminfo_kb("PageTables");
+	for (i = 0; i < n; i++) {
+		kill(pids[i], SIGKILL);
+		waitpid(pids[i], NULL, 0);
+	}
+	close(pipefd[0]);
+	close(pipefd[1]);
+	free(pids);
+	return after - before;
+}
+
+static void populate(int fd, uint64_t size)
+{
+	char *w = window(fd, size);
+
+	for (uint64_t off = 0; w && off < size; off += PAGE)
+		w[off] = 1;
+	if (w)
+		munmap(w, size);
+}
+
+/* Page tables and faults per extra attacher: module vs plain shared memory. */
+static void measure(uint64_t size, int n)
+{
+	long faults, idle_faults, shm_faults, idle, kmod, shm;
+	int fd = region_create(size);
+
+	idle = attach_children(-1, 0, n, &idle_faults);
+	range_op(fd, MSHAREFS_KMOD_MAP, 0, size, PROT_READ | PROT_WRITE);
+	populate(fd, size);
+	kmod = attach_children(fd, size, n, &faults) - idle;
+	close(fd);
+
+	fd = memfd_create("baseline", 0);
+	if (ftruncate(fd, (off_t)size))
+		exit(102);
+	populate(fd, size);
+	shm = attach_children(fd, size, n, &shm_faults) - idle;
+	close(fd);
+
+	printf("measure: %llu GiB, %2d attachers | page tables per attacher: kmod %.1f kB, shm %.1f kB | "
+	       "faults to read all: kmod %ld, shm %ld\n",
+	       (unsigned long long)(size / GiB), n, (double)kmod / n, (double)shm / n, faults, shm_faults);
+	CHECK(kmod <= 4L * n, "%llu GiB, %d attachers: <= 4 KiB of page tables per extra attacher (%.1f kB)",
+	      (unsigned long long)(size / GiB), n, (double)kmod / n);
+	CHECK(faults <= 16, "%llu GiB, %d attachers: a new attacher reads every page with <= 16 faults (%ld)",
+	      (unsigned long long)(size / GiB), n, faults);
+}
+
+static void test_teardown(void)
+{
+	long before = meminfo_kb("MemFree"), after;
+	int fd = region_create(GiB);
+	char *w;
+
+	range_op(fd, MSHAREFS_KMOD_MAP, 0, 256 * MiB, PROT_READ | PROT_WRITE);
+	w = window(fd, GiB);
+	for (uint64_t off = 0; w && off < 256 * MiB; off += PAGE)
+		w[off] = 1;
+	CHECK(meminfo_kb("MemFree") < before - 200 * 1024, "256 MiB populated");
+	munmap(w, GiB);
+	close(fd);
+	/* Freed pages may sit on per-cpu lists a while before MemFree shows them. */
+	for (int i = 0; i < 50; i++) {
+		after = meminfo_kb("MemFree");
+		if (labs(after - before) <= before / 100)
+			break;
+		int c = open("/proc/sys/vm/compact_memory", O_WRONLY);
+
+		if (c >= 0) {
+			if (write(c, "1", 1) < 0)
+				perror("compact_memory");
+			close(c);
+		}
+		usleep(200000);
+	}
+	CHECK(labs(after - before) <= before / 100, "MemFree back within 1%% after teardown (%ld -> %ld kB)", before,
+	      after);
+}
+
+int main(int argc, char **argv)
+{
+	if (argc > 1 && !strcmp(argv[1], "--help")) {
+		printf("usage: %s [--measure]\nRuns the msharefs_kmod tests (needs the module loaded).\n", argv[0]);
+		return 0;
+	}
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	test_refusals();
+	test_sharing();
+	test_introspection();
+	test_teardown();
+	measure(GiB, 1);
+	measure(GiB, 8);
+	if (argc > 1 && !strcmp(argv[1], "--measure")) {
+		measure(GiB, 32);
+		measure(4 * GiB, 1);
+		measure(4 * GiB, 8);
+		measure(4 * GiB, 32);
+	}
+	printf("kmod_selftest: %d failures\n", failures);
+	return failures;
+}

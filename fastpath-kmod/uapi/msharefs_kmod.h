@@ -1,0 +1,50 @@
+/* SPDX-License-Identifier: GPL-2.0 WITH Linux-syscall-note */
+/*
+ * msharefs_kmod: the interface between msharefsd (or a test) and the
+ * fastpath kernel module.
+ *
+ * /dev/msharefs_kmod hands out region descriptors. A region is memory whose
+ * page tables exist once: every mmap() of the region descriptor (the window)
+ * links the caller's PUD entries to the region's own PMD tables. Offsets are
+ * relative to the region (the window start is whatever mmap() returned).
+ */
+#ifndef _UAPI_MSHAREFS_KMOD_H
+#define _UAPI_MSHAREFS_KMOD_H
+
+#include <linux/ioctl.h>
+#include <linux/types.h>
+
+#define MSHAREFS_KMOD_DEVICE	"/dev/msharefs_kmod"
+/* Region sizes and window addresses are multiples of this (one PUD). */
+#define MSHAREFS_KMOD_ALIGN	(1ULL << 30)
+
+struct msharefs_kmod_create {
+	__u64 size;		/* multiple of MSHAREFS_KMOD_ALIGN */
+	__u32 flags;		/* 0 */
+	__u32 pad;
+};
+
+struct msharefs_kmod_range {
+	__u64 offset;		/* page aligned, inside the region */
+	__u64 size;		/* page aligned, > 0 */
+	__u32 prot;		/* PROT_READ | PROT_WRITE | PROT_EXEC, or PROT_NONE */
+	__u32 flags;		/* 0 */
+};
+
+struct msharefs_kmod_stats {
+	__u64 size;
+	__u64 resident_pages;	/* data pages the region holds */
+	__u64 table_pages;	/* shared PMD and PTE table pages */
+	__u64 windows;		/* windows attached now, over all processes */
+	__u64 faults;		/* faults the region has resolved */
+};
+
+/* On /dev/msharefs_kmod: returns a new region descriptor (O_RDWR, O_CLOEXEC). */
+#define MSHAREFS_KMOD_CREATE	_IOW('x', 0x40, struct msharefs_kmod_create)
+/* On a region descriptor. */
+#define MSHAREFS_KMOD_MAP	_IOW('x', 0x41, struct msharefs_kmod_range)
+#define MSHAREFS_KMOD_UNMAP	_IOW('x', 0x42, struct msharefs_kmod_range)
+#define MSHAREFS_KMOD_PROTECT	_IOW('x', 0x43, struct msharefs_kmod_range)
+#define MSHAREFS_KMOD_STATS	_IOR('x', 0x44, struct msharefs_kmod_stats)
+
+#endif /* _UAPI_MSHAREFS_KMOD_H */
