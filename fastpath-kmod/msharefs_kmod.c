@@ -52,7 +52,7 @@
 #include "msharefs_kmod.h"
 
 #define MSK_HOLE	0xff	/* layout byte of a page no mapping covers */
-#define MSK_MAX_SIZE	(1ULL << 46)
+#define MSK_MAX_SIZE	BIT_ULL(46)
 
 /* Kernel functions this module needs that are not exported. */
 static void (*msk_flush_tlb_mm_range)(struct mm_struct *mm, unsigned long start,
@@ -62,7 +62,7 @@ static int (*msk_pud_alloc)(struct mm_struct *mm, p4d_t *p4d, unsigned long addr
 static int (*msk_p4d_alloc)(struct mm_struct *mm, pgd_t *pgd, unsigned long address);
 
 struct msk_region {
-	struct mutex lock;
+	struct mutex lock;	/* see "Locking" above */
 	struct kref ref;
 	u64 size;
 	unsigned long nr_pages;
@@ -80,7 +80,7 @@ struct msk_region {
 /* One per attaching mm; holds that mm's windows. */
 struct msk_mm {
 	struct mmu_notifier mn;
-	spinlock_t lock;
+	spinlock_t lock;	/* guards windows */
 	struct list_head windows;
 };
 
@@ -620,11 +620,13 @@ static vm_fault_t msk_vm_fault(struct vm_fault *vmf)
 			}
 			r->resident_pages++;
 		}
-		set_pte(pte, pte_mkspecial(pte_mkdirty(pte_mkyoung(mk_pte(page, msk_pgprot(prot))))));
+		set_pte(pte, pte_mkspecial(pte_mkdirty(pte_mkyoung(mk_pte(page,
+									   msk_pgprot(prot))))));
 	}
 	r->faults++;
 	if (msk_link_chunk(w, vmf->pud, shared))
-		msk_flush(w->mm, vmf->address & PUD_MASK, (vmf->address & PUD_MASK) + PUD_SIZE, true);
+		msk_flush(w->mm, vmf->address & PUD_MASK,
+			  (vmf->address & PUD_MASK) + PUD_SIZE, true);
 out:
 	mutex_unlock(&r->lock);
 	return ret;
