@@ -1,0 +1,270 @@
+#!/usr/bin/env bash
+# Boots a QEMU guest (TCG, no KVM) with the fastpath kernel module and runs
+# one command in it.
+#
+#   fastpath-kmod/qemu/run-guest.sh [OPTIONS] -- COMMAND [ARGS...]
+#
+#   --kernel 6.12|6.1  guest kernel, Debian 12's packages (default 6.12)
+#   --mem SIZE         guest memory (default 2G)
+#   --smp N            guest CPUs (default 2)
+#   --timeout SECONDS  whole boot-run-poweroff limit (default 300)
+#   --no-daemon        do not start msharefsd in the guest
+#   --add FILE         copy FILE into the guest's / (repeatable)
+#   -h, --help         this text
+#
+# Installs what it needs with apt-get, builds msharefs_kmod.ko from
+# fastpath-kmod/ (in a scratch copy) against the kernel's headers, and
+# msharefsd into $MSHAREFS_BUILD (default build/) unless it is there. The
+# guest loads the module, mounts msharefsd on /sys/fs/mshare (-o backend=kmod,
+# or without it when the daemon refuses it), runs COMMAND from / with the
+# --add files in / and stdin from /dev/null, unmounts, unloads the module and
+# powers off. COMMAND's output (stdout and stderr: the console is one stream)
+# comes to stdout, the guest's kernel log and harness lines to stderr.
+#
+# Exits with COMMAND's status; 1 when the guest printed no result (timeout,
+# crash, insmod failure) or its kernel logged BUG:, WARNING:, Oops, general
+# protection, Kernel panic or Call Trace:.
+#
+# For testing the harness: MSHAREFS_KMOD_DIR=DIR builds the module from DIR
+# (a Kbuild and its sources; the module is named by its obj-m line) instead.
+# MSHAREFS_GUEST_LOG=FILE keeps the whole console log in FILE.
+set -euo pipefail
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=SCRIPTDIR/../../scripts/lib.sh
+. "$HERE/../../scripts/lib.sh"
+
+usage() { sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; }
+
+KERNEL=6.12
+MEM=2G
+SMP=2
+TIMEOUT=300
+NODAEMON=
+ADD=()
+while [ $# -gt 0 ]; do
+	case "$1" in
+	-h | --help)
+		usage
+		exit 0
+		;;
+	--kernel | --mem | --smp | --timeout | --add)
+		[ $# -ge 2 ] || die "$1 needs a value (try --help)"
+		case "$1" in
+		--kernel) KERNEL=$2 ;;
+		--mem) MEM=$2 ;;
+		--smp) SMP=$2 ;;
+		--timeout) TIMEOUT=$2 ;;
+		--add) ADD+=("$2") ;;
+		esac
+		shift 2
+		;;
+	--kernel=* | --mem=* | --smp=* | --timeout=* | --add=*)
+		set -- "${1%%=*}" "${1#*=}" "${@:2}"
+		;;
+	--no-daemon)
+		NODAEMON=1
+		shift
+		;;
+	--)
+		shift
+		break
+		;;
+	*) die "unknown argument '$1' (try --help)" ;;
+	esac
+done
+[ $# -gt 0 ] || die "no command given: run-guest.sh [OPTIONS] -- COMMAND [ARGS...] (try --help)"
+case "$KERNEL" in
+6.12) KERNEL_PACKAGES=(linux-image-6.12-amd64 linux-headers-6.12-amd64) ;;
+6.1) KERNEL_PACKAGES=(linux-image-amd64 linux-headers-amd64) ;;
+*) die "--kernel $KERNEL: not one of 6.12, 6.1" ;;
+esac
+[[ "$SMP" =~ ^[1-9][0-9]*$ ]] || die "--smp $SMP: not a positive number"
+[[ "$TIMEOUT" =~ ^[1-9][0-9]*$ ]] || die "--timeout $TIMEOUT: not a positive number of seconds"
+[[ "$MEM" =~ ^[1-9][0-9]*[MGmg]?$ ]] || die "--mem $MEM: not a size like 2G or 512M"
+declare -A ADDED=()
+for f in "${ADD[@]}"; do
+	[ -f "$f" ] || die "--add $f: no such file"
+	b=$(basename "$f")
+	case "$b" in
+	init | cmd | msharefs_kmod.ko | fuse.ko | bin | sbin | usr | lib | lib32 | lib64 | libx32 | etc | dev | proc | sys | tmp | root)
+		die "--add $f: its name $b is taken in the guest's /"
+		;;
+	esac
+	[ -z "${ADDED[$b]:-}" ] || die "--add $f: a file named $b is added already"
+	ADDED[$b]=1
+done
+
+# 1. Packages.
+apt_install qemu-system-x86 busybox-static cpio kmod make gcc "${KERNEL_PACKAGES[@]}"
+
+# The newest kernel of that series with both an image and headers.
+RELEASE=
+for f in /boot/vmlinuz-"$KERNEL".*-amd64; do
+	[ -e "$f" ] || continue
+	r=${f#/boot/vmlinuz-}
+	[ -d "/usr/src/linux-headers-$r" ] && RELEASE=$(printf '%s\n%s\n' "$RELEASE" "$r" | sed '/^$/d' | sort -V | tail -n 1)
+done
+[ -n "$RELEASE" ] || die "no /boot/vmlinuz-$KERNEL.*-amd64 with matching /usr/src/linux-headers-* after installing ${KERNEL_PACKAGES[*]}"
+HEADERS=/usr/src/linux-headers-$RELEASE
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/run-guest.XXXXXX")
+QPID=
+# shellcheck disable=SC2317 # run by the trap
+cleanup() {
+	[ -z "$QPID" ] || kill "$QPID" 2>/dev/null || true
+	rm -rf "$TMP"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+VMLINUZ=/boot/vmlinuz-$RELEASE
+if [ ! -r "$VMLINUZ" ]; then
+	as_root cat "$VMLINUZ" >"$TMP/vmlinuz" || die "cannot read $VMLINUZ"
+	VMLINUZ=$TMP/vmlinuz
+fi
+
+# 2. The module, built in a scratch copy of its sources.
+KMOD_SRC=${MSHAREFS_KMOD_DIR:-$MSHAREFS_ROOT/fastpath-kmod}
+[ -f "$KMOD_SRC/Kbuild" ] || die "no $KMOD_SRC/Kbuild: the kernel module is not there (yet)"
+KMOD_NAME=$(sed -n 's/^[[:space:]]*obj-m[[:space:]]*[:+]\{0,1\}=[[:space:]]*\([A-Za-z0-9_-]*\)\.o.*/\1/p' "$KMOD_SRC/Kbuild" | head -n 1)
+[ -n "$KMOD_NAME" ] || die "$KMOD_SRC/Kbuild: no 'obj-m := NAME.o' line"
+mkdir "$TMP/kmod"
+tar -C "$KMOD_SRC" --exclude=./qemu --exclude='*.o' --exclude='*.ko' --exclude='*.mod' \
+	--exclude='*.mod.c' --exclude='.*.cmd' --exclude=Module.symvers --exclude=modules.order \
+	--exclude=.tmp_versions -cf - . | tar -C "$TMP/kmod" -xf -
+if ! make -C "$HEADERS" M="$TMP/kmod" -j"$(nproc)" modules >"$TMP/kmod.log" 2>&1 ||
+	[ ! -f "$TMP/kmod/$KMOD_NAME.ko" ]; then
+	# The diagnostics, without gcc's notes and excerpts; the end when none.
+	grep -E '(error|warning):' "$TMP/kmod.log" | sed "s|$TMP/kmod/||g" >&2 ||
+		tail -n 20 "$TMP/kmod.log" >&2
+	die "building $KMOD_NAME.ko against $HEADERS failed"
+fi
+grep -E 'warning:' "$TMP/kmod.log" | sed "s|$TMP/kmod/||g" >&2 || true
+
+# 3. The daemon.
+DAEMON=$MSHAREFS_BUILD/fusefs/msharefsd
+if [ ! -x "$DAEMON" ]; then
+	say "no $DAEMON: building msharefs"
+	MSHAREFS_BUILD=$MSHAREFS_BUILD "$MSHAREFS_ROOT/scripts/setup.sh"
+	[ -x "$DAEMON" ] || die "scripts/setup.sh built no $DAEMON"
+fi
+KEEPER=$MSHAREFS_BUILD/fusefs/msharefs-keeper
+
+# 4. The initramfs.
+R=$TMP/root
+mkdir -p "$R"/{bin,sbin,usr/bin,usr/sbin,dev/shm,proc,sys,tmp,etc,root}
+cp /bin/busybox "$R/bin/busybox"
+while read -r applet; do
+	[ -e "$R/$applet" ] || [ -L "$R/$applet" ] || ln -s /bin/busybox "$R/$applet"
+done < <(/bin/busybox --list-full)
+install -m 755 "$HERE/init" "$R/init"
+cp "$TMP/kmod/$KMOD_NAME.ko" "$R/msharefs_kmod.ko"
+printf '%s\n' "${KMOD_NAME//-/_}" >"$R/etc/msharefs-kmod-name"
+printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' >"$R/etc/passwd"
+printf 'root:x:0:\nnogroup:x:65534:\n' >"$R/etc/group"
+printf '%q ' "$@" >"$R/cmd"
+echo >>"$R/cmd"
+ELFS=("$R/bin/busybox")
+cp "$DAEMON" "$R/bin/msharefsd"
+ELFS+=("$R/bin/msharefsd")
+if [ -x "$KEEPER" ]; then
+	cp "$KEEPER" "$R/bin/msharefs-keeper"
+	ELFS+=("$R/bin/msharefs-keeper")
+fi
+for f in "${ADD[@]}"; do
+	cp -L --preserve=mode "$f" "$R/$(basename "$f")"
+	ELFS+=("$R/$(basename "$f")")
+done
+# A kernel whose fuse is a module needs it in the guest.
+if grep -qx 'CONFIG_FUSE_FS=m' "/boot/config-$RELEASE" 2>/dev/null; then
+	fuse=$(find "/lib/modules/$RELEASE/kernel/fs/fuse" -name 'fuse.ko*' 2>/dev/null | head -n 1)
+	case "$fuse" in
+	*.ko) cp "$fuse" "$R/fuse.ko" ;;
+	*.ko.xz) xz -dc "$fuse" >"$R/fuse.ko" ;;
+	*.ko.zst) zstd -qdc "$fuse" >"$R/fuse.ko" ;;
+	*) die "$RELEASE has fuse as a module, but there is no fuse.ko in /lib/modules/$RELEASE" ;;
+	esac
+fi
+# Every shared library (and the loader) that the dynamic ELF files need, at
+# its own path.
+declare -A LIBS=()
+for f in "${ELFS[@]}"; do
+	head -c 4 "$f" | grep -q 'ELF' || continue
+	out=$(ldd "$f" 2>/dev/null) || continue # static, or not for this machine
+	if grep -q 'not found' <<<"$out"; then
+		die "$(basename "$f"): $(grep 'not found' <<<"$out" | head -n 1 | sed 's/^[[:space:]]*//')"
+	fi
+	while read -r lib; do
+		LIBS[$lib]=1
+	done < <(awk '{ for (i = 1; i <= NF; i++) if ($i ~ /^\//) print $i }' <<<"$out")
+done
+for lib in "${!LIBS[@]}"; do
+	mkdir -p "$R$(dirname "$lib")"
+	cp -L "$lib" "$R$lib"
+done
+(cd "$R" && find . -mindepth 1 -print0 | cpio --null -o -H newc -R 0:0 --quiet) | gzip -1 >"$TMP/initrd.gz"
+
+# 5./6. Boot, stream the console, judge.
+APPEND="console=ttyS0 panic=-1 oops=panic quiet printk.time=1"
+[ -z "$NODAEMON" ] || APPEND+=" msharefs.nodaemon=1"
+LOG=$TMP/console.log
+mkfifo "$TMP/console"
+timeout -k 10 "$TIMEOUT" qemu-system-x86_64 -machine q35 -accel tcg -m "$MEM" -smp "$SMP" \
+	-nographic -no-reboot -nic none -kernel "$VMLINUZ" -initrd "$TMP/initrd.gz" -append "$APPEND" \
+	</dev/null >"$TMP/console" &
+QPID=$!
+
+# Console lines, without carriage returns, go to the log; once init runs,
+# its and the kernel's lines go to stderr, the others (COMMAND's) to stdout.
+KERNEL_LINE='^\[ *[0-9]+\.[0-9]+\] '
+started=
+while IFS= read -r line || [ -n "$line" ]; do
+	line=${line//$'\r'/}
+	if [ -z "$started" ] && [[ "$line" == *"guest: init started"* ]]; then
+		started=1
+		line=guest:${line#*guest:} # after the firmware's escape sequences
+	fi
+	printf '%s\n' "$line" >>"$LOG"
+	[ -n "$started" ] || continue
+	if [[ "$line" == MSHAREFS-GUEST-RESULT* ]]; then
+		continue
+	elif [[ "$line" == "guest: "* || "$line" =~ $KERNEL_LINE ]]; then
+		printf '%s\n' "$line" >&2
+	else
+		printf '%s\n' "$line"
+	fi
+done <"$TMP/console"
+rc=0
+wait "$QPID" || rc=$?
+QPID=
+touch "$LOG"
+[ -z "${MSHAREFS_GUEST_LOG:-}" ] || cp "$LOG" "$MSHAREFS_GUEST_LOG"
+
+PROBLEM='\[ *[0-9]+\.[0-9]+\] .*(BUG:|WARNING:|Oops|general protection|Kernel panic|Call Trace:)'
+if n=$(grep -nE -m 1 "$PROBLEM" "$LOG" | cut -d: -f1) && [ -n "$n" ]; then
+	{
+		echo "---- guest kernel log around the first problem ----"
+		sed -n "$((n > 4 ? n - 4 : 1)),$((n + 15))p" "$LOG" | sed "s|$TMP/kmod/|$KMOD_SRC/|g"
+		echo "----"
+	} >&2
+	die "the guest kernel reported a problem: $(sed -n "${n}p" "$LOG" | sed -E 's/^.*\[ *[0-9]+\.[0-9]+\] //' | sed "s|$TMP/kmod/|$KMOD_SRC/|g")"
+fi
+status=$(sed -n 's/^MSHAREFS-GUEST-RESULT \([0-9][0-9]*\)$/\1/p' "$LOG" | tail -n 1)
+if [ -z "$status" ]; then
+	if grep -q '^guest: insmod.* failed' "$LOG"; then
+		die "loading the module in the guest failed"
+	elif [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
+		die "no result from the guest within --timeout $TIMEOUT s"
+	elif [ -z "$started" ]; then
+		tail -n 30 "$LOG" >&2
+		die "the guest did not start /init (qemu exit status $rc)"
+	else
+		die "the guest stopped without a result (crash?; qemu exit status $rc)"
+	fi
+fi
+if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
+	die "the guest did not power off within --timeout $TIMEOUT s"
+fi
+[ "$rc" -eq 0 ] || die "qemu exited with status $rc"
+exit "$status"
