@@ -399,6 +399,95 @@ static void test_teardown(void)
 	      after);
 }
 
+static uint64_t windows_of(int fd)
+{
+	struct msharefs_kmod_stats st = { 0 };
+
+	ioctl(fd, MSHAREFS_KMOD_STATS, &st);
+	return st.windows;
+}
+
+static void test_module_lifetime(void)
+{
+	int fd = region_create(GiB);
+	int status;
+
+	status = system("rmmod msharefs_kmod 2>/dev/null");
+	CHECK(status != 0, "rmmod is refused while a region exists");
+	close(fd);
+}
+
+static void test_killed_attachers(void)
+{
+	int fd = region_create(GiB), i;
+	pid_t pids[4];
+
+	range_op(fd, MSHAREFS_KMOD_MAP, 0, GiB, PROT_READ | PROT_WRITE);
+	for (i = 0; i < 4; i++) {
+		pids[i] = fork();
+		if (pids[i] == 0) {
+			char *w = window(fd, GiB);
+
+			for (uint64_t off = 0;; off = (off + 7 * PAGE) % GiB)
+				w[off]++;
+		}
+	}
+	usleep(300000);
+	CHECK(windows_of(fd) == 4, "4 attachers are attached (%llu)", (unsigned long long)windows_of(fd));
+	for (i = 0; i < 4; i++) {
+		kill(pids[i], SIGKILL);
+		waitpid(pids[i], NULL, 0);
+	}
+	CHECK(windows_of(fd) == 0, "kill -9 of every attacher detaches them all");
+	close(fd);
+}
+
+/*
+ * procs processes each do cycles of attach, write + check a stamp, UNMAP and
+ * re-MAP their own 1 MiB slot, PROTECT it read-only and back, detach.
+ */
+static void test_stress(int procs, int cycles)
+{
+	int fd = region_create(GiB), i, bad = 0, status;
+	pid_t *pids = calloc(procs, sizeof(pid_t));
+
+	for (i = 0; i < procs; i++) {
+		pids[i] = fork();
+		if (pids[i] == 0) {
+			uint64_t slot = (uint64_t)i * 2 * MiB;
+
+			for (int c = 0; c < cycles; c++) {
+				char *w;
+
+				if (range_op(fd, MSHAREFS_KMOD_MAP, slot, MiB, PROT_READ | PROT_WRITE))
+					_exit(1);
+				w = window(fd, GiB);
+				if (!w)
+					_exit(2);
+				for (uint64_t off = 0; off < MiB; off += PAGE)
+					((volatile int *)(w + slot + off))[0] = c;
+				if (range_op(fd, MSHAREFS_KMOD_PROTECT, slot, MiB, PROT_READ))
+					_exit(3);
+				for (uint64_t off = 0; off < MiB; off += PAGE)
+					if (((volatile int *)(w + slot + off))[0] != c)
+						_exit(4);
+				if (range_op(fd, MSHAREFS_KMOD_UNMAP, slot, MiB, 0) || munmap(w, GiB))
+					_exit(5);
+			}
+			_exit(0);
+		}
+	}
+	for (i = 0; i < procs; i++) {
+		waitpid(pids[i], &status, 0);
+		if (!WIFEXITED(status) || WEXITSTATUS(status))
+			bad++;
+	}
+	CHECK(bad == 0, "stress: %d processes x %d attach/write/PROTECT/UNMAP/detach cycles", procs, cycles);
+	CHECK(windows_of(fd) == 0, "stress: no window left attached");
+	close(fd);
+	free(pids);
+}
+
 int main(int argc, char **argv)
 {
 	if (argc > 1 && !strcmp(argv[1], "--help")) {
@@ -409,10 +498,14 @@ int main(int argc, char **argv)
 	test_refusals();
 	test_sharing();
 	test_introspection();
+	test_killed_attachers();
+	test_module_lifetime();
 	test_teardown();
+	test_stress(8, 100);
 	measure(GiB, 1);
 	measure(GiB, 8);
 	if (argc > 1 && !strcmp(argv[1], "--measure")) {
+		test_stress(32, 313);
 		measure(GiB, 32);
 		measure(4 * GiB, 1);
 		measure(4 * GiB, 8);
