@@ -30,8 +30,9 @@
  * them like any PTE table.
  */
 
-#include <linux/anon_inodes.h>
 #include <linux/file.h>
+#include <linux/fs_context.h>
+#include <linux/pseudo_fs.h>
 #include <linux/fs.h>
 #include <linux/kobject.h>
 #include <linux/kprobes.h>
@@ -71,6 +72,7 @@ struct msk_region {
 	struct xarray pages;	/* page index -> struct page */
 	pmd_t **pmd_tables;	/* per chunk: the shared PMD table */
 	struct list_head windows;
+	bool sealed;		/* no new windows: the region was torn down */
 	u64 resident_pages;
 	u64 table_pages;
 	u64 nr_windows;
@@ -159,41 +161,59 @@ static pmd_t *msk_alloc_pmd_table(void)
 	return ptdesc_address(ptdesc);
 }
 
-static struct msk_region *msk_region_create(u64 size)
+static struct msk_region *msk_region_alloc(void)
 {
-	unsigned int chunk;
-	struct msk_region *r;
+	struct msk_region *r = kzalloc(sizeof(*r), GFP_KERNEL);
 
-	r = kzalloc(sizeof(*r), GFP_KERNEL);
 	if (!r)
 		return NULL;
 	mutex_init(&r->lock);
 	kref_init(&r->ref);
 	xa_init(&r->pages);
 	INIT_LIST_HEAD(&r->windows);
-	r->size = size;
-	r->nr_pages = size >> PAGE_SHIFT;
+	__module_get(THIS_MODULE);	/* dropped by msk_region_free() */
+	return r;
+}
+
+/*
+ * Gives an unsized region its size: the layout and one PMD table per chunk,
+ * which exist for the region's life so that windows link them at once.
+ * Caller holds r->lock (or has r to itself).
+ */
+static int msk_region_set_size(struct msk_region *r, u64 size)
+{
+	unsigned int chunk;
+
+	if (r->size)
+		return -EBUSY;
+	if (!size || !IS_ALIGNED(size, PUD_SIZE) || size > MSK_MAX_SIZE)
+		return -EINVAL;
+	r->layout = vmalloc(size >> PAGE_SHIFT);
+	r->pmd_tables = kcalloc(size >> PUD_SHIFT, sizeof(*r->pmd_tables), GFP_KERNEL);
+	if (!r->layout || !r->pmd_tables)
+		goto fail;
 	r->nr_chunks = size >> PUD_SHIFT;
-	r->layout = vmalloc(r->nr_pages);
-	r->pmd_tables = kcalloc(r->nr_chunks, sizeof(*r->pmd_tables), GFP_KERNEL);
-	if (!r->layout || !r->pmd_tables) {
-		vfree(r->layout);
-		kfree(r->pmd_tables);
-		kfree(r);
-		return NULL;
-	}
-	memset(r->layout, MSK_HOLE, r->nr_pages);
-	/* The PMD tables exist for the region's life: windows link them at once. */
 	for (chunk = 0; chunk < r->nr_chunks; chunk++) {
 		r->pmd_tables[chunk] = msk_alloc_pmd_table();
-		if (!r->pmd_tables[chunk]) {
-			__module_get(THIS_MODULE);	/* msk_region_free() drops it */
-			msk_region_put(r);
-			return NULL;
-		}
+		if (!r->pmd_tables[chunk])
+			goto fail;
 		r->table_pages++;
 	}
-	return r;
+	memset(r->layout, MSK_HOLE, size >> PAGE_SHIFT);
+	r->nr_pages = size >> PAGE_SHIFT;
+	WRITE_ONCE(r->size, size);
+	return 0;
+fail:
+	for (chunk = 0; r->pmd_tables && chunk < r->nr_chunks; chunk++)
+		if (r->pmd_tables[chunk])
+			pmd_free(NULL, r->pmd_tables[chunk]);
+	r->table_pages = 0;
+	r->nr_chunks = 0;
+	kfree(r->pmd_tables);
+	vfree(r->layout);
+	r->pmd_tables = NULL;
+	r->layout = NULL;
+	return -ENOMEM;
 }
 
 /*
@@ -587,7 +607,7 @@ static vm_fault_t msk_vm_fault(struct vm_fault *vmf)
 	struct msk_region *r;
 	struct page *page;
 	pmd_t *shared;
-	pte_t *pte;
+	pte_t *pte, entry;
 	u8 prot;
 
 	if (!w || READ_ONCE(w->unmapping))
@@ -620,8 +640,8 @@ static vm_fault_t msk_vm_fault(struct vm_fault *vmf)
 			}
 			r->resident_pages++;
 		}
-		set_pte(pte, pte_mkspecial(pte_mkdirty(pte_mkyoung(mk_pte(page,
-									   msk_pgprot(prot))))));
+		entry = mk_pte(page, msk_pgprot(prot));
+		set_pte(pte, pte_mkspecial(pte_mkdirty(pte_mkyoung(entry))));
 	}
 	r->faults++;
 	if (msk_link_chunk(w, vmf->pud, shared))
@@ -680,8 +700,9 @@ static int msk_region_mmap(struct file *file, struct vm_area_struct *vma)
 	struct msk_region *r = file->private_data;
 	int err;
 
-	if (!(vma->vm_flags & VM_SHARED) || vma->vm_pgoff ||
-	    vma->vm_end - vma->vm_start != r->size || !IS_ALIGNED(vma->vm_start, PUD_SIZE))
+	if (!(vma->vm_flags & VM_SHARED) || vma->vm_pgoff || READ_ONCE(r->sealed) ||
+	    !READ_ONCE(r->size) || vma->vm_end - vma->vm_start != READ_ONCE(r->size) ||
+	    !IS_ALIGNED(vma->vm_start, PUD_SIZE))
 		return -EINVAL;
 	vm_flags_set(vma, VM_IO | VM_DONTEXPAND | VM_DONTDUMP | VM_NORESERVE);
 	vma->vm_ops = &msk_vm_ops;
@@ -730,24 +751,50 @@ static long msk_region_ioctl(struct file *file, unsigned int cmd, unsigned long 
 		mutex_unlock(&r->lock);
 		return copy_to_user(uarg, &stats, sizeof(stats)) ? -EFAULT : 0;
 	}
-	if (cmd != MSHAREFS_KMOD_MAP && cmd != MSHAREFS_KMOD_UNMAP && cmd != MSHAREFS_KMOD_PROTECT)
+	if (cmd != MSHAREFS_KMOD_MAP && cmd != MSHAREFS_KMOD_UNMAP &&
+	    cmd != MSHAREFS_KMOD_PROTECT && cmd != MSHAREFS_KMOD_SET_SIZE &&
+	    cmd != MSHAREFS_KMOD_SEAL)
 		return -ENOTTY;
 	if (!(file->f_mode & FMODE_WRITE))
 		return -EBADF;
+	if (cmd == MSHAREFS_KMOD_SEAL) {
+		WRITE_ONCE(r->sealed, true);
+		return 0;
+	}
+	if (cmd == MSHAREFS_KMOD_SET_SIZE) {
+		u64 size;
+
+		if (copy_from_user(&size, uarg, sizeof(size)))
+			return -EFAULT;
+		mutex_lock(&r->lock);
+		ret = msk_region_set_size(r, size);
+		if (!ret)
+			file_inode(file)->i_size = size;
+		mutex_unlock(&r->lock);
+		return ret;
+	}
 	if (copy_from_user(&range, uarg, sizeof(range)))
 		return -EFAULT;
-	ret = msk_check_range(r, &range);
-	if (ret)
-		return ret;
 	mutex_lock(&r->lock);
-	if (cmd == MSHAREFS_KMOD_MAP)
+	ret = msk_check_range(r, &range);
+	if (!ret && cmd == MSHAREFS_KMOD_MAP)
 		ret = msk_map(r, &range);
-	else if (cmd == MSHAREFS_KMOD_UNMAP)
+	else if (!ret && cmd == MSHAREFS_KMOD_UNMAP)
 		ret = msk_unmap(r, &range);
-	else
+	else if (!ret)
 		ret = msk_protect(r, &range);
 	mutex_unlock(&r->lock);
 	return ret;
+}
+
+/* A reopen of a region file's path, e.g. FUSE passthrough's backing file. */
+static int msk_region_open(struct inode *inode, struct file *file)
+{
+	struct msk_region *r = inode->i_private;
+
+	kref_get(&r->ref);
+	file->private_data = r;
+	return 0;
 }
 
 static int msk_region_release(struct inode *inode, struct file *file)
@@ -758,6 +805,7 @@ static int msk_region_release(struct inode *inode, struct file *file)
 
 static const struct file_operations msk_region_fops = {
 	.owner = THIS_MODULE,
+	.open = msk_region_open,
 	.mmap = msk_region_mmap,
 	.get_unmapped_area = msk_region_get_unmapped_area,
 	.unlocked_ioctl = msk_region_ioctl,
@@ -766,24 +814,76 @@ static const struct file_operations msk_region_fops = {
 
 /* ---- /dev/msharefs_kmod --------------------------------------------------- */
 
+/*
+ * Region files live on a private pseudo filesystem: regular files whose
+ * path can be opened again (FUSE passthrough reopens its backing file) and
+ * lands in msk_region_open().
+ */
+#define MSHAREFS_KMOD_MAGIC	0x6d73686b	/* "mshk" */
+
+static struct vfsmount *msk_mnt;
+
+static int msk_init_fs_context(struct fs_context *fc)
+{
+	return init_pseudo(fc, MSHAREFS_KMOD_MAGIC) ? 0 : -ENOMEM;
+}
+
+static struct file_system_type msk_fs_type = {
+	.name = "msharefs_kmod",
+	.init_fs_context = msk_init_fs_context,
+	.kill_sb = kill_anon_super,
+};
+
+static int msk_region_install(struct msk_region *r)
+{
+	struct inode *inode;
+	struct file *file;
+	int fd;
+
+	inode = alloc_anon_inode(msk_mnt->mnt_sb);
+	if (IS_ERR(inode))
+		return PTR_ERR(inode);
+	inode->i_mode = S_IFREG | 0600;
+	inode->i_fop = &msk_region_fops;
+	inode->i_private = r;
+	inode->i_size = r->size;
+	/* The file's f_op reference, dropped by __fput(). */
+	__module_get(THIS_MODULE);
+	file = alloc_file_pseudo(inode, msk_mnt, "msharefs_region", O_RDWR, &msk_region_fops);
+	if (IS_ERR(file)) {
+		module_put(THIS_MODULE);
+		iput(inode);
+		return PTR_ERR(file);
+	}
+	file->private_data = r;
+	fd = get_unused_fd_flags(O_CLOEXEC);
+	if (fd < 0) {
+		fput(file);	/* drops the region through release */
+		return fd;
+	}
+	fd_install(fd, file);
+	return fd;
+}
+
 static long msk_dev_create(void __user *uarg)
 {
 	struct msharefs_kmod_create c;
 	struct msk_region *r;
-	int fd;
+	int err;
 
 	if (copy_from_user(&c, uarg, sizeof(c)))
 		return -EFAULT;
-	if (c.flags || c.pad || !c.size || !IS_ALIGNED(c.size, PUD_SIZE) || c.size > MSK_MAX_SIZE)
+	if (c.flags || c.pad)
 		return -EINVAL;
-	r = msk_region_create(c.size);
+	r = msk_region_alloc();
 	if (!r)
 		return -ENOMEM;
-	__module_get(THIS_MODULE);	/* dropped by msk_region_free() */
-	fd = anon_inode_getfd("[msharefs_region]", &msk_region_fops, r, O_RDWR | O_CLOEXEC);
-	if (fd < 0)
+	err = c.size ? msk_region_set_size(r, c.size) : 0;
+	if (!err)
+		err = msk_region_install(r);
+	if (err < 0)
 		msk_region_put(r);
-	return fd;
+	return err;
 }
 
 static long msk_dev_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
@@ -815,9 +915,14 @@ static int __init msk_init(void)
 		pr_err("msharefs_kmod: kernel symbols not found\n");
 		return err;
 	}
+	msk_mnt = kern_mount(&msk_fs_type);
+	if (IS_ERR(msk_mnt))
+		return PTR_ERR(msk_mnt);
 	err = misc_register(&msk_dev);
-	if (err)
+	if (err) {
+		kern_unmount(msk_mnt);
 		return err;
+	}
 	/* /sys/fs/mshare, where msharefsd mounts; it may exist already. */
 	msk_made_mount_point = !sysfs_create_mount_point(fs_kobj, "mshare");
 	return 0;
@@ -828,6 +933,7 @@ static void __exit msk_exit(void)
 	if (msk_made_mount_point)
 		sysfs_remove_mount_point(fs_kobj, "mshare");
 	misc_deregister(&msk_dev);
+	kern_unmount(msk_mnt);
 	/* mmu_notifier_put() frees notifiers after an SRCU grace period. */
 	mmu_notifier_synchronize();
 }

@@ -399,6 +399,42 @@ static void test_teardown(void)
 	      after);
 }
 
+/* Regions made unsized and sized later, reopened by path, then sealed. */
+static void test_unsized_reopen_seal(void)
+{
+	int fd = region_create(0), again;
+	uint64_t size = GiB;
+	char path[64], *w1, *w2;
+
+	CHECK(fd >= 0, "create an unsized region");
+	CHECK(mmap(NULL, GiB, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0) == MAP_FAILED && errno == EINVAL,
+	      "an unsized region cannot be mapped (EINVAL)");
+	CHECK(range_op(fd, MSHAREFS_KMOD_MAP, 0, PAGE, PROT_READ) == EINVAL, "nor given mappings");
+	CHECK(ioctl(fd, MSHAREFS_KMOD_SET_SIZE, &size) == 0, "SET_SIZE 1 GiB");
+	CHECK(ioctl(fd, MSHAREFS_KMOD_SET_SIZE, &size) == -1 && errno == EBUSY, "a second SET_SIZE is EBUSY");
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+	again = open(path, O_RDWR);
+	CHECK(again >= 0, "the region file can be opened again by path");
+	CHECK(range_op(again, MSHAREFS_KMOD_MAP, 0, MiB, PROT_READ | PROT_WRITE) == 0, "map through the reopened file");
+	w1 = window(fd, GiB);
+	w2 = window(again, GiB);
+	CHECK(w1 && w2, "both files map a window");
+	if (w1 && w2) {
+		strcpy(w2 + PAGE, "through the reopened file");
+		CHECK(strcmp(w1 + PAGE, "through the reopened file") == 0, "both windows share the memory");
+	}
+	CHECK(ioctl(fd, MSHAREFS_KMOD_SEAL) == 0, "SEAL");
+	CHECK(mmap(NULL, GiB, PROT_READ, MAP_SHARED, again, 0) == MAP_FAILED && errno == EINVAL,
+	      "a sealed region refuses new windows (EINVAL)");
+	CHECK(w1 && strcmp(w1 + PAGE, "through the reopened file") == 0, "existing windows keep working");
+	if (w1)
+		munmap(w1, GiB);
+	if (w2)
+		munmap(w2, GiB);
+	close(again);
+	close(fd);
+}
+
 static uint64_t windows_of(int fd)
 {
 	struct msharefs_kmod_stats st = { 0 };
@@ -498,6 +534,7 @@ int main(int argc, char **argv)
 	test_refusals();
 	test_sharing();
 	test_introspection();
+	test_unsized_reopen_seal();
 	test_killed_attachers();
 	test_module_lifetime();
 	test_teardown();

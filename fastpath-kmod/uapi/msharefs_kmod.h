@@ -3,7 +3,9 @@
  * msharefs_kmod: the interface between msharefsd (or a test) and the
  * fastpath kernel module.
  *
- * /dev/msharefs_kmod hands out region descriptors. A region is memory whose
+ * /dev/msharefs_kmod hands out region descriptors: regular files on the
+ * module's own filesystem, so they can serve as FUSE passthrough backing
+ * files. A region is memory whose
  * page tables exist once: every mmap() of the region descriptor (the window)
  * links the caller's PUD entries to the region's own PMD tables. Offsets are
  * relative to the region (the window start is whatever mmap() returned).
@@ -19,7 +21,7 @@
 #define MSHAREFS_KMOD_ALIGN	(1ULL << 30)
 
 struct msharefs_kmod_create {
-	__u64 size;		/* multiple of MSHAREFS_KMOD_ALIGN */
+	__u64 size;		/* multiple of MSHAREFS_KMOD_ALIGN; 0: set later */
 	__u32 flags;		/* 0 */
 	__u32 pad;
 };
@@ -46,5 +48,9 @@ struct msharefs_kmod_stats {
 #define MSHAREFS_KMOD_UNMAP	_IOW('x', 0x42, struct msharefs_kmod_range)
 #define MSHAREFS_KMOD_PROTECT	_IOW('x', 0x43, struct msharefs_kmod_range)
 #define MSHAREFS_KMOD_STATS	_IOR('x', 0x44, struct msharefs_kmod_stats)
+/* Sizes a region created with size 0 (once: EBUSY after). */
+#define MSHAREFS_KMOD_SET_SIZE	_IOW('x', 0x45, __u64)
+/* No new windows from now on (mmap fails with EINVAL): the owner is gone. */
+#define MSHAREFS_KMOD_SEAL	_IO('x', 0x46)
 
 #endif /* _UAPI_MSHAREFS_KMOD_H */

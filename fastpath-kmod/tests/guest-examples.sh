@@ -1,0 +1,17 @@
+#!/bin/sh
+# Runs the documented creator/attacher examples in the QEMU guest, against
+# msharefsd mounted at /sys/fs/mshare (the mount point the module creates).
+set -e
+grep -q ' /sys/fs/mshare fuse.msharefs ' /proc/mounts || { echo "msharefsd is not mounted"; exit 1; }
+/mshare_creator guest-example 30 > /tmp/creator.log 2>&1 &
+creator=$!
+i=0
+until grep -q 'creator: ready' /tmp/creator.log; do
+	i=$((i + 1))
+	[ $i -lt 100 ] || { cat /tmp/creator.log; exit 1; }
+	sleep 0.1
+done
+/mshare_attacher guest-example
+wait $creator
+cat /tmp/creator.log
+grep -q 'creator: got "attacher' /tmp/creator.log
