@@ -807,6 +807,7 @@ static const struct file_operations msk_region_fops = {
 	.owner = THIS_MODULE,
 	.open = msk_region_open,
 	.mmap = msk_region_mmap,
+	.fsync = noop_fsync,	/* the memory is the data: nothing to write back */
 	.get_unmapped_area = msk_region_get_unmapped_area,
 	.unlocked_ioctl = msk_region_ioctl,
 	.release = msk_region_release,

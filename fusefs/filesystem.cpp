@@ -27,6 +27,8 @@ constexpr double kEntryTimeout = 1.0;
 constexpr uint64_t kReplayedInitUnique = ~0ULL - 1;
 
 thread_local bool tls_replaying = false;
+// The backing file id an OPEN or CREATE reply of this thread must carry.
+thread_local int tls_passthrough_id = 0;
 
 uint32_t fh_access_mode(const fuse_file_info *fi) { return static_cast<uint32_t>(fi->fh) & O_ACCMODE; }
 
@@ -108,8 +110,16 @@ void Filesystem::attach(fuse_session *se, std::vector<std::pair<std::string, Uni
 {
 	se_ = se;
 	std::map<std::string, UniqueFd> kept_files;
-	for (auto &[tag, fd] : kept)
-		kept_files[tag] = std::move(fd);
+	for (auto &[tag, fd] : kept) {
+		uint64_t ino = 0;
+		int backing_id = 0;
+		if (kmod_ && KmodRegions::parse_tag(tag, &ino, &backing_id))
+			kmod_->adopt(ino, std::move(fd), backing_id);
+		else
+			kept_files[tag] = std::move(fd);
+	}
+	if (kmod_)
+		kmod_->set_fuse_fd(fuse_session_fd(se));
 
 	std::unique_lock<std::shared_mutex> lock(registry_lock_);
 	registry_->header().generation++;
@@ -171,6 +181,7 @@ ssize_t Filesystem::device_read(int fd, void *buf, size_t len)
 	if (n >= static_cast<ssize_t>(sizeof(fuse_in_header))) {
 		const auto *in = static_cast<const fuse_in_header *>(buf);
 		if (in->opcode == FUSE_INIT) {
+			init_unique_ = in->unique;
 			std::unique_lock<std::shared_mutex> lock(registry_lock_);
 			RegistryHeader &h = registry_->header();
 			h.init_request_len = static_cast<uint32_t>(std::min<size_t>(n, sizeof(h.init_request)));
@@ -189,6 +200,8 @@ ssize_t Filesystem::device_writev(int fd, iovec *iov, int count)
 		const auto *out = static_cast<const fuse_out_header *>(iov[0].iov_base);
 		if (out->unique == kReplayedInitUnique)
 			return static_cast<ssize_t>(total);
+		if (kmod_)
+			kmod_patch_reply(iov, count);
 		ssize_t n = ::writev(fd, iov, count);
 		const int saved = errno;
 		journal_->complete(out->unique);
@@ -339,6 +352,10 @@ int Filesystem::size_region(NodeRecord &node, uint64_t start, uint64_t size)
 		return EINVAL;
 	if (int err = validate_sizing(node.geometry, start, size, options_.alignment))
 		return err;
+	if (kmod_) {
+		if (int err = kmod_->set_size(node.ino, size))
+			return err == EBUSY ? EINVAL : err;
+	}
 	node.geometry = Geometry{start, size, true};
 	node.mtime_sec = ::time(nullptr);
 	return 0;
@@ -411,6 +428,12 @@ int Filesystem::make_node(fuse_req_t req, uint64_t parent, const char *name, Nod
 		if (kind == NodeKind::directory)
 			node.mode |= S_ISGID;
 	}
+	if (kind == NodeKind::region && kmod_) {
+		if (int err = kmod_create(node)) {
+			registry_->erase(node.ino);
+			return err;
+		}
+	}
 	if (kind == NodeKind::region) {
 		node.owner_pid = thread_group_of(ctx->pid);
 		node.owner_start_time = process_start_time(node.owner_pid);
@@ -468,8 +491,9 @@ void Filesystem::create(fuse_req_t req, fuse_ino_t parent, const char *name, mod
 		return;
 	}
 	fi->fh = static_cast<uint64_t>(fi->flags & O_ACCMODE);
-	fi->keep_cache = 1;
+	fi->keep_cache = !kmod_;
 	fi->direct_io = 0;
+	tls_passthrough_id = kmod_ ? kmod_->backing_id(e.ino) : 0;
 	if (fuse_reply_create(req, &e, fi) == -ENOENT) {
 		// The caller was interrupted: it will never release this open.
 		std::unique_lock<std::shared_mutex> relock(registry_lock_);
@@ -597,8 +621,9 @@ void Filesystem::open(fuse_req_t req, fuse_ino_t ino, fuse_file_info *fi)
 		return;
 	}
 	fi->fh = static_cast<uint64_t>(fi->flags & O_ACCMODE);
-	fi->keep_cache = 1;
+	fi->keep_cache = !(kmod_ && kind == NodeKind::region);
 	fi->direct_io = kind == NodeKind::info;
+	tls_passthrough_id = kmod_ && kind == NodeKind::region ? kmod_->backing_id(ino) : 0;
 	if (fuse_reply_open(req, fi) == -ENOENT && kind == NodeKind::region) {
 		std::unique_lock<std::shared_mutex> relock(registry_lock_);
 		if (NodeRecord *n = registry_->find(ino))
@@ -708,6 +733,12 @@ void Filesystem::destroy_region(NodeRecord &node)
 		if (std::find(ids.begin(), ids.end(), m.object_id) == ids.end())
 			ids.push_back(m.object_id);
 	forget_objects(ino, ids);
+	if (kmod_) {
+		std::lock_guard<std::mutex> guard(keeper_lock_);
+		if (keeper_)
+			keeper_->drop(KmodRegions::tag(ino, kmod_->backing_id(ino)));
+		kmod_->destroy(ino);
+	}
 	{
 		std::lock_guard<std::mutex> guard(owner_lock_);
 		owner_pidfds_.erase(ino);
@@ -944,6 +975,8 @@ void Filesystem::orphan_region(uint64_t ino)
 		node->orphaned = true;
 		size = node->geometry.size;
 	}
+	if (kmod_)
+		kmod_->seal(ino);
 	if (size)
 		remove_range(ino, 0, size);
 }
@@ -953,6 +986,12 @@ void Filesystem::orphan_region(uint64_t ino)
 // the window before the call reaches the files mapped there.
 int Filesystem::remove_range(uint64_t ino, uint64_t off, uint64_t size)
 {
+	if (kmod_) {
+		// The module changes the shared entries and flushes every
+		// attacher before it returns.
+		if (int err = kmod_->unmap(ino, off, size))
+			return err;
+	}
 	invalidate(ino, off, size);
 	std::vector<uint64_t> freed;
 	{
@@ -972,6 +1011,48 @@ int Filesystem::remove_range(uint64_t ino, uint64_t off, uint64_t size)
 	invalidate(ino, off, size);
 	forget_objects(ino, freed);
 	return 0;
+}
+
+// ---- datapath=kmod -----------------------------------------------------------
+
+// Caller holds registry_lock_ exclusively.
+int Filesystem::kmod_create(NodeRecord &node)
+{
+	int file = -1;
+	if (int err = kmod_->create(node.ino, &file))
+		return err;
+	std::lock_guard<std::mutex> guard(keeper_lock_);
+	if (keeper_)
+		keeper_->put(KmodRegions::tag(node.ino, kmod_->backing_id(node.ino)), file);
+	return 0;
+}
+
+// Turns libfuse 3.14's replies into passthrough ones: the INIT reply offers
+// FUSE_PASSTHROUGH, and the OPEN/CREATE reply of a region names its backing
+// file (the fuse_open_out at the end of the reply).
+void Filesystem::kmod_patch_reply(iovec *iov, int count)
+{
+	auto *out = static_cast<fuse_out_header *>(iov[0].iov_base);
+	if (out->error != 0 || count < 2) {
+		tls_passthrough_id = 0;
+		return;
+	}
+	iovec &arg = iov[count - 1];
+	if (out->unique == init_unique_ && arg.iov_len >= 40) {
+		auto *words = static_cast<uint32_t *>(arg.iov_base);
+		words[3] |= 1U << 30;	   // flags: FUSE_INIT_EXT
+		words[3] &= ~(1U << 16);   // no FUSE_WRITEBACK_CACHE
+		words[8] |= 1U << (37 - 32); // flags2: FUSE_PASSTHROUGH
+		words[9] = 1;		   // max_stack_depth
+		return;
+	}
+	if (tls_passthrough_id && arg.iov_len >= sizeof(fuse_open_out)) {
+		auto *open_out = reinterpret_cast<fuse_open_out *>(static_cast<char *>(arg.iov_base) +
+								    arg.iov_len - sizeof(fuse_open_out));
+		open_out->open_flags = 1U << 7; // FOPEN_PASSTHROUGH, nothing else
+		open_out->padding = static_cast<uint32_t>(tls_passthrough_id);
+	}
+	tls_passthrough_id = 0;
 }
 
 } // namespace msharefs

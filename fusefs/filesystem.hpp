@@ -17,6 +17,7 @@
 
 #include "journal.hpp"
 #include "keeper.hpp"
+#include "kmod.hpp"
 #include "objects.hpp"
 #include "registry.hpp"
 
@@ -58,6 +59,8 @@ public:
 	void attach(fuse_session *se, std::vector<std::pair<std::string, UniqueFd>> kept);
 	void set_mount_device(dev_t dev) { mount_dev_ = dev; }
 	void set_keeper(std::optional<KeeperClient> keeper);
+	// datapath=kmod: regions live in the fastpath module (see kmod.hpp).
+	void set_kmod(std::unique_ptr<KmodRegions> kmod) { kmod_ = std::move(kmod); }
 	bool restarted() const { return restarted_; }
 	const Options &options() const { return options_; }
 	// Frees every region's memory: the mount is going away.
@@ -98,6 +101,7 @@ public:
 	int ioctl_set_size(IoctlCall &call);
 	int ioctl_create_mapping(IoctlCall &call);
 	int ioctl_unmap(IoctlCall &call);
+	int ioctl_protect(IoctlCall &call);
 	int ioctl_not_on_this_path(IoctlCall &call);
 
 private:
@@ -119,6 +123,8 @@ private:
 	int remove_range(uint64_t ino, uint64_t off, uint64_t size);
 	void invalidate(uint64_t ino, uint64_t off, uint64_t len);
 	void set_kernel_size(uint64_t ino, uint64_t size);
+	int kmod_create(NodeRecord &node);
+	void kmod_patch_reply(iovec *iov, int count);
 
 	// Work that must run outside the request that caused it (it waits on
 	// the kernel, which may wait on this daemon): a single worker thread.
@@ -136,6 +142,8 @@ private:
 	std::unordered_map<std::string, uint64_t> names_; // guarded by registry_lock_
 	ObjectTable objects_;
 	std::unique_ptr<RequestJournal> journal_;
+	std::unique_ptr<KmodRegions> kmod_; // datapath=kmod only
+	uint64_t init_unique_ = 0;	    // the kernel's FUSE_INIT request
 	std::mutex keeper_lock_;
 	std::optional<KeeperClient> keeper_; // guarded by keeper_lock_
 	fuse_session *se_ = nullptr;

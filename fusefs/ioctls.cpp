@@ -55,7 +55,7 @@ const IoctlHandler kIoctlHandlers[] = {
 	{IoctlOp::unmap, sizeof(mshare_unmap), 0, true, &Filesystem::ioctl_unmap},
 	{IoctlOp::create_mapping_v3, sizeof(mshare_create_v3), 0, true, &Filesystem::ioctl_create_mapping},
 	{IoctlOp::unmap_v3, sizeof(mshare_unmap_v3), 0, true, &Filesystem::ioctl_unmap},
-	{IoctlOp::protect, sizeof(mshare_protect), 0, true, &Filesystem::ioctl_not_on_this_path},
+	{IoctlOp::protect, sizeof(mshare_protect), 0, true, &Filesystem::ioctl_protect},
 	{IoctlOp::lock, 0, 0, true, &Filesystem::ioctl_not_on_this_path},
 	{IoctlOp::unlock, 0, 0, true, &Filesystem::ioctl_not_on_this_path},
 };
@@ -189,6 +189,8 @@ int Filesystem::add_mapping(IoctlCall &call, MappingRequest req, uint32_t fd)
 {
 	Mapping m;
 	if (!(req.flags & MAP_ANONYMOUS)) {
+		if (kmod_)
+			return EOPNOTSUPP; // the module maps anonymous memory only
 		if (int err = map_file(call, req, fd, &m))
 			return err;
 	} else {
@@ -209,14 +211,20 @@ int Filesystem::add_mapping(IoctlCall &call, MappingRequest req, uint32_t fd)
 			return err;
 		}
 		m.object_id = node->next_object_id++;
-		int err = 0;
-		auto object = BackingObject::create_memory(object_shm_name(call.ino, m.object_id), m.size,
-							   m.kind, &err);
-		if (!object)
-			return err;
-		ObjectTable::accessor acc;
-		objects_.insert(acc, ObjectKey{call.ino, m.object_id});
-		acc->second = std::move(object);
+		if (kmod_) {
+			// The module holds the memory itself.
+			if (int err = kmod_->map(call.ino, m.region_offset, m.size, m.prot))
+				return err;
+		} else {
+			int err = 0;
+			auto object = BackingObject::create_memory(object_shm_name(call.ino, m.object_id),
+								   m.size, m.kind, &err);
+			if (!object)
+				return err;
+			ObjectTable::accessor acc;
+			objects_.insert(acc, ObjectKey{call.ino, m.object_id});
+			acc->second = std::move(object);
+		}
 		layout.insert(m);
 		node->mappings.assign(layout.mappings().begin(), layout.mappings().end());
 	}
@@ -281,6 +289,28 @@ int Filesystem::ioctl_unmap(IoctlCall &call)
 			return err;
 	}
 	return remove_range(call.ino, off, size);
+}
+
+// PROTECT: the module changes the shared entries for every attacher at once.
+int Filesystem::ioctl_protect(IoctlCall &call)
+{
+	if (!kmod_)
+		return ioctl_not_on_this_path(call);
+	const auto a = call.arg<mshare_protect>();
+	uint64_t off = 0;
+	{
+		std::shared_lock<std::shared_mutex> lock(registry_lock_);
+		NodeRecord *node = registry_->find(call.ino);
+		if (!node || !node->geometry.sized)
+			return EINVAL;
+		if (int err = absolute_to_offset(node->geometry, a.addr, &off))
+			return err;
+		if (int err = validate_range(node->geometry, off, a.size))
+			return err;
+	}
+	if (a.prot & ~(PROT_READ | PROT_WRITE | PROT_EXEC))
+		return EINVAL;
+	return kmod_->protect(call.ino, off, a.size, a.prot);
 }
 
 int Filesystem::ioctl_not_on_this_path(IoctlCall &call)

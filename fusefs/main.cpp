@@ -1,5 +1,6 @@
 // msharefsd: serves the msharefs namespace (/sys/fs/mshare) over FUSE.
 #include "filesystem.hpp"
+#include "msharefs_kmod.h"
 
 #include <linux/msharefs.h>
 
@@ -48,10 +49,13 @@ void print_usage(const char *prog)
 		"msharefs options:\n"
 		"    -o align=BYTES         region alignment reported by mshare_info\n"
 		"                           (default 549755813888 = 512 GiB; K/M/G/T suffixes)\n"
-		"    -o datapath=pagecache  how windows reach the data (default, and the only\n"
-		"                           path this daemon serves by itself): the FUSE page\n"
+		"    -o datapath=pagecache  how windows reach the data (default): the FUSE page\n"
 		"                           cache, filled from each region's mappings; holes\n"
 		"                           and unmapped ranges fault with SIGBUS\n"
+		"    -o datapath=kmod       the msharefs_kmod module holds each region and its\n"
+		"                           shared page tables; windows are FUSE passthrough\n"
+		"                           mappings of the module's region files (Linux 6.9+,\n"
+		"                           root; anonymous mappings only, align >= 1 GiB)\n"
 		"    -o root_mode=OCTAL     mode of the mount's root (default 1777)\n"
 		"    -o state=NAME          prefix of this mount's state in /dev/shm\n"
 		"                           (default derived from the mount point)\n"
@@ -243,8 +247,8 @@ int main(int argc, char *argv[])
 	}
 	if (opts.data_path) {
 		options.data_path = opts.data_path;
-		if (options.data_path != "pagecache")
-			return fail("datapath=" + options.data_path + ": unknown (this daemon serves: pagecache)");
+		if (options.data_path != "pagecache" && options.data_path != "kmod")
+			return fail("datapath=" + options.data_path + ": unknown (choose pagecache or kmod)");
 	}
 	if (opts.root_mode) {
 		char *end = nullptr;
@@ -295,6 +299,16 @@ int main(int argc, char *argv[])
 	}
 
 	Filesystem fs(options, std::move(registry), std::move(journal), std::nullopt, restarted);
+	if (options.data_path == "kmod") {
+		if (options.alignment % (1ULL << 30) != 0)
+			return fail("datapath=kmod needs align to be a multiple of 1 GiB");
+		int err = 0;
+		auto kmod = KmodRegions::open(&err);
+		if (!kmod)
+			return fail(std::string("datapath=kmod: " MSHAREFS_KMOD_DEVICE ": ") + std::strerror(err) +
+				    " (is msharefs_kmod loaded?)");
+		fs.set_kmod(std::move(kmod));
+	}
 	fuse_opt_add_arg(&args, "-odefault_permissions,allow_other,fsname=msharefs,subtype=msharefs");
 	fuse_session *se = fuse_session_new(&args, &Filesystem::operations(), sizeof(fuse_lowlevel_ops), &fs);
 	if (!se)

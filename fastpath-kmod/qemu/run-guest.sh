@@ -15,7 +15,7 @@
 # Installs what it needs with apt-get, builds msharefs_kmod.ko from
 # fastpath-kmod/ (in a scratch copy) against the kernel's headers, and
 # msharefsd into $MSHAREFS_BUILD (default build/) unless it is there. The
-# guest loads the module, mounts msharefsd on /sys/fs/mshare (-o backend=kmod,
+# guest loads the module, mounts msharefsd on /sys/fs/mshare (-o datapath=kmod,
 # or without it when the daemon refuses it), runs COMMAND from / with the
 # --add files in / and stdin from /dev/null, unmounts, unloads the module and
 # powers off. COMMAND's output (stdout and stderr: the console is one stream)

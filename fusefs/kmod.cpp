@@ -1,0 +1,129 @@
+#include "kmod.hpp"
+
+#include "msharefs_kmod.h"
+
+#include <cerrno>
+#include <cstdio>
+#include <fcntl.h>
+#include <linux/fuse.h>
+#include <sys/ioctl.h>
+
+// FUSE passthrough (Linux 6.9) as the 6.12 uapi defines it; older headers
+// lack it.
+#ifndef FUSE_DEV_IOC_BACKING_OPEN
+struct fuse_backing_map {
+	int32_t fd;
+	uint32_t flags;
+	uint64_t padding;
+};
+#define FUSE_DEV_IOC_BACKING_OPEN _IOW(229, 1, struct fuse_backing_map)
+#define FUSE_DEV_IOC_BACKING_CLOSE _IOW(229, 2, uint32_t)
+#endif
+
+namespace msharefs {
+
+std::unique_ptr<KmodRegions> KmodRegions::open(int *err)
+{
+	UniqueFd dev(::open(MSHAREFS_KMOD_DEVICE, O_RDWR | O_CLOEXEC));
+	if (!dev) {
+		*err = errno;
+		return nullptr;
+	}
+	return std::unique_ptr<KmodRegions>(new KmodRegions(std::move(dev)));
+}
+
+int KmodRegions::create(uint64_t ino, int *fd_out)
+{
+	msharefs_kmod_create c{};
+	UniqueFd file(ioctl(dev_.get(), MSHAREFS_KMOD_CREATE, &c));
+	if (!file)
+		return errno;
+	fuse_backing_map map{};
+	map.fd = file.get();
+	const int id = ioctl(fuse_fd_, FUSE_DEV_IOC_BACKING_OPEN, &map);
+	if (id <= 0)
+		return id < 0 ? errno : EIO;
+	*fd_out = file.get();
+	std::lock_guard<std::mutex> guard(lock_);
+	regions_[ino] = Entry{std::move(file), id};
+	return 0;
+}
+
+void KmodRegions::adopt(uint64_t ino, UniqueFd file, int backing_id)
+{
+	std::lock_guard<std::mutex> guard(lock_);
+	regions_[ino] = Entry{std::move(file), backing_id};
+}
+
+void KmodRegions::destroy(uint64_t ino)
+{
+	std::lock_guard<std::mutex> guard(lock_);
+	auto it = regions_.find(ino);
+	if (it == regions_.end())
+		return;
+	uint32_t id = static_cast<uint32_t>(it->second.backing_id);
+	if (ioctl(fuse_fd_, FUSE_DEV_IOC_BACKING_CLOSE, &id) < 0)
+		std::fprintf(stderr, "msharefsd: closing the backing file of region %llu: %m\n",
+			     static_cast<unsigned long long>(ino));
+	regions_.erase(it);
+}
+
+int KmodRegions::backing_id(uint64_t ino)
+{
+	std::lock_guard<std::mutex> guard(lock_);
+	auto it = regions_.find(ino);
+	return it == regions_.end() ? 0 : it->second.backing_id;
+}
+
+int KmodRegions::region_ioctl(uint64_t ino, unsigned long cmd, const void *arg)
+{
+	std::lock_guard<std::mutex> guard(lock_);
+	auto it = regions_.find(ino);
+	if (it == regions_.end())
+		return EIO;
+	return ioctl(it->second.file.get(), cmd, arg) == 0 ? 0 : errno;
+}
+
+int KmodRegions::set_size(uint64_t ino, uint64_t size)
+{
+	return region_ioctl(ino, MSHAREFS_KMOD_SET_SIZE, &size);
+}
+
+int KmodRegions::map(uint64_t ino, uint64_t offset, uint64_t size, uint32_t prot)
+{
+	msharefs_kmod_range r{offset, size, prot, 0};
+	return region_ioctl(ino, MSHAREFS_KMOD_MAP, &r);
+}
+
+int KmodRegions::unmap(uint64_t ino, uint64_t offset, uint64_t size)
+{
+	msharefs_kmod_range r{offset, size, 0, 0};
+	return region_ioctl(ino, MSHAREFS_KMOD_UNMAP, &r);
+}
+
+int KmodRegions::protect(uint64_t ino, uint64_t offset, uint64_t size, uint32_t prot)
+{
+	msharefs_kmod_range r{offset, size, prot, 0};
+	return region_ioctl(ino, MSHAREFS_KMOD_PROTECT, &r);
+}
+
+int KmodRegions::seal(uint64_t ino) { return region_ioctl(ino, MSHAREFS_KMOD_SEAL, nullptr); }
+
+std::string KmodRegions::tag(uint64_t ino, int backing_id)
+{
+	return "kmod." + std::to_string(ino) + "." + std::to_string(backing_id);
+}
+
+bool KmodRegions::parse_tag(const std::string &tag, uint64_t *ino, int *backing_id)
+{
+	unsigned long long i = 0;
+	int id = 0;
+	char extra = 0;
+	if (std::sscanf(tag.c_str(), "kmod.%llu.%d%c", &i, &id, &extra) != 2)
+		return false;
+	*ino = i;
+	*backing_id = id;
+	return true;
+}
+
+} // namespace msharefs

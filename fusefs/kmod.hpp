@@ -1,0 +1,62 @@
+// The kmod data path (datapath=kmod): every region is also a region of the
+// msharefs_kmod module, whose file the FUSE connection uses as the
+// passthrough backing file of the region. A program's mmap() of
+// /sys/fs/mshare/NAME then lands in the module, which links the window to
+// the region's shared page tables; msharefsd only forwards the layout
+// (sizing, mappings, protections) and never sees the data.
+#pragma once
+
+#include "msharefs/unique_fd.hpp"
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+
+namespace msharefs {
+
+class KmodRegions {
+public:
+	// Opens the module's device; nullptr with *err set if it is missing.
+	static std::unique_ptr<KmodRegions> open(int *err);
+
+	// The /dev/fuse connection the backing files are registered with.
+	void set_fuse_fd(int fd) { fuse_fd_ = fd; }
+
+	// Creates the (unsized) module region of a region node and registers it
+	// as a backing file. Returns 0 or errno; *fd_out is the region file,
+	// for the keeper.
+	int create(uint64_t ino, int *fd_out);
+	// Takes back a region file kept across a daemon restart.
+	void adopt(uint64_t ino, UniqueFd file, int backing_id);
+	// Forgets the region: unregisters the backing file (the memory goes with
+	// the last window).
+	void destroy(uint64_t ino);
+
+	int backing_id(uint64_t ino);
+	int set_size(uint64_t ino, uint64_t size);
+	int map(uint64_t ino, uint64_t offset, uint64_t size, uint32_t prot);
+	int unmap(uint64_t ino, uint64_t offset, uint64_t size);
+	int protect(uint64_t ino, uint64_t offset, uint64_t size, uint32_t prot);
+	int seal(uint64_t ino);
+
+	// Keeper tags: "kmod.<ino>.<backing id>".
+	static std::string tag(uint64_t ino, int backing_id);
+	static bool parse_tag(const std::string &tag, uint64_t *ino, int *backing_id);
+
+private:
+	struct Entry {
+		UniqueFd file;
+		int backing_id = 0;
+	};
+	explicit KmodRegions(UniqueFd dev) : dev_(std::move(dev)) {}
+	int region_ioctl(uint64_t ino, unsigned long cmd, const void *arg);
+
+	UniqueFd dev_;
+	int fuse_fd_ = -1;
+	std::mutex lock_;
+	std::unordered_map<uint64_t, Entry> regions_; // guarded by lock_
+};
+
+} // namespace msharefs
