@@ -41,6 +41,7 @@
 #include <linux/mman.h>
 #include <linux/mmu_notifier.h>
 #include <linux/module.h>
+#include <linux/moduleparam.h>
 #include <linux/pgtable.h>
 #include <linux/slab.h>
 #include <linux/sysfs.h>
@@ -73,6 +74,9 @@ struct msk_region {
 	pmd_t **pmd_tables;	/* per chunk: the shared PMD table */
 	struct list_head windows;
 	bool sealed;		/* no new windows: the region was torn down */
+	u64 id;
+	struct list_head node;	/* in msk_regions */
+	unsigned long mapped_pages;	/* pages the layout maps */
 	u64 resident_pages;
 	u64 table_pages;
 	u64 nr_windows;
@@ -161,6 +165,35 @@ static pmd_t *msk_alloc_pmd_table(void)
 	return ptdesc_address(ptdesc);
 }
 
+/*
+ * Every region, for /sys/module/msharefs_kmod/parameters/regions_with_memory:
+ * the ids of the regions that have memory mapped now (what a test or an
+ * operator checks to see memory freed).
+ */
+static LIST_HEAD(msk_regions);		/* guarded by msk_regions_lock */
+static DEFINE_MUTEX(msk_regions_lock);
+static u64 msk_next_region_id;		/* guarded by msk_regions_lock */
+
+static int msk_get_regions_with_memory(char *buf, const struct kernel_param *kp)
+{
+	struct msk_region *r;
+	int len = 0;
+
+	mutex_lock(&msk_regions_lock);
+	list_for_each_entry(r, &msk_regions, node)
+		if (READ_ONCE(r->mapped_pages) && len < PAGE_SIZE - 24)
+			len += sysfs_emit_at(buf, len, "%llu ", r->id);
+	mutex_unlock(&msk_regions_lock);
+	return len + sysfs_emit_at(buf, len, "\n");
+}
+
+static const struct kernel_param_ops msk_regions_with_memory_ops = {
+	.get = msk_get_regions_with_memory,
+};
+
+module_param_cb(regions_with_memory, &msk_regions_with_memory_ops, NULL, 0444);
+MODULE_PARM_DESC(regions_with_memory, "ids of the regions that have memory mapped now");
+
 static struct msk_region *msk_region_alloc(void)
 {
 	struct msk_region *r = kzalloc(sizeof(*r), GFP_KERNEL);
@@ -172,6 +205,10 @@ static struct msk_region *msk_region_alloc(void)
 	xa_init(&r->pages);
 	INIT_LIST_HEAD(&r->windows);
 	__module_get(THIS_MODULE);	/* dropped by msk_region_free() */
+	mutex_lock(&msk_regions_lock);
+	r->id = ++msk_next_region_id;
+	list_add_tail(&r->node, &msk_regions);
+	mutex_unlock(&msk_regions_lock);
 	return r;
 }
 
@@ -282,6 +319,9 @@ static void msk_region_free(struct kref *ref)
 	}
 	kfree(r->pmd_tables);
 	vfree(r->layout);
+	mutex_lock(&msk_regions_lock);
+	list_del(&r->node);
+	mutex_unlock(&msk_regions_lock);
 	kfree(r);
 	module_put(THIS_MODULE);
 }
@@ -324,6 +364,7 @@ static long msk_map(struct msk_region *r, const struct msharefs_kmod_range *a)
 		if (r->layout[i] != MSK_HOLE)
 			return -EEXIST;
 	memset(r->layout + first, a->prot, last - first);
+	WRITE_ONCE(r->mapped_pages, r->mapped_pages + last - first);
 	return 0;
 }
 
@@ -333,6 +374,9 @@ static long msk_unmap(struct msk_region *r, const struct msharefs_kmod_range *a)
 	unsigned long last = (a->offset + a->size) >> PAGE_SHIFT, i;
 	struct page *page;
 
+	for (i = first; i < last; i++)
+		if (r->layout[i] != MSK_HOLE)
+			WRITE_ONCE(r->mapped_pages, r->mapped_pages - 1);
 	memset(r->layout + first, MSK_HOLE, last - first);
 	msk_clear_ptes(r, first, last);
 	msk_flush_windows(r, a->offset, a->offset + a->size);
@@ -700,7 +744,7 @@ static int msk_region_mmap(struct file *file, struct vm_area_struct *vma)
 	struct msk_region *r = file->private_data;
 	int err;
 
-	if (!(vma->vm_flags & VM_SHARED) || vma->vm_pgoff || READ_ONCE(r->sealed) ||
+	if (!(vma->vm_flags & VM_MAYSHARE) || vma->vm_pgoff || READ_ONCE(r->sealed) ||
 	    !READ_ONCE(r->size) || vma->vm_end - vma->vm_start != READ_ONCE(r->size) ||
 	    !IS_ALIGNED(vma->vm_start, PUD_SIZE))
 		return -EINVAL;

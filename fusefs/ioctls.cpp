@@ -171,6 +171,8 @@ int Filesystem::map_file(IoctlCall &call, const MappingRequest &req, uint32_t fd
 	Layout layout(std::vector<Mapping>(node->mappings.begin(), node->mappings.end()));
 	if (int err = layout.can_insert(*m))
 		return replaying() ? 0 : err;
+	if (kmod_)
+		return EOPNOTSUPP; // the module maps anonymous memory only
 	m->object_id = node->next_object_id++;
 	{
 		std::lock_guard<std::mutex> guard(keeper_lock_);
@@ -189,8 +191,6 @@ int Filesystem::add_mapping(IoctlCall &call, MappingRequest req, uint32_t fd)
 {
 	Mapping m;
 	if (!(req.flags & MAP_ANONYMOUS)) {
-		if (kmod_)
-			return EOPNOTSUPP; // the module maps anonymous memory only
 		if (int err = map_file(call, req, fd, &m))
 			return err;
 	} else {

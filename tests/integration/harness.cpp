@@ -202,6 +202,12 @@ bool enter_test_namespace()
 	return true;
 }
 
+std::string data_path()
+{
+	const char *p = getenv("MSHAREFS_TEST_DATAPATH");
+	return p && *p ? p : "pagecache";
+}
+
 Daemon::Daemon(std::vector<std::string> options) : options_(std::move(options)) { start(); }
 
 Daemon::~Daemon() { stop(); }
@@ -212,6 +218,10 @@ void Daemon::start()
 	for (const auto &o : options_) {
 		argv.push_back("-o");
 		argv.push_back(o);
+	}
+	if (const std::string path = data_path(); path != "pagecache") {
+		argv.push_back("-o");
+		argv.push_back("datapath=" + path);
 	}
 	argv.push_back(kMount);
 	pid_ = launch(argv);
@@ -274,6 +284,9 @@ pid_t spawn(const std::function<int()> &fn)
 	fflush(nullptr);
 	pid_t pid = fork();
 	if (pid == 0) {
+		// A fault in the child is a result, not a crash to report.
+		signal(SIGSEGV, SIG_DFL);
+		signal(SIGBUS, SIG_DFL);
 		int code = 0;
 		try {
 			code = fn();
@@ -445,8 +458,24 @@ bool write_faults(void *addr)
 	return r.signal == SIGBUS || r.signal == SIGSEGV;
 }
 
+// On datapath=kmod the module holds each region's memory: one entry per
+// module region that has memory mapped.
+static std::vector<std::string> module_regions()
+{
+	std::vector<std::string> out;
+	FILE *f = fopen("/sys/module/msharefs_kmod/parameters/regions_with_memory", "r");
+	unsigned long long id = 0;
+	while (f && fscanf(f, "%llu", &id) == 1)
+		out.push_back("kmod region " + std::to_string(id));
+	if (f)
+		fclose(f);
+	return out;
+}
+
 std::vector<std::string> region_objects()
 {
+	if (on_kmod())
+		return module_regions();
 	std::vector<std::string> out;
 	DIR *d = opendir("/dev/shm");
 	if (!d)

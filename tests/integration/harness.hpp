@@ -47,6 +47,12 @@ private:
 
 std::string path(const std::string &name);
 
+// The data path under test: $MSHAREFS_TEST_DATAPATH (pagecache or kmod, the
+// latter in the QEMU guest with the module loaded), pagecache by default.
+// Daemons start with datapath= set to it.
+std::string data_path();
+inline bool on_kmod() { return data_path() == "kmod"; }
+
 // True while pid runs (not a zombie). Works for processes that are not our
 // children, such as the daemon (started by the harness's launcher process).
 bool alive(pid_t pid);
@@ -84,7 +90,8 @@ int unmap(int fd, uint64_t addr, uint64_t size);
 bool read_faults(const void *addr);
 bool write_faults(void *addr);
 
-// Names in /dev/shm that belong to region objects.
+// Names in /dev/shm that belong to region objects (one per anonymous
+// mapping); on datapath=kmod, one entry per module region with memory.
 std::vector<std::string> region_objects();
 
 // Closes on scope exit (declare it after the Daemon, so it closes first).
