@@ -102,6 +102,12 @@ struct msk_window {
 	struct list_head parked;	/* private PMD tables replaced by ours */
 };
 
+/* An attacher's own (empty) PMD table, replaced by a shared one. */
+struct msk_parked_table {
+	struct list_head node;
+	pmd_t *table;
+};
+
 /* ---- symbols ------------------------------------------------------------ */
 
 static unsigned long msk_lookup(const char *name)
@@ -154,6 +160,7 @@ static void msk_region_put(struct msk_region *r);
 /* A user PMD table page, set up like the kernel's own (split lock, stats). */
 static pmd_t *msk_alloc_pmd_table(void)
 {
+#ifdef MSK_HAVE_PTDESC
 	struct ptdesc *ptdesc = pagetable_alloc(GFP_PGTABLE_USER, 0);
 
 	if (!ptdesc)
@@ -163,6 +170,26 @@ static pmd_t *msk_alloc_pmd_table(void)
 		return NULL;
 	}
 	return ptdesc_address(ptdesc);
+#else
+	struct page *page = alloc_page(GFP_PGTABLE_USER);
+
+	if (!page)
+		return NULL;
+	if (!pgtable_pmd_page_ctor(page)) {
+		__free_page(page);
+		return NULL;
+	}
+	return page_address(page);
+#endif
+}
+
+static void msk_vm_flags_set(struct vm_area_struct *vma, unsigned long flags)
+{
+#ifdef MSK_HAVE_VM_FLAGS_SET
+	vm_flags_set(vma, flags);
+#else
+	vma->vm_flags |= flags;
+#endif
 }
 
 /*
@@ -451,21 +478,27 @@ static bool msk_pmd_table_empty(pmd_t *table)
 static bool msk_link_chunk(struct msk_window *w, pud_t *pud, pmd_t *shared)
 {
 	struct mm_struct *mm = w->mm;
-	struct ptdesc *parked = NULL;
+	struct msk_parked_table *parked;
 	bool flush = false;
 
+	parked = kmalloc(sizeof(*parked), GFP_KERNEL);
+	if (!parked)
+		return false;
+	parked->table = NULL;
 	spin_lock(&mm->page_table_lock);
 	if (pud_none(*pud)) {
 		pud_populate(mm, pud, shared);
 	} else if (!pud_leaf(*pud) && pud_pgtable(*pud) != shared &&
 		   msk_pmd_table_empty(pud_pgtable(*pud))) {
-		parked = virt_to_ptdesc(pud_pgtable(*pud));
+		parked->table = pud_pgtable(*pud);
 		pud_populate(mm, pud, shared);
 		flush = true;
 	}
 	spin_unlock(&mm->page_table_lock);
-	if (parked)
-		list_add(&parked->pt_list, &w->parked);
+	if (parked->table)
+		list_add(&parked->node, &w->parked);
+	else
+		kfree(parked);
 	return flush;
 }
 
@@ -615,7 +648,7 @@ static void msk_vm_close(struct vm_area_struct *vma)
 {
 	struct msk_window *w = vma->vm_private_data;
 	struct msk_region *r;
-	struct ptdesc *pt, *next;
+	struct msk_parked_table *pt, *next;
 
 	if (!w)
 		return;
@@ -632,9 +665,10 @@ static void msk_vm_close(struct vm_area_struct *vma)
 	r->nr_windows--;
 	mutex_unlock(&r->lock);
 
-	list_for_each_entry_safe(pt, next, &w->parked, pt_list) {
-		pmd_free(w->mm, ptdesc_address(pt));
+	list_for_each_entry_safe(pt, next, &w->parked, node) {
+		pmd_free(w->mm, pt->table);
 		mm_dec_nr_pmds(w->mm);
+		kfree(pt);
 	}
 	mmu_notifier_put(&w->owner->mn);
 	kfree(w);
@@ -748,10 +782,20 @@ static int msk_region_mmap(struct file *file, struct vm_area_struct *vma)
 	    !READ_ONCE(r->size) || vma->vm_end - vma->vm_start != READ_ONCE(r->size) ||
 	    !IS_ALIGNED(vma->vm_start, PUD_SIZE))
 		return -EINVAL;
-	vm_flags_set(vma, VM_IO | VM_DONTEXPAND | VM_DONTDUMP | VM_NORESERVE);
+	msk_vm_flags_set(vma, VM_IO | VM_DONTEXPAND | VM_DONTDUMP | VM_NORESERVE);
 	vma->vm_ops = &msk_vm_ops;
 	err = msk_window_attach(vma, r);
 	return err;
+}
+
+static unsigned long msk_unmapped_area(unsigned long addr, unsigned long len,
+				       unsigned long flags)
+{
+#ifdef MSK_HAVE_MM_GET_UNMAPPED_AREA
+	return mm_get_unmapped_area(current->mm, NULL, addr, len, 0, flags);
+#else
+	return current->mm->get_unmapped_area(NULL, addr, len, 0, flags);
+#endif
 }
 
 static unsigned long msk_region_get_unmapped_area(struct file *file, unsigned long addr,
@@ -765,11 +809,11 @@ static unsigned long msk_region_get_unmapped_area(struct file *file, unsigned lo
 	if (len > TASK_SIZE - PUD_SIZE)
 		return -ENOMEM;
 	if (addr && IS_ALIGNED(addr, PUD_SIZE)) {
-		found = mm_get_unmapped_area(current->mm, NULL, addr, len, 0, flags);
+		found = msk_unmapped_area(addr, len, flags);
 		if (!IS_ERR_VALUE(found) && found == addr)
 			return addr;
 	}
-	found = mm_get_unmapped_area(current->mm, NULL, 0, len + PUD_SIZE, 0, flags);
+	found = msk_unmapped_area(0, len + PUD_SIZE, flags);
 	if (IS_ERR_VALUE(found))
 		return found;
 	return ALIGN(found, PUD_SIZE);
