@@ -22,7 +22,8 @@
  * every attached mm before returning.
  *
  * Locking, outermost first:
- *   region->lock (mutex)      layout, pages, tables, the region's windows;
+ *   region->lock (mutex)      layout changes, pages, tables, the region's
+ *                             windows (the layout is also read under RCU);
  *   mn->lock (spinlock)       the windows of one mm;
  *   mm->page_table_lock       an attacher's PUD entries.
  * The shared PTE tables are written under region->lock; their split ptlock
@@ -36,6 +37,7 @@
 #include <linux/fs.h>
 #include <linux/kobject.h>
 #include <linux/kprobes.h>
+#include <linux/maple_tree.h>
 #include <linux/miscdevice.h>
 #include <linux/mm.h>
 #include <linux/mman.h>
@@ -46,14 +48,12 @@
 #include <linux/slab.h>
 #include <linux/sysfs.h>
 #include <linux/uaccess.h>
-#include <linux/vmalloc.h>
 #include <linux/xarray.h>
 #include <asm/pgalloc.h>
 #include <asm/tlbflush.h>
 
 #include "msharefs_kmod.h"
 
-#define MSK_HOLE	0xff	/* layout byte of a page no mapping covers */
 #define MSK_MAX_SIZE	BIT_ULL(46)
 
 /* Kernel functions this module needs that are not exported. */
@@ -69,7 +69,7 @@ struct msk_region {
 	u64 size;
 	unsigned long nr_pages;
 	unsigned int nr_chunks;
-	u8 *layout;		/* per page: PROT_* bits or MSK_HOLE */
+	struct maple_tree layout;	/* page ranges -> xa_mk_value(PROT_*) */
 	struct xarray pages;	/* page index -> struct page */
 	pmd_t **pmd_tables;	/* per chunk: the shared PMD table */
 	struct list_head windows;
@@ -142,7 +142,7 @@ static void msk_flush(struct mm_struct *mm, unsigned long start, unsigned long e
 
 /* ---- regions -------------------------------------------------------------- */
 
-static pgprot_t msk_pgprot(u8 prot)
+static pgprot_t msk_pgprot(int prot)
 {
 	unsigned long flags = VM_SHARED;
 
@@ -230,6 +230,7 @@ static struct msk_region *msk_region_alloc(void)
 	mutex_init(&r->lock);
 	kref_init(&r->ref);
 	xa_init(&r->pages);
+	mt_init(&r->layout);
 	INIT_LIST_HEAD(&r->windows);
 	__module_get(THIS_MODULE);	/* dropped by msk_region_free() */
 	mutex_lock(&msk_regions_lock);
@@ -240,7 +241,7 @@ static struct msk_region *msk_region_alloc(void)
 }
 
 /*
- * Gives an unsized region its size: the layout and one PMD table per chunk,
+ * Gives an unsized region its size: one PMD table per chunk,
  * which exist for the region's life so that windows link them at once.
  * Caller holds r->lock (or has r to itself).
  */
@@ -252,9 +253,8 @@ static int msk_region_set_size(struct msk_region *r, u64 size)
 		return -EBUSY;
 	if (!size || !IS_ALIGNED(size, PUD_SIZE) || size > MSK_MAX_SIZE)
 		return -EINVAL;
-	r->layout = vmalloc(size >> PAGE_SHIFT);
 	r->pmd_tables = kcalloc(size >> PUD_SHIFT, sizeof(*r->pmd_tables), GFP_KERNEL);
-	if (!r->layout || !r->pmd_tables)
+	if (!r->pmd_tables)
 		goto fail;
 	r->nr_chunks = size >> PUD_SHIFT;
 	for (chunk = 0; chunk < r->nr_chunks; chunk++) {
@@ -263,7 +263,6 @@ static int msk_region_set_size(struct msk_region *r, u64 size)
 			goto fail;
 		r->table_pages++;
 	}
-	memset(r->layout, MSK_HOLE, size >> PAGE_SHIFT);
 	r->nr_pages = size >> PAGE_SHIFT;
 	WRITE_ONCE(r->size, size);
 	return 0;
@@ -274,9 +273,7 @@ fail:
 	r->table_pages = 0;
 	r->nr_chunks = 0;
 	kfree(r->pmd_tables);
-	vfree(r->layout);
 	r->pmd_tables = NULL;
-	r->layout = NULL;
 	return -ENOMEM;
 }
 
@@ -345,7 +342,7 @@ static void msk_region_free(struct kref *ref)
 		pmd_free(NULL, pmd_table);
 	}
 	kfree(r->pmd_tables);
-	vfree(r->layout);
+	mtree_destroy(&r->layout);
 	mutex_lock(&msk_regions_lock);
 	list_del(&r->node);
 	mutex_unlock(&msk_regions_lock);
@@ -369,50 +366,76 @@ static int msk_check_range(struct msk_region *r, const struct msharefs_kmod_rang
 	return 0;
 }
 
-/* Caller holds r->lock. Clears the shared PTEs of [first, last) pages. */
-static void msk_clear_ptes(struct msk_region *r, unsigned long first, unsigned long last)
+/* The protection of page index, or -1 where no mapping is. Lock free. */
+static int msk_prot_at(struct msk_region *r, unsigned long index)
 {
-	unsigned long i;
-	pte_t *pte;
+	void *entry = mtree_load(&r->layout, index);
 
-	for (i = first; i < last; i++) {
-		pte = msk_pte_lookup(r, i);
-		if (pte && !pte_none(ptep_get(pte)))
-			pte_clear(NULL, 0, pte);
-	}
+	return entry ? (int)xa_to_value(entry) : -1;
+}
+
+/* Caller holds r->lock: how many pages of [first, last) the layout maps. */
+static unsigned long msk_mapped_in(struct msk_region *r, unsigned long first, unsigned long last)
+{
+	MA_STATE(mas, &r->layout, first, first);
+	unsigned long n = 0;
+	void *entry;
+
+	rcu_read_lock();
+	mas_for_each(&mas, entry, last - 1)
+		n += min(mas.last, last - 1) - max(mas.index, first) + 1;
+	rcu_read_unlock();
+	return n;
+}
+
+static int msk_set_layout(struct msk_region *r, unsigned long first, unsigned long last, int prot)
+{
+	return mtree_store_range(&r->layout, first, last - 1,
+				 prot < 0 ? NULL : xa_mk_value(prot), GFP_KERNEL);
 }
 
 static long msk_map(struct msk_region *r, const struct msharefs_kmod_range *a)
 {
 	unsigned long first = a->offset >> PAGE_SHIFT;
-	unsigned long last = (a->offset + a->size) >> PAGE_SHIFT, i;
+	unsigned long last = (a->offset + a->size) >> PAGE_SHIFT;
+	int err;
 
-	for (i = first; i < last; i++)
-		if (r->layout[i] != MSK_HOLE)
-			return -EEXIST;
-	memset(r->layout + first, a->prot, last - first);
-	WRITE_ONCE(r->mapped_pages, r->mapped_pages + last - first);
-	return 0;
+	if (msk_mapped_in(r, first, last))
+		return -EEXIST;
+	err = msk_set_layout(r, first, last, a->prot);
+	if (!err)
+		WRITE_ONCE(r->mapped_pages, r->mapped_pages + last - first);
+	return err;
 }
 
+/*
+ * Caller holds r->lock. Every present shared PTE maps a page of r->pages, so
+ * walking the resident pages of a range finds all of its PTEs.
+ */
 static long msk_unmap(struct msk_region *r, const struct msharefs_kmod_range *a)
 {
 	unsigned long first = a->offset >> PAGE_SHIFT;
-	unsigned long last = (a->offset + a->size) >> PAGE_SHIFT, i;
+	unsigned long last = (a->offset + a->size) >> PAGE_SHIFT;
+	unsigned long mapped = msk_mapped_in(r, first, last), i;
 	struct page *page;
+	pte_t *pte;
+	int err;
 
-	for (i = first; i < last; i++)
-		if (r->layout[i] != MSK_HOLE)
-			WRITE_ONCE(r->mapped_pages, r->mapped_pages - 1);
-	memset(r->layout + first, MSK_HOLE, last - first);
-	msk_clear_ptes(r, first, last);
+	err = msk_set_layout(r, first, last, -1);
+	if (err)
+		return err;
+	WRITE_ONCE(r->mapped_pages, r->mapped_pages - mapped);
+	xa_for_each_range(&r->pages, i, page, first, last - 1) {
+		pte = msk_pte_lookup(r, i);
+		if (pte)
+			pte_clear(NULL, 0, pte);
+	}
 	msk_flush_windows(r, a->offset, a->offset + a->size);
-	for (i = first; i < last; i++) {
-		page = xa_erase(&r->pages, i);
-		if (page) {
-			__free_page(page);
-			r->resident_pages--;
-		}
+	xa_for_each_range(&r->pages, i, page, first, last - 1) {
+		xa_erase(&r->pages, i);
+		__free_page(page);
+		r->resident_pages--;
+		cond_resched();
 	}
 	return 0;
 }
@@ -423,17 +446,18 @@ static long msk_protect(struct msk_region *r, const struct msharefs_kmod_range *
 	unsigned long last = (a->offset + a->size) >> PAGE_SHIFT, i;
 	struct page *page;
 	pte_t *pte;
+	int err;
 
-	for (i = first; i < last; i++)
-		if (r->layout[i] == MSK_HOLE)
-			return -ENOMEM;
-	memset(r->layout + first, a->prot, last - first);
-	for (i = first; i < last; i++) {
+	if (msk_mapped_in(r, first, last) != last - first)
+		return -ENOMEM;
+	err = msk_set_layout(r, first, last, a->prot);
+	if (err)
+		return err;
+	xa_for_each_range(&r->pages, i, page, first, last - 1) {
 		pte = msk_pte_lookup(r, i);
 		if (!pte || pte_none(ptep_get(pte)))
 			continue;
-		page = xa_load(&r->pages, i);
-		if (!(a->prot & (PROT_READ | PROT_WRITE | PROT_EXEC)) || !page)
+		if (!(a->prot & (PROT_READ | PROT_WRITE | PROT_EXEC)))
 			pte_clear(NULL, 0, pte);
 		else
 			set_pte(pte, pte_mkspecial(pte_mkyoung(mk_pte(page, msk_pgprot(a->prot)))));
@@ -686,7 +710,7 @@ static vm_fault_t msk_vm_fault(struct vm_fault *vmf)
 	struct page *page;
 	pmd_t *shared;
 	pte_t *pte, entry;
-	u8 prot;
+	int prot;
 
 	if (!w || READ_ONCE(w->unmapping))
 		return VM_FAULT_SIGBUS;
@@ -694,8 +718,8 @@ static vm_fault_t msk_vm_fault(struct vm_fault *vmf)
 	off = vmf->address - w->start;
 	index = off >> PAGE_SHIFT;
 	mutex_lock(&r->lock);
-	prot = r->layout[index];
-	if (prot == MSK_HOLE || !(prot & (PROT_READ | PROT_WRITE | PROT_EXEC)) ||
+	prot = msk_prot_at(r, index);
+	if (prot < 0 || !(prot & (PROT_READ | PROT_WRITE | PROT_EXEC)) ||
 	    (write && !(prot & PROT_WRITE))) {
 		ret = VM_FAULT_SIGSEGV;
 		goto out;
@@ -735,8 +759,9 @@ static vm_fault_t msk_vm_pfn_mkwrite(struct vm_fault *vmf)
 {
 	struct msk_window *w = vmf->vma->vm_private_data;
 	unsigned long index = (vmf->address - w->start) >> PAGE_SHIFT;
+	int prot = msk_prot_at(w->region, index);
 
-	return (READ_ONCE(w->region->layout[index]) & PROT_WRITE) ? 0 : VM_FAULT_SIGSEGV;
+	return prot >= 0 && (prot & PROT_WRITE) ? 0 : VM_FAULT_SIGSEGV;
 }
 
 static struct page *msk_vm_find_special_page(struct vm_area_struct *vma, unsigned long addr)
