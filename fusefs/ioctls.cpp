@@ -291,45 +291,40 @@ int Filesystem::ioctl_unmap(IoctlCall &call)
 	return remove_range(call.ino, off, size);
 }
 
-// PROTECT: the module changes the shared entries for every attacher at once.
+// Checks a PROTECT argument against the region: 0 and its region offset,
+// or the errno.
+static int check_protect(const NodeRecord *node, const mshare_protect &a, uint64_t *off)
+{
+	if (!node || !node->geometry.sized)
+		return EINVAL;
+	if (int err = absolute_to_offset(node->geometry, a.addr, off))
+		return err;
+	if (int err = validate_range(node->geometry, *off, a.size))
+		return err;
+	return a.prot & ~(PROT_READ | PROT_WRITE | PROT_EXEC) ? EINVAL : 0;
+}
+
+// PROTECT: the module changes the shared entries for every attacher at once;
+// the page cache path cannot change protections in other processes.
 int Filesystem::ioctl_protect(IoctlCall &call)
 {
-	if (!kmod_)
-		return ioctl_not_on_this_path(call);
 	const auto a = call.arg<mshare_protect>();
 	uint64_t off = 0;
 	{
 		std::shared_lock<std::shared_mutex> lock(registry_lock_);
-		NodeRecord *node = registry_->find(call.ino);
-		if (!node || !node->geometry.sized)
-			return EINVAL;
-		if (int err = absolute_to_offset(node->geometry, a.addr, &off))
-			return err;
-		if (int err = validate_range(node->geometry, off, a.size))
+		if (int err = check_protect(registry_->find(call.ino), a, &off))
 			return err;
 	}
-	if (a.prot & ~(PROT_READ | PROT_WRITE | PROT_EXEC))
-		return EINVAL;
-	return kmod_->protect(call.ino, off, a.size, a.prot);
+	return kmod_ ? kmod_->protect(call.ino, off, a.size, a.prot) : EOPNOTSUPP;
 }
 
+// LOCK / UNLOCK: no data path serves them yet.
 int Filesystem::ioctl_not_on_this_path(IoctlCall &call)
 {
 	std::shared_lock<std::shared_mutex> lock(registry_lock_);
 	NodeRecord *node = registry_->find(call.ino);
 	if (!node || !node->geometry.sized)
 		return EINVAL;
-	if (call.op == IoctlOp::protect) {
-		const auto a = call.arg<mshare_protect>();
-		uint64_t off = 0;
-		if (int err = absolute_to_offset(node->geometry, a.addr, &off))
-			return err;
-		if (int err = validate_range(node->geometry, off, a.size))
-			return err;
-		if (a.prot & ~(PROT_READ | PROT_WRITE | PROT_EXEC))
-			return EINVAL;
-	}
-	// The page cache path cannot change protections in other processes.
 	return EOPNOTSUPP;
 }
 
