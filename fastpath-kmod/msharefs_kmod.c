@@ -33,6 +33,7 @@
 
 #include <linux/file.h>
 #include <linux/fs_context.h>
+#include <linux/magic.h>
 #include <linux/pseudo_fs.h>
 #include <linux/fs.h>
 #include <linux/kobject.h>
@@ -43,8 +44,10 @@
 #include <linux/mman.h>
 #include <linux/mmu_notifier.h>
 #include <linux/module.h>
+#include <linux/pagemap.h>
 #include <linux/moduleparam.h>
 #include <linux/pgtable.h>
+#include <linux/shmem_fs.h>
 #include <linux/slab.h>
 #include <linux/sysfs.h>
 #include <linux/uaccess.h>
@@ -69,7 +72,9 @@ struct msk_region {
 	u64 size;
 	unsigned long nr_pages;
 	unsigned int nr_chunks;
-	struct maple_tree layout;	/* page ranges -> xa_mk_value(PROT_*) */
+	/* page ranges -> xa_mk_value(PROT_*), or a struct msk_file_map */
+	struct maple_tree layout;
+	struct list_head file_maps;	/* every msk_file_map, freed with r */
 	struct xarray pages;	/* page index -> struct page */
 	pmd_t **pmd_tables;	/* per chunk: the shared PMD table */
 	struct list_head windows;
@@ -82,6 +87,22 @@ struct msk_region {
 	u64 nr_windows;
 	u64 faults;
 };
+
+/*
+ * A file mapped into a region. Layout entries point at it for each range it
+ * backs (a PROTECT of part of it stores a copy with the new prot); page index
+ * i shows file page pgoff + (i - first), however the range was split.
+ */
+struct msk_file_map {
+	struct list_head node;
+	struct file *file;
+	unsigned long first;
+	pgoff_t pgoff;
+	int prot;
+};
+
+/* Marks the pages of r->pages that are a file's and writable: dirtied when let go. */
+#define MSK_FILE_DIRTY	XA_MARK_1
 
 /* One per attaching mm; holds that mm's windows. */
 struct msk_mm {
@@ -231,6 +252,7 @@ static struct msk_region *msk_region_alloc(void)
 	kref_init(&r->ref);
 	xa_init(&r->pages);
 	mt_init(&r->layout);
+	INIT_LIST_HEAD(&r->file_maps);
 	INIT_LIST_HEAD(&r->windows);
 	__module_get(THIS_MODULE);	/* dropped by msk_region_free() */
 	mutex_lock(&msk_regions_lock);
@@ -321,16 +343,32 @@ static void msk_flush_windows(struct msk_region *r, u64 off, u64 end)
 		msk_flush(w->mm, w->start + off, w->start + end, false);
 }
 
+/*
+ * Lets go of a page of r->pages: a data page is freed, a file page's
+ * reference is dropped, dirtied first if it was writable.
+ */
+static void msk_release_page(struct msk_region *r, unsigned long index, struct page *page)
+{
+	if (xa_get_mark(&r->pages, index, MSK_FILE_DIRTY))
+		set_page_dirty_lock(page);
+	put_page(page);
+}
+
 static void msk_region_free(struct kref *ref)
 {
 	struct msk_region *r = container_of(ref, struct msk_region, ref);
+	struct msk_file_map *fm, *next;
 	unsigned long index;
 	struct page *page;
 	unsigned int chunk, i;
 
 	xa_for_each(&r->pages, index, page)
-		__free_page(page);
+		msk_release_page(r, index, page);
 	xa_destroy(&r->pages);
+	list_for_each_entry_safe(fm, next, &r->file_maps, node) {
+		fput(fm->file);
+		kfree(fm);
+	}
 	for (chunk = 0; chunk < r->nr_chunks; chunk++) {
 		pmd_t *pmd_table = r->pmd_tables[chunk];
 
@@ -367,11 +405,18 @@ static int msk_check_range(struct msk_region *r, const struct msharefs_kmod_rang
 }
 
 /* The protection of page index, or -1 where no mapping is. Lock free. */
+static int msk_prot_of(void *entry)
+{
+	if (!entry)
+		return -1;
+	if (xa_is_value(entry))
+		return (int)xa_to_value(entry);
+	return ((struct msk_file_map *)entry)->prot;
+}
+
 static int msk_prot_at(struct msk_region *r, unsigned long index)
 {
-	void *entry = mtree_load(&r->layout, index);
-
-	return entry ? (int)xa_to_value(entry) : -1;
+	return msk_prot_of(mtree_load(&r->layout, index));
 }
 
 /* Caller holds r->lock: how many pages of [first, last) the layout maps. */
@@ -432,12 +477,51 @@ static long msk_unmap(struct msk_region *r, const struct msharefs_kmod_range *a)
 	}
 	msk_flush_windows(r, a->offset, a->offset + a->size);
 	xa_for_each_range(&r->pages, i, page, first, last - 1) {
+		msk_release_page(r, i, page);
 		xa_erase(&r->pages, i);
-		__free_page(page);
 		r->resident_pages--;
 		cond_resched();
 	}
 	return 0;
+}
+
+/*
+ * Caller holds r->lock. Stores prot over [first, last): value entries are
+ * replaced, file entries by a copy that keeps the file's page offsets.
+ */
+static int msk_reprotect(struct msk_region *r, unsigned long first, unsigned long last, int prot)
+{
+	MA_STATE(mas, &r->layout, first, first);
+	struct msk_file_map *fm, *copy;
+	unsigned long from, to;
+	void *entry;
+	int err = 0;
+
+	for (;;) {
+		rcu_read_lock();
+		entry = mas_find(&mas, last - 1);
+		rcu_read_unlock();
+		if (!entry)
+			return 0;
+		from = max(mas.index, first);
+		to = min(mas.last, last - 1);
+		if (xa_is_value(entry)) {
+			err = mtree_store_range(&r->layout, from, to, xa_mk_value(prot),
+						GFP_KERNEL);
+		} else {
+			fm = entry;
+			copy = kmemdup(fm, sizeof(*fm), GFP_KERNEL);
+			if (!copy)
+				return -ENOMEM;
+			copy->prot = prot;
+			get_file(copy->file);
+			list_add(&copy->node, &r->file_maps);
+			err = mtree_store_range(&r->layout, from, to, copy, GFP_KERNEL);
+		}
+		if (err || to >= last - 1)
+			return err;
+		mas_set(&mas, to + 1);
+	}
 }
 
 static long msk_protect(struct msk_region *r, const struct msharefs_kmod_range *a)
@@ -450,7 +534,7 @@ static long msk_protect(struct msk_region *r, const struct msharefs_kmod_range *
 
 	if (msk_mapped_in(r, first, last) != last - first)
 		return -ENOMEM;
-	err = msk_set_layout(r, first, last, a->prot);
+	err = msk_reprotect(r, first, last, a->prot);
 	if (err)
 		return err;
 	xa_for_each_range(&r->pages, i, page, first, last - 1) {
@@ -464,6 +548,111 @@ static long msk_protect(struct msk_region *r, const struct msharefs_kmod_range *
 	}
 	msk_flush_windows(r, a->offset, a->offset + a->size);
 	return 0;
+}
+
+static bool msk_is_shmem(struct file *file)
+{
+	return file_inode(file)->i_sb->s_magic == TMPFS_MAGIC;
+}
+
+/* The page-cache page of a file at pgoff, with a reference; ERR_PTR past EOF. */
+static struct page *msk_file_page(struct file *file, pgoff_t pgoff)
+{
+	struct address_space *mapping = file->f_mapping;
+	struct folio *folio;
+	struct page *page;
+
+	if (msk_is_shmem(file))
+		return shmem_read_mapping_page_gfp(mapping, pgoff, mapping_gfp_mask(mapping));
+	folio = read_mapping_folio(mapping, pgoff, file);
+	if (IS_ERR(folio))
+		return ERR_CAST(folio);
+	page = folio_file_page(folio, pgoff);
+	get_page(page);
+	folio_put(folio);
+	return page;
+}
+
+/* Caller holds r->lock. */
+static long msk_map_file(struct msk_region *r, const struct msharefs_kmod_map_file *a)
+{
+	unsigned long first = a->offset >> PAGE_SHIFT;
+	unsigned long last = (a->offset + a->size) >> PAGE_SHIFT;
+	struct msk_file_map *fm;
+	struct file *file;
+	int err;
+
+	if (!PAGE_ALIGNED(a->file_offset))
+		return -EINVAL;
+	if (msk_mapped_in(r, first, last))
+		return -EEXIST;
+	file = fget(a->fd);
+	if (!file)
+		return -EBADF;
+	err = -ENODEV;
+	if (!S_ISREG(file_inode(file)->i_mode) ||
+	    file_inode(file)->i_sb->s_magic == HUGETLBFS_MAGIC ||
+	    (!msk_is_shmem(file) && !file->f_mapping->a_ops->read_folio))
+		goto out_fput;
+	err = -EACCES;
+	if (!(file->f_mode & FMODE_READ) ||
+	    ((a->prot & PROT_WRITE) && !(file->f_mode & FMODE_WRITE)))
+		goto out_fput;
+	err = -ENOMEM;
+	fm = kzalloc(sizeof(*fm), GFP_KERNEL);
+	if (!fm)
+		goto out_fput;
+	fm->file = file;
+	fm->first = first;
+	fm->pgoff = a->file_offset >> PAGE_SHIFT;
+	fm->prot = a->prot;
+	err = mtree_store_range(&r->layout, first, last - 1, fm, GFP_KERNEL);
+	if (err) {
+		kfree(fm);
+		goto out_fput;
+	}
+	list_add(&fm->node, &r->file_maps);
+	WRITE_ONCE(r->mapped_pages, r->mapped_pages + last - first);
+	return 0;
+out_fput:
+	fput(file);
+	return err;
+}
+
+/*
+ * Caller holds r->lock. The page that backs index, from r->pages or newly
+ * taken: a zeroed data page, or the file's page-cache page.
+ */
+static struct page *msk_page_for(struct msk_region *r, unsigned long index, vm_fault_t *ret)
+{
+	void *entry = mtree_load(&r->layout, index);
+	struct msk_file_map *fm = entry;
+	struct page *page = xa_load(&r->pages, index);
+
+	if (page)
+		return page;
+	if (xa_is_value(entry)) {
+		page = alloc_page(GFP_HIGHUSER | __GFP_ZERO | __GFP_ACCOUNT);
+		if (!page) {
+			*ret = VM_FAULT_OOM;
+			return NULL;
+		}
+	} else {
+		page = msk_file_page(fm->file, fm->pgoff + (index - fm->first));
+		if (IS_ERR(page)) {
+			*ret = VM_FAULT_SIGBUS;	/* past the end of the file */
+			return NULL;
+		}
+	}
+	if (xa_err(xa_store(&r->pages, index, page, GFP_KERNEL))) {
+		put_page(page);
+		*ret = VM_FAULT_OOM;
+		return NULL;
+	}
+	if (!xa_is_value(entry) && (fm->prot & PROT_WRITE))
+		xa_set_mark(&r->pages, index, MSK_FILE_DIRTY);
+	r->resident_pages++;
+	return page;
 }
 
 /* ---- attaching mms -------------------------------------------------------- */
@@ -731,17 +920,9 @@ static vm_fault_t msk_vm_fault(struct vm_fault *vmf)
 		goto out;
 	}
 	if (pte_none(ptep_get(pte))) {
-		page = xa_load(&r->pages, index);
-		if (!page) {
-			page = alloc_page(GFP_HIGHUSER | __GFP_ZERO | __GFP_ACCOUNT);
-			if (!page || xa_err(xa_store(&r->pages, index, page, GFP_KERNEL))) {
-				if (page)
-					__free_page(page);
-				ret = VM_FAULT_OOM;
-				goto out;
-			}
-			r->resident_pages++;
-		}
+		page = msk_page_for(r, index, &ret);
+		if (!page)
+			goto out;
 		entry = mk_pte(page, msk_pgprot(prot));
 		set_pte(pte, pte_mkspecial(pte_mkdirty(pte_mkyoung(entry))));
 	}
@@ -866,13 +1047,27 @@ static long msk_region_ioctl(struct file *file, unsigned int cmd, unsigned long 
 	}
 	if (cmd != MSHAREFS_KMOD_MAP && cmd != MSHAREFS_KMOD_UNMAP &&
 	    cmd != MSHAREFS_KMOD_PROTECT && cmd != MSHAREFS_KMOD_SET_SIZE &&
-	    cmd != MSHAREFS_KMOD_SEAL)
+	    cmd != MSHAREFS_KMOD_SEAL && cmd != MSHAREFS_KMOD_MAP_FILE)
 		return -ENOTTY;
 	if (!(file->f_mode & FMODE_WRITE))
 		return -EBADF;
 	if (cmd == MSHAREFS_KMOD_SEAL) {
 		WRITE_ONCE(r->sealed, true);
 		return 0;
+	}
+	if (cmd == MSHAREFS_KMOD_MAP_FILE) {
+		struct msharefs_kmod_map_file mf;
+		struct msharefs_kmod_range as_range;
+
+		if (copy_from_user(&mf, uarg, sizeof(mf)))
+			return -EFAULT;
+		as_range = (struct msharefs_kmod_range){ mf.offset, mf.size, mf.prot, 0 };
+		mutex_lock(&r->lock);
+		ret = msk_check_range(r, &as_range);
+		if (!ret)
+			ret = msk_map_file(r, &mf);
+		mutex_unlock(&r->lock);
+		return ret;
 	}
 	if (cmd == MSHAREFS_KMOD_SET_SIZE) {
 		u64 size;
@@ -900,6 +1095,31 @@ static long msk_region_ioctl(struct file *file, unsigned int cmd, unsigned long 
 	return ret;
 }
 
+/*
+ * msync() of a window: the stores into file pages go back to their files.
+ * Writable file pages are dirtied again each time (the window's PTEs are not
+ * write-protected by writeback, so a later store would not dirty them).
+ */
+static int msk_region_fsync(struct file *file, loff_t start, loff_t end, int datasync)
+{
+	struct msk_region *r = file->private_data;
+	struct msk_file_map *fm;
+	unsigned long index;
+	struct page *page;
+	int err = 0, ret;
+
+	mutex_lock(&r->lock);
+	xa_for_each_marked(&r->pages, index, page, MSK_FILE_DIRTY)
+		set_page_dirty_lock(page);
+	list_for_each_entry(fm, &r->file_maps, node) {
+		ret = vfs_fsync(fm->file, datasync);
+		if (ret && !err)
+			err = ret;
+	}
+	mutex_unlock(&r->lock);
+	return err;
+}
+
 /* A reopen of a region file's path, e.g. FUSE passthrough's backing file. */
 static int msk_region_open(struct inode *inode, struct file *file)
 {
@@ -920,7 +1140,7 @@ static const struct file_operations msk_region_fops = {
 	.owner = THIS_MODULE,
 	.open = msk_region_open,
 	.mmap = msk_region_mmap,
-	.fsync = noop_fsync,	/* the memory is the data: nothing to write back */
+	.fsync = msk_region_fsync,
 	.get_unmapped_area = msk_region_get_unmapped_area,
 	.unlocked_ioctl = msk_region_ioctl,
 	.release = msk_region_release,

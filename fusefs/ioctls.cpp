@@ -171,8 +171,18 @@ int Filesystem::map_file(IoctlCall &call, const MappingRequest &req, uint32_t fd
 	Layout layout(std::vector<Mapping>(node->mappings.begin(), node->mappings.end()));
 	if (int err = layout.can_insert(*m))
 		return replaying() ? 0 : err;
-	if (kmod_)
-		return EOPNOTSUPP; // the module maps anonymous memory only
+	if (kmod_) {
+		// The module takes its own reference to the file.
+		if (m->kind == ObjectKind::hugetlb)
+			return EOPNOTSUPP;
+		if (int err = kmod_->map_file(call.ino, m->region_offset, m->size, m->object_offset, m->prot,
+					      file.get()))
+			return err;
+		m->object_id = node->next_object_id++;
+		layout.insert(*m);
+		node->mappings.assign(layout.mappings().begin(), layout.mappings().end());
+		return 0;
+	}
 	m->object_id = node->next_object_id++;
 	{
 		std::lock_guard<std::mutex> guard(keeper_lock_);

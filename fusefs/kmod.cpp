@@ -95,6 +95,13 @@ int KmodRegions::map(uint64_t ino, uint64_t offset, uint64_t size, uint32_t prot
 	return region_ioctl(ino, MSHAREFS_KMOD_MAP, &r);
 }
 
+int KmodRegions::map_file(uint64_t ino, uint64_t offset, uint64_t size, uint64_t file_offset, uint32_t prot,
+			  int fd)
+{
+	msharefs_kmod_map_file m{offset, size, file_offset, prot, fd};
+	return region_ioctl(ino, MSHAREFS_KMOD_MAP_FILE, &m);
+}
+
 int KmodRegions::unmap(uint64_t ino, uint64_t offset, uint64_t size)
 {
 	msharefs_kmod_range r{offset, size, 0, 0};

@@ -3,7 +3,7 @@
 // passthrough backing file of the region. A program's mmap() of
 // /sys/fs/mshare/NAME then lands in the module, which links the window to
 // the region's shared page tables; msharefsd only forwards the layout
-// (sizing, mappings, protections) and never sees the data.
+// (sizing, mappings, protections, the files mapped) and never sees the data.
 #pragma once
 
 #include "msharefs/unique_fd.hpp"
@@ -37,6 +37,7 @@ public:
 	int backing_id(uint64_t ino);
 	int set_size(uint64_t ino, uint64_t size);
 	int map(uint64_t ino, uint64_t offset, uint64_t size, uint32_t prot);
+	int map_file(uint64_t ino, uint64_t offset, uint64_t size, uint64_t file_offset, uint32_t prot, int fd);
 	int unmap(uint64_t ino, uint64_t offset, uint64_t size);
 	int protect(uint64_t ino, uint64_t offset, uint64_t size, uint32_t prot);
 	int seal(uint64_t ino);

@@ -33,6 +33,15 @@ struct msharefs_kmod_range {
 	__u32 flags;		/* 0 */
 };
 
+/* A file's pages at a region range: they are the file's page cache. */
+struct msharefs_kmod_map_file {
+	__u64 offset;		/* page aligned, inside the region */
+	__u64 size;		/* page aligned, > 0 */
+	__u64 file_offset;	/* page aligned */
+	__u32 prot;		/* needs a descriptor open for writing for PROT_WRITE */
+	__s32 fd;		/* a regular file, not hugetlbfs */
+};
+
 struct msharefs_kmod_stats {
 	__u64 size;
 	__u64 resident_pages;	/* data pages the region holds */
@@ -50,6 +59,8 @@ struct msharefs_kmod_stats {
 #define MSHAREFS_KMOD_STATS	_IOR('x', 0x44, struct msharefs_kmod_stats)
 /* Sizes a region created with size 0 (once: EBUSY after). */
 #define MSHAREFS_KMOD_SET_SIZE	_IOW('x', 0x45, __u64)
+/* Maps a file range; msync of a window writes its stores back to the file. */
+#define MSHAREFS_KMOD_MAP_FILE	_IOW('x', 0x47, struct msharefs_kmod_map_file)
 /* No new windows from now on (mmap fails with EINVAL): the owner is gone. */
 #define MSHAREFS_KMOD_SEAL	_IO('x', 0x46)
 

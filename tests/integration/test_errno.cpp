@@ -427,9 +427,7 @@ TEST_CASE("CREATE_MAPPING of a caller's file: EBADF, EINVAL for msharefs files, 
 		REQUIRE(wo.get() >= 0);
 		CHECK(create_mapping(fd.get(), kStart, kPage, 0, PROT_READ, file_flags, wo.get()) == EACCES);
 		// Read-only is fine for PROT_READ.
-		// The module backend checks the file, then maps anonymous memory only.
-		CHECK(create_mapping(fd.get(), kStart, kPage, 0, PROT_READ, file_flags, ro.get()) ==
-		      (on_kmod() ? EOPNOTSUPP : 0));
+		CHECK(create_mapping(fd.get(), kStart, kPage, 0, PROT_READ, file_flags, ro.get()) == 0);
 	}
 	unlink(file.c_str());
 }
@@ -633,16 +631,14 @@ TEST_CASE("v3 CREATE_MAPPING and UNMAP with window-relative offsets, shared with
 	REQUIRE(ftruncate(fd.get(), static_cast<off_t>(kGiB)) == 0);
 	const uint64_t anon_off = 2 * kMiB;
 	const uint64_t file_off = 64 * kMiB;
-	const bool files = !on_kmod();
 	REQUIRE(create_mapping_v3(fd.get(), anon_off, 4 * kMiB, 0, kRW, kAnon) == 0);
 	const std::string file = make_data_file("v3", 16 * kPage);
 	{
 		Fd ffd(open(file.c_str(), O_RDWR));
 		REQUIRE(ffd.get() >= 0);
 		// File pages 4..11 at file_off; the caller's fd may be closed afterwards.
-		// The module backend maps anonymous memory only.
 		REQUIRE(create_mapping_v3(fd.get(), file_off, 8 * kPage, 4 * kPage, kRW, MAP_SHARED | MAP_FIXED,
-					  ffd.get()) == (files ? 0 : EOPNOTSUPP));
+					  ffd.get()) == 0);
 	}
 	Window w(mmap(reinterpret_cast<void *>(kV3Window), kGiB, kRW, MAP_SHARED | MAP_FIXED_NOREPLACE, fd.get(), 0),
 		 kGiB);
@@ -650,16 +646,14 @@ TEST_CASE("v3 CREATE_MAPPING and UNMAP with window-relative offsets, shared with
 	REQUIRE(w.addr() == reinterpret_cast<void *>(kV3Window));
 
 	// The file mapping shows the file from its offset.
-	if (files) {
-		CHECK(w.at(file_off)[0] == 'e');
-		CHECK(w.at(file_off + 7 * kPage)[0] == 'l');
-	}
+	CHECK(w.at(file_off)[0] == 'e');
+	CHECK(w.at(file_off + 7 * kPage)[0] == 'l');
 	// Data written by the parent is seen by a child, and the child's by the parent.
 	strcpy(w.at(anon_off + 12345), "written by the parent");
 	ChildResult r = run_in_child([&] {
 		if (strcmp(w.at(anon_off + 12345), "written by the parent") != 0)
 			return 1;
-		if (files && w.at(file_off + kPage)[0] != 'f')
+		if (w.at(file_off + kPage)[0] != 'f')
 			return 2;
 		strcpy(w.at(anon_off + 3 * kMiB), "written by the child");
 		return 0;
@@ -676,7 +670,7 @@ TEST_CASE("v3 CREATE_MAPPING and UNMAP with window-relative offsets, shared with
 	CHECK(read_faults(w.at(anon_off + 3 * kMiB)));
 	CHECK(!read_faults(w.at(anon_off + 12345)));
 	CHECK(strcmp(w.at(anon_off + 12345), "written by the parent") == 0);
-	// And of the file mapping (a hole unmaps fine too).
+	// And of the file mapping.
 	CHECK(unmap_v3(fd.get(), file_off, 8 * kPage) == 0);
 	CHECK(read_faults(w.at(file_off)));
 	// A new mapping in the freed range starts empty.

@@ -589,15 +589,6 @@ TEST_CASE("sharing: a file mapped into the region with the caller's fd")
 	Fd region(open(path("filemap").c_str(), O_RDWR | O_CREAT | O_EXCL, 0600));
 	REQUIRE(region.get() >= 0);
 	REQUIRE(set_size(region.get(), kStart, kSize) == 0);
-	if (on_kmod()) {
-		// The module backend maps anonymous memory only (README).
-		Fd f(open(file.c_str(), O_RDWR));
-		CHECK(create_mapping(region.get(), kAt, kMapSize, kFileOffset, PROT_READ | PROT_WRITE,
-				     MAP_SHARED | MAP_FIXED, f.get()) == EOPNOTSUPP);
-		unlink(file.c_str());
-		unlink(ro_file.c_str());
-		return;
-	}
 	{
 		// The caller's descriptor, closed right after the ioctl: the
 		// daemon keeps its own reference.
@@ -712,8 +703,7 @@ TEST_CASE("sharing: a store into a read-only mapping reaches nobody")
 	Fd region(open(path("readonly").c_str(), O_RDWR | O_CREAT | O_EXCL, 0600));
 	REQUIRE(region.get() >= 0);
 	REQUIRE(set_size(region.get(), kStart, kSize) == 0);
-	const bool files = !on_kmod(); // the module maps anonymous memory only
-	if (files) {
+	{
 		Fd ro(open(ro_file.c_str(), O_RDONLY));
 		REQUIRE(ro.get() >= 0);
 		REQUIRE(create_mapping(region.get(), kFileAt, kMiB, 0, PROT_READ, MAP_SHARED | MAP_FIXED, ro.get()) ==
@@ -723,14 +713,11 @@ TEST_CASE("sharing: a store into a read-only mapping reaches nobody")
 		0);
 	Window w(region.get());
 	REQUIRE(w);
-	if (files)
-		CHECK(same_bytes(at(kFileAt), contents.data(), kMiB));
+	CHECK(same_bytes(at(kFileAt), contents.data(), kMiB));
 	CHECK(all_zero(at(kAnonAt), kMiB));
 
 	SUBCASE("file mapping of an O_RDONLY descriptor")
 	{
-		if (!files)
-			return;
 		// The compat path cannot make the store fault (FUSE maps the page
 		// cache writable; README, "compat path"): the store lands in the
 		// page cache, the daemon refuses it at writeback with EIO and drops
