@@ -126,22 +126,25 @@ void Filesystem::attach(fuse_session *se, std::vector<std::pair<std::string, Uni
 	for (auto &[ino, node] : registry_->nodes()) {
 		if (node.kind != NodeKind::region)
 			continue;
-		for (const Mapping &m : node.mappings) {
-			ObjectTable::accessor acc;
-			if (!objects_.insert(acc, ObjectKey{ino, m.object_id}))
-				continue;
-			if (!m.has_file) {
-				acc->second = BackingObject::open_memory(object_shm_name(ino, m.object_id), m.kind);
-			} else {
-				auto it = kept_files.find(object_tag(ino, m.object_id));
-				if (it != kept_files.end())
-					acc->second = std::make_shared<BackingObject>(std::move(it->second),
-										      m.kind, "");
-			}
-			if (!acc->second) {
-				fprintf(stderr, "msharefsd: region %lu lost the object of a mapping\n",
-					static_cast<unsigned long>(ino));
-				objects_.erase(acc);
+		// On datapath=kmod the module holds every mapping's memory and files.
+		if (!kmod_) {
+			for (const Mapping &m : node.mappings) {
+				ObjectTable::accessor acc;
+				if (!objects_.insert(acc, ObjectKey{ino, m.object_id}))
+					continue;
+				if (!m.has_file) {
+					acc->second = BackingObject::open_memory(object_shm_name(ino, m.object_id), m.kind);
+				} else {
+					auto it = kept_files.find(object_tag(ino, m.object_id));
+					if (it != kept_files.end())
+						acc->second = std::make_shared<BackingObject>(std::move(it->second),
+											      m.kind, "");
+				}
+				if (!acc->second) {
+					fprintf(stderr, "msharefsd: region %lu lost the object of a mapping\n",
+						static_cast<unsigned long>(ino));
+					objects_.erase(acc);
+				}
 			}
 		}
 		if (!node.orphaned)
