@@ -156,9 +156,11 @@ void Filesystem::attach(fuse_session *se, std::vector<std::pair<std::string, Uni
 		std::lock_guard<std::mutex> guard(replay_lock_);
 		const RegistryHeader &h = registry_->header();
 		std::vector<char> init(h.init_request, h.init_request + h.init_request_len);
-		if (init.size() >= sizeof(fuse_in_header))
+		if (init.size() >= sizeof(fuse_in_header)) {
 			reinterpret_cast<fuse_in_header *>(init.data())->unique = kReplayedInitUnique;
-		replay_.push_back(std::move(init));
+			replay_.push_back(std::move(init));
+			replayed_init_answered_ = false;
+		}
 		for (auto &r : journal_->take_unanswered())
 			replay_.push_back(std::move(r));
 	}
@@ -172,7 +174,16 @@ ssize_t Filesystem::device_read(int fd, void *buf, size_t len)
 {
 	tls_replaying = false;
 	{
-		std::lock_guard<std::mutex> guard(replay_lock_);
+		// After a restart, libfuse refuses (EIO) every request it sees
+		// before it has processed the replayed INIT: the thread that takes
+		// the INIT goes first, the others wait for its reply.
+		std::unique_lock<std::mutex> guard(replay_lock_);
+		const auto is_init = [](const std::vector<char> &r) {
+			return r.size() >= sizeof(fuse_in_header) &&
+			       reinterpret_cast<const fuse_in_header *>(r.data())->unique == kReplayedInitUnique;
+		};
+		if (replay_.empty() || !is_init(replay_.front()))
+			replayed_init_done_.wait(guard, [this] { return replayed_init_answered_; });
 		if (!replay_.empty()) {
 			std::vector<char> r = std::move(replay_.front());
 			replay_.pop_front();
@@ -201,8 +212,14 @@ ssize_t Filesystem::device_writev(int fd, iovec *iov, int count)
 		total += iov[i].iov_len;
 	if (count > 0 && iov[0].iov_len >= sizeof(fuse_out_header)) {
 		const auto *out = static_cast<const fuse_out_header *>(iov[0].iov_base);
-		if (out->unique == kReplayedInitUnique)
+		if (out->unique == kReplayedInitUnique) {
+			{
+				std::lock_guard<std::mutex> guard(replay_lock_);
+				replayed_init_answered_ = true;
+			}
+			replayed_init_done_.notify_all();
 			return static_cast<ssize_t>(total);
+		}
 		if (kmod_)
 			kmod_patch_reply(iov, count);
 		ssize_t n = ::writev(fd, iov, count);

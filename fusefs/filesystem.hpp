@@ -153,6 +153,9 @@ private:
 
 	std::mutex replay_lock_;
 	std::deque<std::vector<char>> replay_; // guarded by replay_lock_
+	// False from a restart until libfuse has answered the replayed INIT.
+	bool replayed_init_answered_ = true; // guarded by replay_lock_
+	std::condition_variable replayed_init_done_;
 
 	UniqueFd owner_epoll_;
 	UniqueFd owner_wakeup_; // eventfd that stops the watch thread
