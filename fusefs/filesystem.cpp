@@ -1058,7 +1058,7 @@ void Filesystem::kmod_patch_reply(iovec *iov, int count)
 		return;
 	}
 	iovec &arg = iov[count - 1];
-	if (out->unique == init_unique_ && arg.iov_len >= 40) {
+	if (init_unique_ && out->unique == init_unique_ && arg.iov_len >= 40) {
 		auto *words = static_cast<uint32_t *>(arg.iov_base);
 		words[3] |= 1U << 30;	   // flags: FUSE_INIT_EXT
 		words[3] &= ~(1U << 16);   // no FUSE_WRITEBACK_CACHE
