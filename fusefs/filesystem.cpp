@@ -299,9 +299,11 @@ std::string Filesystem::object_tag(uint64_t ino, uint64_t object_id)
 	return "obj." + std::to_string(ino) + "." + std::to_string(object_id);
 }
 
+// Drops the kernel's cached pages of a range. On datapath=kmod region files
+// are passthrough files, with no page cache of their own: nothing to do.
 void Filesystem::invalidate(uint64_t ino, uint64_t off, uint64_t len)
 {
-	if (se_)
+	if (se_ && !kmod_)
 		fuse_lowlevel_notify_inval_inode(se_, ino, static_cast<off_t>(off), static_cast<off_t>(len));
 }
 
@@ -1006,12 +1008,6 @@ void Filesystem::orphan_region(uint64_t ino)
 // the window before the call reaches the files mapped there.
 int Filesystem::remove_range(uint64_t ino, uint64_t off, uint64_t size)
 {
-	if (kmod_) {
-		// The module changes the shared entries and flushes every
-		// attacher before it returns.
-		if (int err = kmod_->unmap(ino, off, size))
-			return err;
-	}
 	invalidate(ino, off, size);
 	std::vector<uint64_t> freed;
 	{
@@ -1026,6 +1022,12 @@ int Filesystem::remove_range(uint64_t ino, uint64_t off, uint64_t size)
 			return err;
 		freed = layout.orphaned_objects(removed);
 		node->mappings.assign(layout.mappings().begin(), layout.mappings().end());
+	}
+	// Only a range the layout accepted reaches the module, which changes
+	// the shared entries and flushes every attacher before it returns.
+	if (kmod_) {
+		if (int err = kmod_->unmap(ino, off, size))
+			return err;
 	}
 	// Pages faulted in again meanwhile go too: every attacher faults now.
 	invalidate(ino, off, size);

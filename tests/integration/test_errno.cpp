@@ -447,8 +447,14 @@ TEST_CASE("MAP_HUGETLB anonymous mappings round up to the huge page size and nee
 	CHECK(fresh_blocks(path("r")) == static_cast<long long>(2 * kMiB / 512));
 	CHECK(create_mapping(fd.get(), addr + 2 * kMiB, kPage, 0, kRW, kAnon) == 0);
 	CHECK(create_mapping(fd.get(), addr - kPage, kPage, 0, kRW, kAnon) == 0);
-	// The huge mapping cannot be split off its huge page boundary.
+	Window w(attach(fd.get()), kSize);
+	REQUIRE(w.ok());
+	strcpy(w.at(addr - kStart + kPage), "in the huge page");
+	// The huge mapping cannot be split off its huge page boundary, and the
+	// refused UNMAP leaves it whole.
 	CHECK(unmap(fd.get(), addr, kPage) == EINVAL);
+	CHECK(!read_faults(w.at(addr - kStart)));
+	CHECK(strcmp(w.at(addr - kStart + kPage), "in the huge page") == 0);
 	CHECK(unmap(fd.get(), addr, 2 * kMiB) == 0);
 	CHECK(create_mapping(fd.get(), addr + kPage, kPage, 0, kRW, kAnon) == 0);
 }
