@@ -685,6 +685,21 @@ TEST_CASE("sharing: a file mapped into the region with the caller's fd")
 	unlink(ro_file.c_str());
 }
 
+// A store at addr (in a child) into a read-only mapping is refused. The
+// compat path cannot make it fault (FUSE maps the page cache writable;
+// README, "compat path"): the store lands in the page cache, the daemon
+// refuses it at writeback with EIO and drops the page. A backend that
+// refuses it faults instead.
+static void store_is_refused(void *addr, int region_fd)
+{
+	const bool faulted = write_faults(addr);
+	const int synced = fsync(region_fd) == 0 ? 0 : errno;
+	MESSAGE("store " << (faulted ? "faulted" : "did not fault") << ", fsync after it: "
+			 << std::string(synced ? strerror(synced) : "ok"));
+	if (!faulted)
+		CHECK(synced == EIO);
+}
+
 TEST_CASE("sharing: a store into a read-only mapping reaches nobody")
 {
 	// Protections come from the region's mappings, not the window: the
@@ -718,16 +733,7 @@ TEST_CASE("sharing: a store into a read-only mapping reaches nobody")
 
 	SUBCASE("file mapping of an O_RDONLY descriptor")
 	{
-		// The compat path cannot make the store fault (FUSE maps the page
-		// cache writable; README, "compat path"): the store lands in the
-		// page cache, the daemon refuses it at writeback with EIO and drops
-		// the page. A backend that refuses it faults instead.
-		const bool faulted = write_faults(at(kFileAt + 3 * kPage));
-		const int synced = fsync(region.get()) == 0 ? 0 : errno;
-		MESSAGE("store " << (faulted ? "faulted" : "did not fault") << ", fsync after it: "
-				 << std::string(synced ? strerror(synced) : "ok"));
-		if (!faulted)
-			CHECK(synced == EIO);
+		store_is_refused(at(kFileAt + 3 * kPage), region.get());
 		// Either way the file itself is untouched ...
 		Fd ro(open(ro_file.c_str(), O_RDONLY));
 		REQUIRE(ro.get() >= 0);
@@ -747,12 +753,7 @@ TEST_CASE("sharing: a store into a read-only mapping reaches nobody")
 	}
 	SUBCASE("anonymous mapping created PROT_READ")
 	{
-		const bool faulted = write_faults(at(kAnonAt + 5 * kPage));
-		const int synced = fsync(region.get()) == 0 ? 0 : errno;
-		MESSAGE("store " << (faulted ? "faulted" : "did not fault") << ", fsync after it: "
-				 << std::string(synced ? strerror(synced) : "ok"));
-		if (!faulted)
-			CHECK(synced == EIO);
+		store_is_refused(at(kAnonAt + 5 * kPage), region.get());
 		ChildResult r = run_in_child([&] {
 			w.reset();
 			if (!child_attach("readonly", PROT_READ))
