@@ -692,8 +692,12 @@ static bool msk_link_chunk(struct msk_window *w, pud_t *pud, pmd_t *shared)
 {
 	struct mm_struct *mm = w->mm;
 	struct msk_parked_table *parked;
+	pud_t entry = READ_ONCE(*pud);
 	bool flush = false;
 
+	/* Already linked: every fault after the first in a chunk. */
+	if (pud_present(entry) && !pud_leaf(entry) && pud_pgtable(entry) == shared)
+		return false;
 	parked = kmalloc(sizeof(*parked), GFP_KERNEL);
 	if (!parked)
 		return false;
