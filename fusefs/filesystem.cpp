@@ -120,6 +120,8 @@ void Filesystem::attach(fuse_session *se, std::vector<std::pair<std::string, Uni
 	}
 	if (kmod_)
 		kmod_->set_fuse_fd(fuse_session_fd(se));
+	if (options_.data_path == "uffd")
+		start_runtime_service();
 
 	std::unique_lock<std::shared_mutex> lock(registry_lock_);
 	registry_->header().generation++;
@@ -380,6 +382,8 @@ int Filesystem::size_region(NodeRecord &node, uint64_t start, uint64_t size)
 	}
 	node.geometry = Geometry{start, size, true};
 	node.mtime_sec = ::time(nullptr);
+	if (runtime_)
+		runtime_->publish(node.ino, size, {}, 0, 0);
 	return 0;
 }
 
@@ -765,6 +769,8 @@ void Filesystem::destroy_region(NodeRecord &node)
 		std::lock_guard<std::mutex> guard(owner_lock_);
 		owner_pidfds_.erase(ino);
 	}
+	if (runtime_)
+		runtime_->forget_region(ino);
 	registry_->erase(ino);
 }
 
@@ -1001,6 +1007,10 @@ void Filesystem::orphan_region(uint64_t ino)
 		kmod_->seal(ino);
 	if (size)
 		remove_range(ino, 0, size);
+	if (runtime_) {
+		publish_region(ino);
+		runtime_->sync_attachers(ino);
+	}
 }
 
 // Removes [off, off+size) from a region's layout for every attacher. Dirty
@@ -1031,6 +1041,10 @@ int Filesystem::remove_range(uint64_t ino, uint64_t off, uint64_t size)
 	}
 	// Pages faulted in again meanwhile go too: every attacher faults now.
 	invalidate(ino, off, size);
+	if (runtime_) {
+		publish_region(ino);
+		runtime_->sync_attachers(ino);
+	}
 	forget_objects(ino, freed);
 	return 0;
 }
@@ -1075,6 +1089,52 @@ void Filesystem::kmod_patch_reply(iovec *iov, int count)
 		open_out->padding = static_cast<uint32_t>(tls_passthrough_id);
 	}
 	tls_passthrough_id = 0;
+}
+
+// ---- datapath=uffd -----------------------------------------------------------
+
+void Filesystem::start_runtime_service()
+{
+	RuntimeService::Hooks hooks;
+	hooks.republish = [this](uint64_t ino) { return publish_region(ino); };
+	hooks.object_fd = [this](uint64_t ino, uint64_t id, UniqueFd *fd) { return runtime_object_fd(ino, id, fd); };
+	auto service = std::make_unique<RuntimeService>("/dev/shm/" + options_.state_name + "runtime", std::move(hooks));
+	if (int err = service->start()) {
+		fprintf(stderr, "msharefsd: runtime socket: %s; programs fall back to the page cache\n",
+			strerror(err));
+		return;
+	}
+	runtime_ = std::move(service);
+}
+
+// Publishes the region's layout for its attachers; takes registry_lock_ shared.
+int Filesystem::publish_region(uint64_t ino)
+{
+	if (!runtime_)
+		return 0;
+	std::shared_lock<std::shared_mutex> lock(registry_lock_);
+	NodeRecord *node = registry_->find(ino);
+	if (!node || node->kind != NodeKind::region)
+		return ENOENT;
+	if (!node->geometry.sized)
+		return EINVAL;
+	std::vector<Mapping> mappings(node->mappings.begin(), node->mappings.end());
+	uint32_t flags = node->orphaned ? kPublishedOrphaned : 0;
+	if (node->handoff)
+		flags |= kPublishedHandoff;
+	int err = runtime_->publish(ino, node->geometry.size, mappings, flags, node->lock_holder);
+	if (!err && node->orphaned)
+		err = EINVAL;
+	return err;
+}
+
+int Filesystem::runtime_object_fd(uint64_t ino, uint64_t object_id, UniqueFd *fd)
+{
+	ObjectTable::const_accessor acc;
+	if (!objects_.find(acc, ObjectKey{ino, object_id}) || !acc->second)
+		return ENOENT;
+	fd->reset(fcntl(acc->second->fd(), F_DUPFD_CLOEXEC, 0));
+	return *fd ? 0 : errno;
 }
 
 } // namespace msharefs

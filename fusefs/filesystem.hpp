@@ -20,6 +20,7 @@
 #include "kmod.hpp"
 #include "objects.hpp"
 #include "registry.hpp"
+#include "runtime_service.hpp"
 
 #include <atomic>
 #include <condition_variable>
@@ -102,7 +103,9 @@ public:
 	int ioctl_create_mapping(IoctlCall &call);
 	int ioctl_unmap(IoctlCall &call);
 	int ioctl_protect(IoctlCall &call);
-	int ioctl_not_on_this_path(IoctlCall &call);
+	int ioctl_lock(IoctlCall &call);
+	int ioctl_unlock(IoctlCall &call);
+	int ioctl_runtime(IoctlCall &call);
 
 private:
 	std::string name_key(uint64_t parent, std::string_view name) const;
@@ -124,6 +127,12 @@ private:
 	void invalidate(uint64_t ino, uint64_t off, uint64_t len);
 	void set_kernel_size(uint64_t ino, uint64_t size);
 	int kmod_create(NodeRecord &node);
+
+	// datapath=uffd: the runtime service and the region's published layout.
+	void start_runtime_service();
+	int publish_region(uint64_t ino); // 0 or errno; a no-op without the service
+	int runtime_object_fd(uint64_t ino, uint64_t object_id, UniqueFd *fd);
+	int set_lock_holder(IoctlCall &call, bool lock);
 	void kmod_patch_reply(iovec *iov, int count);
 
 	// Work that must run outside the request that caused it (it waits on
@@ -143,6 +152,7 @@ private:
 	ObjectTable objects_;
 	std::unique_ptr<RequestJournal> journal_;
 	std::unique_ptr<KmodRegions> kmod_; // datapath=kmod only
+	std::unique_ptr<RuntimeService> runtime_; // datapath=uffd only
 	uint64_t init_unique_ = 0;	    // the kernel's FUSE_INIT request
 	std::mutex keeper_lock_;
 	std::optional<KeeperClient> keeper_; // guarded by keeper_lock_

@@ -7,6 +7,7 @@
 
 #include <linux/magic.h>
 #include <linux/msharefs.h>
+#include <msharefs/runtime_protocol.hpp>
 
 #include <cstring>
 #include <fcntl.h>
@@ -56,8 +57,8 @@ const IoctlHandler kIoctlHandlers[] = {
 	{IoctlOp::create_mapping_v3, sizeof(mshare_create_v3), 0, true, &Filesystem::ioctl_create_mapping},
 	{IoctlOp::unmap_v3, sizeof(mshare_unmap_v3), 0, true, &Filesystem::ioctl_unmap},
 	{IoctlOp::protect, sizeof(mshare_protect), 0, true, &Filesystem::ioctl_protect},
-	{IoctlOp::lock, 0, 0, true, &Filesystem::ioctl_not_on_this_path},
-	{IoctlOp::unlock, 0, 0, true, &Filesystem::ioctl_not_on_this_path},
+	{IoctlOp::lock, 0, 0, true, &Filesystem::ioctl_lock},
+	{IoctlOp::unlock, 0, 0, true, &Filesystem::ioctl_unlock},
 };
 
 const IoctlHandler *handler_for(IoctlOp op)
@@ -87,6 +88,18 @@ void Filesystem::ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *,
 			return;
 		}
 		sized = node->geometry.sized;
+	}
+	if (cmd == MSHAREFS_IOC_RUNTIME) {
+		struct msharefs_runtime_info info {};
+		if (int err = runtime_ ? 0 : ENOTTY) {
+			fuse_reply_err(req, err);
+			return;
+		}
+		info.ino = ino;
+		info.alignment = options_.alignment;
+		std::strncpy(info.socket_path, runtime_->socket_name().c_str(), sizeof(info.socket_path) - 1);
+		fuse_reply_ioctl(req, 0, &info, sizeof(info));
+		return;
 	}
 	const IoctlOp op = classify_ioctl(cmd, sized);
 	const IoctlHandler *h = handler_for(op);
@@ -240,6 +253,10 @@ int Filesystem::add_mapping(IoctlCall &call, MappingRequest req, uint32_t fd)
 	}
 	// Nothing of the range can be cached (it was a hole), but make sure.
 	invalidate(call.ino, m.region_offset, m.size);
+	if (runtime_) {
+		publish_region(call.ino);
+		runtime_->sync_attachers(call.ino);
+	}
 	return 0;
 }
 
@@ -325,17 +342,69 @@ int Filesystem::ioctl_protect(IoctlCall &call)
 		if (int err = check_protect(registry_->find(call.ino), a, &off))
 			return err;
 	}
-	return kmod_ ? kmod_->protect(call.ino, off, a.size, a.prot) : EOPNOTSUPP;
+	if (kmod_)
+		return kmod_->protect(call.ino, off, a.size, a.prot);
+	if (!runtime_)
+		return EOPNOTSUPP;
+	{
+		std::unique_lock<std::shared_mutex> lock(registry_lock_);
+		registry_->ensure_space();
+		NodeRecord *node = registry_->find(call.ino);
+		if (!node)
+			return ENOENT;
+		Layout layout(std::vector<Mapping>(node->mappings.begin(), node->mappings.end()));
+		if (int err = layout.protect(off, a.size, a.prot))
+			return err;
+		node->mappings.assign(layout.mappings().begin(), layout.mappings().end());
+	}
+	publish_region(call.ino);
+	runtime_->apply_protection(call.ino, off, a.size);
+	return 0;
 }
 
-// LOCK / UNLOCK: no data path serves them yet.
-int Filesystem::ioctl_not_on_this_path(IoctlCall &call)
+// LOCK / UNLOCK (datapath=uffd): the buffer handoff. Once a region has been
+// locked, only the holder writes; the others' stores fault.
+int Filesystem::set_lock_holder(IoctlCall &call, bool lock_it)
 {
-	std::shared_lock<std::shared_mutex> lock(registry_lock_);
-	NodeRecord *node = registry_->find(call.ino);
-	if (!node || !node->geometry.sized)
-		return EINVAL;
-	return EOPNOTSUPP;
+	const int32_t caller = thread_group_of(fuse_req_ctx(call.req)->pid);
+	uint64_t size = 0;
+	{
+		std::unique_lock<std::shared_mutex> lock(registry_lock_);
+		NodeRecord *node = registry_->find(call.ino);
+		if (!node || !node->geometry.sized || node->orphaned)
+			return EINVAL;
+		if (!runtime_)
+			return EOPNOTSUPP;
+		const bool held_by_other = node->lock_holder && node->lock_holder != caller &&
+					   process_start_time(node->lock_holder) != 0;
+		if (lock_it) {
+			if (held_by_other)
+				return EBUSY;
+			if (node->lock_holder == caller && node->handoff)
+				return 0;
+			node->lock_holder = caller;
+			node->handoff = true;
+		} else {
+			if (node->lock_holder != caller)
+				return EPERM;
+			node->lock_holder = 0;
+		}
+		size = node->geometry.size;
+	}
+	publish_region(call.ino);
+	runtime_->apply_protection(call.ino, 0, size);
+	return 0;
 }
+
+int Filesystem::ioctl_lock(IoctlCall &call)
+{
+	return set_lock_holder(call, true);
+}
+
+int Filesystem::ioctl_unlock(IoctlCall &call)
+{
+	return set_lock_holder(call, false);
+}
+
 
 } // namespace msharefs

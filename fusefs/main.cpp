@@ -52,6 +52,11 @@ void print_usage(const char *prog)
 		"    -o datapath=pagecache  how windows reach the data (default): the FUSE page\n"
 		"                           cache, filled from each region's mappings; holes\n"
 		"                           and unmapped ranges fault with SIGBUS\n"
+		"    -o datapath=uffd       as pagecache, and programs that use libmshare or\n"
+		"                           run under libmshare-preload.so compose their\n"
+		"                           windows from the region's objects themselves,\n"
+		"                           with userfaultfd: exact semantics, PROTECT and\n"
+		"                           LOCK/UNLOCK for every attacher\n"
 		"    -o datapath=kmod       the msharefs_kmod module holds each region and its\n"
 		"                           shared page tables; windows are FUSE passthrough\n"
 		"                           mappings of the module's region files (Linux 6.9+,\n"
@@ -247,8 +252,9 @@ int main(int argc, char *argv[])
 	}
 	if (opts.data_path) {
 		options.data_path = opts.data_path;
-		if (options.data_path != "pagecache" && options.data_path != "kmod")
-			return fail("datapath=" + options.data_path + ": unknown (choose pagecache or kmod)");
+		if (options.data_path != "pagecache" && options.data_path != "kmod" &&
+		    options.data_path != "uffd")
+			return fail("datapath=" + options.data_path + ": unknown (choose pagecache, uffd or kmod)");
 	}
 	if (opts.root_mode) {
 		char *end = nullptr;

@@ -55,6 +55,8 @@ struct NodeRecord {
 	uint64_t owner_start_time = 0; // /proc/PID/stat field 22, against pid reuse
 	bool orphaned = false;	       // the owner exited: no mappings, no new ones
 	uint64_t next_object_id = 1;
+	int32_t lock_holder = 0; // MSHAREFS_LOCK holder (tgid), 0 if none
+	bool handoff = false;	  // LOCK used: only the holder writes
 	ShmMappings mappings;
 };
 
@@ -63,7 +65,7 @@ using NodeMap = bip::map<uint64_t, NodeRecord, std::less<uint64_t>,
 
 struct RegistryHeader {
 	static constexpr uint32_t kMagic = 0x6d736866; // "mshf"
-	static constexpr uint32_t kVersion = 1;
+	static constexpr uint32_t kVersion = 2;
 	uint32_t magic = kMagic;
 	uint32_t version = kVersion;
 	uint64_t alignment = 0;

@@ -31,6 +31,7 @@
 #include <linux/msharefs.h>
 
 #include "mshare.h"
+#include "mshare_runtime.h"
 
 #define MSHARE_EXPORT __attribute__((visibility("default")))
 
@@ -359,11 +360,11 @@ static int map_window(int fd, void *addr, size_t len, int prot)
 {
 	void *p;
 
-	p = mmap(addr, len, prot, MAP_SHARED | MAP_FIXED, fd, 0);
+	p = mshare_runtime_mmap(addr, len, prot, MAP_SHARED | MAP_FIXED, fd, 0);
 	if (p == MAP_FAILED)
 		return -1;
 	if (p != addr) {
-		munmap(p, len);
+		mshare_runtime_munmap(p, len);
 		errno = EINVAL;
 		return -1;
 	}

@@ -1,0 +1,77 @@
+// The conversation between msharefsd and the client runtime (uffd data path)
+// on the daemon's runtime socket: a SOCK_SEQPACKET unix socket, one
+// connection per attached window. Descriptors travel with SCM_RIGHTS.
+//
+//   runtime                              daemon
+//   attach {ino, base, size} +[uffd, ticket]   ->
+//                                        <-  attached {status} +[published layout]
+//   object {object_id}                   ->
+//                                        <-  object {status, kind} +[object fd]
+//   ready {seq synced}                   ->
+//                                        <-  ready {status: 0, or EAGAIN to sync again}
+//   ... then, unsolicited, while attached:
+//                                        <-  sync {cookie}: recompose from the layout
+//                                        <-  zap {cookie, offset, size}: drop PTEs there
+//   done {cookie}                        ->
+//
+// The runtime finds the socket through MSHAREFS_IOC_RUNTIME on a region fd.
+#pragma once
+
+#include "msharefs/unique_fd.hpp"
+
+#include <cstdint>
+#include <linux/ioctl.h>
+#include <string>
+#include <sys/types.h>
+#include <sys/un.h>
+#include <vector>
+
+// Project-private ioctl on a region file: where the runtime socket is.
+struct msharefs_runtime_info {
+	uint64_t ino;
+	uint64_t alignment;    // as mshare_info reads
+	char socket_path[108]; // abstract unix socket when it starts with '@'
+	uint32_t reserved;
+};
+#define MSHAREFS_IOC_RUNTIME _IOR('x', 0x40, struct msharefs_runtime_info)
+
+namespace msharefs {
+
+enum class RuntimeMsgType : uint32_t {
+	attach = 1,
+	attached,
+	object,
+	ready,
+	sync,
+	zap,
+	done,
+};
+
+struct RuntimeMessage {
+	RuntimeMsgType type;
+	int32_t status; // 0 or an errno
+	uint64_t ino;
+	uint64_t a; // attach: window base; object: object id / kind; ready: seq; zap: offset
+	uint64_t b; // attach: window size; zap: size
+	uint64_t cookie;
+};
+
+// The per-process word a fault handler sets while it installs pages from a
+// layout it read (the sequence number, odd-free, plus one), and clears when
+// it is done; the daemon waits for older values to clear before a PROTECT
+// returns, so no install decided on a stale protection survives it.
+struct RuntimeTicket {
+	uint64_t busy_seq;
+};
+
+// The address of a runtime socket name ('@' leading: abstract namespace).
+sockaddr_un runtime_socket_address(const std::string &name, socklen_t *len);
+// A connected SOCK_SEQPACKET socket, or -1 with errno.
+int connect_runtime_socket(const std::string &name);
+
+// 0 or errno. Sends msg with the descriptors in fds (may be empty).
+int send_runtime_message(int sock, const RuntimeMessage &msg, const std::vector<int> &fds = {});
+// 0, or errno (ECONNRESET on EOF). Received descriptors go to *fds.
+int recv_runtime_message(int sock, RuntimeMessage *msg, std::vector<UniqueFd> *fds = nullptr);
+
+} // namespace msharefs

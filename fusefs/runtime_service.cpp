@@ -1,0 +1,403 @@
+#include "runtime_service.hpp"
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+namespace msharefs {
+
+namespace {
+
+// How long a PROTECT or layout change waits for one attacher to recompose.
+constexpr auto kAnswerTimeout = std::chrono::seconds(10);
+// How long it waits for a fault handler to finish an install it started.
+constexpr auto kTicketTimeout = std::chrono::seconds(2);
+
+} // namespace
+
+struct RuntimeService::Attacher {
+	UniqueFd sock;
+	UniqueFd uffd;
+	RuntimeTicket *ticket = nullptr;
+	uint64_t ino = 0;
+	uint64_t base = 0;
+	uint64_t size = 0;
+	int32_t tgid = 0;
+	bool live = false;	      // guarded by lock_
+	bool gone = false;	      // guarded by lock_
+	uint64_t answered_cookie = 0; // guarded by lock_
+	std::mutex send_lock;
+
+	~Attacher()
+	{
+		if (ticket)
+			munmap(ticket, sizeof(RuntimeTicket));
+	}
+	int send(const RuntimeMessage &msg, const std::vector<int> &fds = {})
+	{
+		std::lock_guard<std::mutex> guard(send_lock);
+		return send_runtime_message(sock.get(), msg, fds);
+	}
+};
+
+RuntimeService::View::~View()
+{
+	if (page)
+		munmap(page, kPublishedLayoutBytes);
+}
+
+RuntimeService::RuntimeService(std::string socket_name, Hooks hooks)
+	: socket_name_(std::move(socket_name)), hooks_(std::move(hooks))
+{
+}
+
+RuntimeService::~RuntimeService()
+{
+	if (thread_.joinable()) {
+		uint64_t one = 1;
+		if (write(wakeup_.get(), &one, sizeof(one)) < 0)
+			perror("msharefsd: runtime service wakeup");
+		thread_.join();
+	}
+}
+
+int RuntimeService::start()
+{
+	listen_.reset(socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
+	epoll_.reset(epoll_create1(EPOLL_CLOEXEC));
+	wakeup_.reset(eventfd(0, EFD_CLOEXEC));
+	if (!listen_ || !epoll_ || !wakeup_)
+		return errno;
+	socklen_t len = 0;
+	const sockaddr_un addr = runtime_socket_address(socket_name_, &len);
+	if (socket_name_[0] == '/')
+		unlink(socket_name_.c_str()); // left by a daemon that died
+	if (bind(listen_.get(), reinterpret_cast<const sockaddr *>(&addr), len) < 0 ||
+	    listen(listen_.get(), 64) < 0)
+		return errno;
+	epoll_event ev{};
+	ev.events = EPOLLIN;
+	ev.data.fd = listen_.get();
+	epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, listen_.get(), &ev);
+	ev.data.fd = wakeup_.get();
+	epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, wakeup_.get(), &ev);
+	thread_ = std::thread([this] { serve(); });
+	return 0;
+}
+
+void RuntimeService::serve()
+{
+	for (;;) {
+		epoll_event events[32];
+		const int n = epoll_wait(epoll_.get(), events, 32, -1);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return;
+		for (int i = 0; i < n; i++) {
+			const int fd = events[i].data.fd;
+			if (fd == wakeup_.get())
+				return;
+			if (fd == listen_.get()) {
+				accept_one();
+				continue;
+			}
+			std::shared_ptr<Attacher> a;
+			{
+				std::lock_guard<std::mutex> guard(lock_);
+				auto it = by_socket_.find(fd);
+				if (it != by_socket_.end())
+					a = it->second;
+			}
+			if (a)
+				handle(std::move(a));
+		}
+	}
+}
+
+void RuntimeService::accept_one()
+{
+	UniqueFd sock(accept4(listen_.get(), nullptr, nullptr, SOCK_CLOEXEC));
+	if (!sock)
+		return;
+	auto a = std::make_shared<Attacher>();
+	ucred cred{};
+	socklen_t len = sizeof(cred);
+	if (getsockopt(sock.get(), SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0)
+		a->tgid = cred.pid;
+	const int fd = sock.get();
+	a->sock = std::move(sock);
+	epoll_event ev{};
+	ev.events = EPOLLIN | EPOLLRDHUP;
+	ev.data.fd = fd;
+	std::lock_guard<std::mutex> guard(lock_);
+	by_socket_[fd] = a;
+	epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, fd, &ev);
+}
+
+void RuntimeService::drop(const std::shared_ptr<Attacher> &a)
+{
+	std::lock_guard<std::mutex> guard(lock_);
+	epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, a->sock.get(), nullptr);
+	by_socket_.erase(a->sock.get());
+	a->gone = true;
+	answered_.notify_all();
+}
+
+void RuntimeService::handle(std::shared_ptr<Attacher> a)
+{
+	RuntimeMessage msg{};
+	std::vector<UniqueFd> fds;
+	if (recv_runtime_message(a->sock.get(), &msg, &fds) != 0) {
+		drop(a);
+		return;
+	}
+	RuntimeMessage reply{};
+	reply.ino = msg.ino;
+	switch (msg.type) {
+	case RuntimeMsgType::attach:
+		reply.type = RuntimeMsgType::attached;
+		reply.status = handle_attach(*a, msg, fds);
+		if (reply.status == 0) {
+			std::lock_guard<std::mutex> guard(lock_);
+			View *v = view_locked(a->ino, &reply.status);
+			if (v) {
+				a->send(reply, {v->fd.get()});
+				return;
+			}
+		}
+		a->send(reply);
+		return;
+	case RuntimeMsgType::object: {
+		reply.type = RuntimeMsgType::object;
+		UniqueFd object;
+		reply.status = a->ino ? hooks_.object_fd(a->ino, msg.a, &object) : EINVAL;
+		reply.a = msg.a;
+		if (reply.status == 0)
+			a->send(reply, {object.get()});
+		else
+			a->send(reply);
+		return;
+	}
+	case RuntimeMsgType::ready: {
+		reply.type = RuntimeMsgType::ready;
+		std::lock_guard<std::mutex> guard(lock_);
+		View *v = view_locked(a->ino, &reply.status);
+		if (v && published_seq(v->page) != msg.a)
+			reply.status = EAGAIN;
+		if (reply.status == 0)
+			a->live = true;
+		a->send(reply);
+		return;
+	}
+	case RuntimeMsgType::done: {
+		std::lock_guard<std::mutex> guard(lock_);
+		a->answered_cookie = std::max(a->answered_cookie, msg.cookie);
+		answered_.notify_all();
+		return;
+	}
+	default:
+		drop(a);
+		return;
+	}
+}
+
+int RuntimeService::handle_attach(Attacher &a, const RuntimeMessage &msg, std::vector<UniqueFd> &fds)
+{
+	if (a.ino || fds.size() != 2)
+		return EPROTO;
+	void *ticket = mmap(nullptr, sizeof(RuntimeTicket), PROT_READ, MAP_SHARED, fds[1].get(), 0);
+	if (ticket == MAP_FAILED)
+		return EPROTO;
+	a.ticket = static_cast<RuntimeTicket *>(ticket);
+	a.uffd = std::move(fds[0]);
+	a.base = msg.a;
+	a.size = msg.b;
+	{
+		std::lock_guard<std::mutex> guard(lock_);
+		int err = 0;
+		if (views_.count(msg.ino) && view_locked(msg.ino, &err)) {
+			a.ino = msg.ino;
+			return 0;
+		}
+	}
+	if (int err = hooks_.republish(msg.ino))
+		return err;
+	a.ino = msg.ino;
+	return 0;
+}
+
+RuntimeService::View *RuntimeService::view_locked(uint64_t ino, int *err)
+{
+	auto it = views_.find(ino);
+	if (it == views_.end()) {
+		*err = ENOENT;
+		return nullptr;
+	}
+	if (it->second->page->flags & kPublishedOrphaned) {
+		*err = EINVAL;
+		return nullptr;
+	}
+	return it->second.get();
+}
+
+int RuntimeService::publish(uint64_t ino, uint64_t region_size, std::span<const Mapping> mappings,
+			    uint32_t flags, int32_t lock_holder)
+{
+	std::lock_guard<std::mutex> guard(lock_);
+	auto &view = views_[ino];
+	if (!view) {
+		auto v = std::make_unique<View>();
+		v->fd.reset(memfd_create("msharefs-layout", MFD_CLOEXEC | MFD_ALLOW_SEALING));
+		if (!v->fd || ftruncate(v->fd.get(), kPublishedLayoutBytes) < 0) {
+			views_.erase(ino);
+			return errno;
+		}
+		void *p = mmap(nullptr, kPublishedLayoutBytes, PROT_READ | PROT_WRITE, MAP_SHARED, v->fd.get(), 0);
+		if (p == MAP_FAILED) {
+			views_.erase(ino);
+			return errno;
+		}
+		v->page = static_cast<PublishedLayoutPage *>(p);
+		view = std::move(v);
+	}
+	return publish_layout(view->page, region_size, mappings, flags, lock_holder);
+}
+
+bool RuntimeService::request_sync(const std::shared_ptr<Attacher> &a)
+{
+	uint64_t cookie;
+	{
+		std::lock_guard<std::mutex> guard(lock_);
+		cookie = next_cookie_++;
+	}
+	RuntimeMessage msg{};
+	msg.type = RuntimeMsgType::sync;
+	msg.ino = a->ino;
+	msg.cookie = cookie;
+	if (a->send(msg) != 0)
+		return false;
+	std::unique_lock<std::mutex> guard(lock_);
+	const bool ok = answered_.wait_for(guard, kAnswerTimeout,
+					   [&] { return a->gone || a->answered_cookie >= cookie; });
+	if (!ok)
+		fprintf(stderr, "msharefsd: attacher %d of region %lu did not recompose its window in time\n",
+			a->tgid, static_cast<unsigned long>(a->ino));
+	return ok && !a->gone;
+}
+
+void RuntimeService::sync_attachers(uint64_t ino)
+{
+	std::vector<std::shared_ptr<Attacher>> list;
+	{
+		std::lock_guard<std::mutex> guard(lock_);
+		for (auto &[fd, a] : by_socket_)
+			if (a->ino == ino && a->live)
+				list.push_back(a);
+	}
+	// Ask all first, then wait: attachers recompose in parallel.
+	std::vector<std::thread> waiters;
+	for (auto &a : list)
+		waiters.emplace_back([this, a] { request_sync(a); });
+	for (auto &t : waiters)
+		t.join();
+}
+
+void RuntimeService::wait_ticket(const Attacher &a, uint64_t seq)
+{
+	const auto deadline = std::chrono::steady_clock::now() + kTicketTimeout;
+	for (;;) {
+		const uint64_t busy = __atomic_load_n(&a.ticket->busy_seq, __ATOMIC_ACQUIRE);
+		if (busy == 0 || busy - 1 >= seq)
+			return;
+		if (std::chrono::steady_clock::now() > deadline)
+			return;
+		usleep(20);
+	}
+}
+
+void RuntimeService::apply_protection(uint64_t ino, uint64_t off, uint64_t size)
+{
+	PublishedState state;
+	std::vector<std::shared_ptr<Attacher>> list;
+	{
+		std::lock_guard<std::mutex> guard(lock_);
+		auto it = views_.find(ino);
+		if (it == views_.end())
+			return;
+		state = read_published(it->second->page);
+		for (auto &[fd, a] : by_socket_)
+			if (a->ino == ino && a->live)
+				list.push_back(a);
+	}
+	struct Piece {
+		uint64_t off, len;
+		const PublishedMapping *m;
+		bool capable;
+	};
+	std::vector<Piece> pieces;
+	for (const PublishedMapping &m : state.mappings) {
+		const uint64_t start = std::max(off, m.region_offset);
+		const uint64_t end = std::min(off + size, m.region_offset + m.size);
+		if (start >= end)
+			continue;
+		UniqueFd object;
+		const bool capable = hooks_.object_fd(ino, m.object_id, &object) == 0 && uffd_capable_file(object.get());
+		pieces.push_back({start, end - start, &m, capable});
+	}
+	std::vector<std::thread> waiters;
+	for (auto &a : list) {
+		bool needs_sync = false;
+		for (const Piece &p : pieces) {
+			if (!p.capable || !p.m->prot) {
+				needs_sync = true;
+				if (!p.capable)
+					continue;
+			}
+			const bool wp = !published_writable(*p.m, state.flags, state.lock_holder, a->tgid);
+			const int err = uffd_write_protect(a->uffd.get(), a->base + p.off, p.len, wp);
+			if (err && err != ESRCH && err != ENOENT)
+				fprintf(stderr, "msharefsd: write-protecting attacher %d: %s\n", a->tgid,
+					strerror(err));
+		}
+		wait_ticket(*a, state.seq);
+		if (needs_sync)
+			waiters.emplace_back([this, a] { request_sync(a); });
+	}
+	for (auto &t : waiters)
+		t.join();
+}
+
+void RuntimeService::forget_region(uint64_t ino)
+{
+	std::vector<std::shared_ptr<Attacher>> list;
+	{
+		std::lock_guard<std::mutex> guard(lock_);
+		views_.erase(ino);
+		for (auto &[fd, a] : by_socket_)
+			if (a->ino == ino)
+				list.push_back(a);
+	}
+	for (auto &a : list)
+		drop(a);
+}
+
+std::vector<int32_t> RuntimeService::attachers(uint64_t ino)
+{
+	std::vector<int32_t> pids;
+	std::lock_guard<std::mutex> guard(lock_);
+	for (auto &[fd, a] : by_socket_)
+		if (a->ino == ino && a->live)
+			pids.push_back(a->tgid);
+	return pids;
+}
+
+} // namespace msharefs

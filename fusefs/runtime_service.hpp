@@ -1,0 +1,95 @@
+// The daemon's side of the uffd data path: the runtime socket that client
+// runtimes attach windows through, each region's published layout, and the
+// attachers' userfaultfds, through which a protection change reaches every
+// attacher without any of its threads taking part.
+//
+// Locking: attachers_lock_ guards the attacher table and the published
+// pages. The service thread takes it briefly; callers from FUSE workers take
+// it while they write-protect or send, and drop it while waiting for
+// attachers to answer. No method may be called with Filesystem's
+// registry_lock_ held exclusively if it waits for attachers (sync_attachers,
+// apply_protection): an attacher recomposing asks the daemon for objects.
+#pragma once
+
+#include "msharefs/published_layout.hpp"
+#include "msharefs/runtime_protocol.hpp"
+#include "msharefs/uffd.hpp"
+#include "msharefs/unique_fd.hpp"
+
+#include <condition_variable>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace msharefs {
+
+class RuntimeService {
+public:
+	struct Hooks {
+		// Publishes the region's current layout (calls publish()); errno
+		// if the region cannot be attached (ENOENT, EINVAL unsized/orphaned).
+		std::function<int(uint64_t ino)> republish;
+		// A new descriptor for one of the region's objects, or errno.
+		std::function<int(uint64_t ino, uint64_t object_id, UniqueFd *fd)> object_fd;
+	};
+
+	RuntimeService(std::string socket_name, Hooks hooks);
+	~RuntimeService();
+	int start(); // 0 or errno
+	const std::string &socket_name() const { return socket_name_; }
+
+	// Writes the region's layout where its attachers read it.
+	int publish(uint64_t ino, uint64_t region_size, std::span<const Mapping> mappings, uint32_t flags,
+		    int32_t lock_holder);
+	// Every live attacher of ino recomposes its window from the published
+	// layout; returns when all have (or did not answer within the timeout).
+	void sync_attachers(uint64_t ino);
+	// After publish(): brings the write protection of [off, off+size) in
+	// every attacher in line with the published layout through their
+	// userfaultfds, then has attachers recompose where that cannot do it
+	// (PROT_NONE, files on other filesystems).
+	void apply_protection(uint64_t ino, uint64_t off, uint64_t size);
+	// The region is gone: drop its page and detach its attachers.
+	void forget_region(uint64_t ino);
+	// Attached processes of a region (tgids).
+	std::vector<int32_t> attachers(uint64_t ino);
+
+private:
+	struct Attacher;
+	struct View {
+		UniqueFd fd;
+		PublishedLayoutPage *page = nullptr;
+		~View();
+	};
+
+	void serve();
+	void accept_one();
+	void handle(std::shared_ptr<Attacher> a);
+	int handle_attach(Attacher &a, const RuntimeMessage &msg, std::vector<UniqueFd> &fds);
+	View *view_locked(uint64_t ino, int *err);
+	void drop(const std::shared_ptr<Attacher> &a);
+	// Waits for the attacher's answer to a sync; false on timeout or EOF.
+	bool request_sync(const std::shared_ptr<Attacher> &a);
+	void wait_ticket(const Attacher &a, uint64_t seq);
+
+	std::string socket_name_;
+	Hooks hooks_;
+	UniqueFd listen_;
+	UniqueFd epoll_;
+	UniqueFd wakeup_;
+	std::thread thread_;
+
+	std::mutex lock_;
+	std::condition_variable answered_;
+	std::map<int, std::shared_ptr<Attacher>> by_socket_; // guarded by lock_
+	std::map<uint64_t, std::unique_ptr<View>> views_;   // guarded by lock_
+	uint64_t next_cookie_ = 1;			     // guarded by lock_
+};
+
+
+} // namespace msharefs

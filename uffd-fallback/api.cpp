@@ -1,0 +1,50 @@
+// The runtime's C entry points, used by libmshare and by the shim.
+#include "runtime.hpp"
+
+#include "mshare_runtime.h"
+
+#include <cerrno>
+#include <cstdarg>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+using msharefs::runtime::Runtime;
+
+extern "C" {
+
+__attribute__((visibility("default"))) void *mshare_runtime_mmap(void *addr, size_t len, int prot, int flags,
+								 int fd, off_t off)
+{
+	if (fd >= 0 && !(flags & MAP_ANONYMOUS)) {
+		bool handled = false;
+		void *p = Runtime::get().map_window(addr, len, prot, flags, fd, off, &handled);
+		if (handled)
+			return p;
+	}
+	return msharefs::runtime::raw_mmap(addr, len, prot, flags, fd, off);
+}
+
+__attribute__((visibility("default"))) int mshare_runtime_munmap(void *addr, size_t len)
+{
+	const int r = Runtime::get().unmap(addr, len);
+	if (r < 0)
+		return -1;
+	return r == 1 ? 0 : msharefs::runtime::raw_munmap(addr, len);
+}
+
+__attribute__((visibility("default"))) int mshare_runtime_mprotect(void *addr, size_t len, int prot)
+{
+	if (Runtime::get().touches_window(addr, len)) {
+		errno = EINVAL; // protections come from the region's mappings
+		return -1;
+	}
+	return msharefs::runtime::raw_mprotect(addr, len, prot);
+}
+
+__attribute__((visibility("default"))) int mshare_runtime_windows_touch(const void *addr, size_t len)
+{
+	return Runtime::get().touches_window(addr, len);
+}
+
+} // extern "C"

@@ -1,0 +1,360 @@
+// The per-process runtime: the userfaultfd, the window table, the control
+// thread that answers the daemon, and fork.
+#include "runtime.hpp"
+
+#include "msharefs/uffd.hpp"
+
+#include <linux/msharefs.h>
+
+#include <new>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <fcntl.h>
+#include <linux/magic.h>
+#include <linux/userfaultfd.h>
+#include <pthread.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/vfs.h>
+#include <unistd.h>
+
+#ifndef FUSE_SUPER_MAGIC
+#define FUSE_SUPER_MAGIC 0x65735546
+#endif
+
+namespace msharefs::runtime {
+
+namespace {
+
+constexpr uint64_t kFeatures = UFFD_FEATURE_MISSING_SHMEM | UFFD_FEATURE_MISSING_HUGETLBFS |
+			       UFFD_FEATURE_MINOR_SHMEM | UFFD_FEATURE_MINOR_HUGETLBFS |
+			       UFFD_FEATURE_WP_HUGETLBFS_SHMEM | UFFD_FEATURE_THREAD_ID |
+			       UFFD_FEATURE_EXACT_ADDRESS | UFFD_FEATURE_PAGEFAULT_FLAG_WP;
+
+int open_userfaultfd()
+{
+	UniqueFd fd(static_cast<int>(syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK)));
+	if (!fd) {
+		UniqueFd dev(open("/dev/userfaultfd", O_RDWR | O_CLOEXEC));
+		if (dev)
+			fd.reset(ioctl(dev.get(), _IO(0xAA, 0x00), O_CLOEXEC | O_NONBLOCK));
+	}
+	if (!fd)
+		return -1;
+	uffdio_api api{};
+	api.api = UFFD_API;
+	api.features = kFeatures;
+	if (ioctl(fd.get(), UFFDIO_API, &api) < 0)
+		return -1;
+	return fd.release();
+}
+
+void prepare_fork() { Runtime::get().before_fork(); }
+void parent_after_fork() { Runtime::get().after_fork_parent(); }
+void child_after_fork() { Runtime::get().after_fork_child(); }
+
+} // namespace
+
+Runtime &Runtime::get()
+{
+	static Runtime *rt = [] {
+		auto *r = new Runtime();
+		pthread_atfork(prepare_fork, parent_after_fork, child_after_fork);
+		return r;
+	}();
+	return *rt;
+}
+
+int Runtime::start_locked()
+{
+	if (uffd_)
+		return 0;
+	UniqueFd uffd(open_userfaultfd());
+	if (!uffd)
+		return errno ? errno : ENOSYS;
+	ticket_fd_.reset(static_cast<int>(syscall(SYS_memfd_create, "msharefs-ticket", MFD_CLOEXEC)));
+	if (!ticket_fd_ || ftruncate(ticket_fd_.get(), sizeof(RuntimeTicket)) < 0)
+		return errno;
+	void *t = raw_mmap(nullptr, sizeof(RuntimeTicket), PROT_READ | PROT_WRITE, MAP_SHARED, ticket_fd_.get(), 0);
+	if (t == MAP_FAILED)
+		return errno;
+	ticket_ = static_cast<RuntimeTicket *>(t);
+	stop_.reset(eventfd(0, EFD_CLOEXEC));
+	control_epoll_.reset(epoll_create1(EPOLL_CLOEXEC));
+	if (!stop_ || !control_epoll_)
+		return errno;
+	epoll_event ev{};
+	ev.events = EPOLLIN;
+	ev.data.u64 = 0;
+	epoll_ctl(control_epoll_.get(), EPOLL_CTL_ADD, stop_.get(), &ev);
+	uffd_ = std::move(uffd);
+	tgid_ = getpid();
+	const int uffd_fd = uffd_.get();
+	const int stop_fd = stop_.get();
+	handler_thread_ = std::thread([this, uffd_fd, stop_fd] { FaultHandler(*this).run(uffd_fd, stop_fd); });
+	control_thread_ = std::thread([this, stop_fd] { control_loop(stop_fd); });
+	return 0;
+}
+
+std::shared_ptr<Window> Runtime::window_at(uint64_t addr)
+{
+	std::shared_lock<std::shared_mutex> guard(windows_lock_);
+	for (auto &w : windows_)
+		if (w->contains(addr))
+			return w;
+	return nullptr;
+}
+
+bool Runtime::touches_window(const void *addr, size_t len)
+{
+	const auto start = reinterpret_cast<uint64_t>(addr);
+	std::shared_lock<std::shared_mutex> guard(windows_lock_);
+	return std::any_of(windows_.begin(), windows_.end(), [&](const auto &w) {
+		return start < w->base() + w->size() && w->base() < start + len;
+	});
+}
+
+int Runtime::unmap(void *addr, size_t len)
+{
+	const auto start = reinterpret_cast<uint64_t>(addr);
+	std::vector<std::shared_ptr<Window>> whole;
+	{
+		std::unique_lock<std::shared_mutex> guard(windows_lock_);
+		for (auto &w : windows_) {
+			if (!(start < w->base() + w->size() && w->base() < start + len))
+				continue;
+			if (start > w->base() || start + len < w->base() + w->size()) {
+				errno = EINVAL; // a window goes whole or not at all
+				return -1;
+			}
+			whole.push_back(w);
+		}
+		if (whole.empty())
+			return 0;
+		std::erase_if(windows_, [&](const auto &w) {
+			return std::find(whole.begin(), whole.end(), w) != whole.end();
+		});
+	}
+	for (auto &w : whole) {
+		if (w->socket() >= 0)
+			epoll_ctl(control_epoll_.get(), EPOLL_CTL_DEL, w->socket(), nullptr);
+		w->detach();
+	}
+	raw_munmap(addr, len);
+	return 1;
+}
+
+void *Runtime::map_window(void *addr, size_t len, int prot, int flags, int fd, off_t off, bool *handled)
+{
+	*handled = false;
+	struct statfs sfs {};
+	if (fstatfs(fd, &sfs) < 0 || static_cast<unsigned long>(sfs.f_type) != FUSE_SUPER_MAGIC)
+		return nullptr;
+	msharefs_runtime_info info{};
+	if (ioctl(fd, MSHAREFS_IOC_RUNTIME, &info) < 0)
+		return nullptr; // not msharefs, or a daemon without the runtime
+	*handled = true;
+	auto fail = [](int err) {
+		errno = err;
+		return MAP_FAILED;
+	};
+	mshare_info geo{};
+	if (ioctl(fd, MSHAREFS_GET_SIZE, &geo) < 0)
+		return fail(errno == ENOTTY ? ENODEV : errno);
+	const int type = flags & MAP_TYPE;
+	if (type != MAP_SHARED && type != MAP_SHARED_VALIDATE)
+		return fail(EINVAL);
+	if (len != geo.size || off != 0 || !info.alignment)
+		return fail(EINVAL);
+	const int mode = fcntl(fd, F_GETFL) & O_ACCMODE;
+	if (mode == O_WRONLY || ((prot & PROT_WRITE) && mode != O_RDWR))
+		return fail(EACCES);
+	const auto want = reinterpret_cast<uint64_t>(addr);
+	if ((flags & MAP_FIXED) && want % info.alignment)
+		return fail(EINVAL);
+
+	// The reservation: holes of the layout stay PROT_NONE.
+	const int reserve = MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE;
+	void *base = MAP_FAILED;
+	const uint64_t hint = want ? want : geo.start;
+	if (flags & MAP_FIXED) {
+		if (touches_window(addr, len) && unmap(addr, len) < 0)
+			return MAP_FAILED;
+		base = raw_mmap(addr, len, PROT_NONE, reserve | MAP_FIXED, -1, 0);
+	} else if (hint && hint % info.alignment == 0) {
+		base = raw_mmap(reinterpret_cast<void *>(hint), len, PROT_NONE, reserve | MAP_FIXED_NOREPLACE, -1, 0);
+	}
+	if (base == MAP_FAILED && !(flags & MAP_FIXED)) {
+		void *area = raw_mmap(nullptr, len + info.alignment, PROT_NONE, reserve, -1, 0);
+		if (area == MAP_FAILED)
+			return fail(ENOMEM);
+		const uint64_t a = reinterpret_cast<uint64_t>(area);
+		const uint64_t aligned = (a + info.alignment - 1) & ~(info.alignment - 1);
+		if (aligned > a)
+			raw_munmap(area, aligned - a);
+		if (const uint64_t tail = a + len + info.alignment - (aligned + len))
+			raw_munmap(reinterpret_cast<void *>(aligned + len), tail);
+		base = reinterpret_cast<void *>(aligned);
+	}
+	if (base == MAP_FAILED)
+		return fail(errno);
+
+	std::lock_guard<std::mutex> guard(lock_);
+	UniqueFd region(fcntl(fd, F_DUPFD_CLOEXEC, 0));
+	int err = region ? start_locked() : errno;
+	if (err) {
+		raw_munmap(base, len);
+		return fail(err);
+	}
+	auto w = std::make_shared<Window>(reinterpret_cast<uint64_t>(base), len, prot, info.ino, std::move(region),
+					  info.socket_path);
+	{
+		std::unique_lock<std::shared_mutex> wg(windows_lock_);
+		windows_.push_back(w);
+	}
+	err = w->attach(uffd_.get(), ticket_fd_.get());
+	if (err) {
+		{
+			std::unique_lock<std::shared_mutex> wg(windows_lock_);
+			std::erase(windows_, w);
+		}
+		w->detach();
+		return fail(err);
+	}
+	add_to_control(w);
+	return base;
+}
+
+void Runtime::add_to_control(const std::shared_ptr<Window> &w)
+{
+	epoll_event ev{};
+	ev.events = EPOLLIN | EPOLLRDHUP;
+	ev.data.u64 = static_cast<uint64_t>(w->socket()) + 1;
+	epoll_ctl(control_epoll_.get(), EPOLL_CTL_ADD, w->socket(), &ev);
+}
+
+// Answers the daemon's requests; relinks windows whose daemon went away
+// once a daemon serves the mount again.
+void Runtime::control_loop(int stop_fd)
+{
+	(void)stop_fd;
+	for (;;) {
+		epoll_event events[16];
+		bool any_unlinked = false;
+		{
+			std::shared_lock<std::shared_mutex> guard(windows_lock_);
+			any_unlinked = std::any_of(windows_.begin(), windows_.end(),
+						   [](const auto &w) { return !w->linked(); });
+		}
+		const int n = epoll_wait(control_epoll_.get(), events, 16, any_unlinked ? 500 : -1);
+		if (n < 0 && errno != EINTR)
+			return;
+		for (int i = 0; i < n; i++) {
+			if (events[i].data.u64 == 0)
+				return;
+			const int sock = static_cast<int>(events[i].data.u64 - 1);
+			std::shared_ptr<Window> w;
+			{
+				std::shared_lock<std::shared_mutex> guard(windows_lock_);
+				for (auto &cand : windows_)
+					if (cand->socket() == sock)
+						w = cand;
+			}
+			if (!w) {
+				epoll_ctl(control_epoll_.get(), EPOLL_CTL_DEL, sock, nullptr);
+				continue;
+			}
+			RuntimeMessage msg{};
+			int err = recv_runtime_message(sock, &msg);
+			if (!err && msg.type == RuntimeMsgType::sync)
+				err = w->answer_sync(msg.cookie);
+			if (err == ENOTCONN || err == ECONNRESET || err == EPROTO) {
+				epoll_ctl(control_epoll_.get(), EPOLL_CTL_DEL, sock, nullptr);
+				w->lose_daemon();
+			}
+		}
+		if (!any_unlinked)
+			continue;
+		// A restarted daemon publishes afresh: attach again.
+		std::vector<std::shared_ptr<Window>> unlinked;
+		{
+			std::shared_lock<std::shared_mutex> guard(windows_lock_);
+			for (auto &w : windows_)
+				if (!w->linked())
+					unlinked.push_back(w);
+		}
+		std::lock_guard<std::mutex> guard(lock_);
+		for (auto &w : unlinked)
+			if (w->attach(uffd_.get(), ticket_fd_.get()) == 0)
+				add_to_control(w);
+			else
+				w->lose_daemon();
+	}
+}
+
+int Runtime::check_daemon(int fd)
+{
+	(void)fd;
+	return 0;
+}
+
+void Runtime::before_fork()
+{
+	lock_.lock();
+	windows_lock_.lock();
+	for (auto &w : windows_)
+		w->lock_for_fork();
+}
+
+void Runtime::after_fork_parent()
+{
+	for (auto &w : windows_)
+		w->unlock_after_fork();
+	windows_lock_.unlock();
+	lock_.unlock();
+}
+
+// The child has the windows' mappings but none of the runtime's threads,
+// and its mappings are no longer registered: it becomes an attacher of its
+// own, with its own userfaultfd.
+void Runtime::after_fork_child()
+{
+	for (auto &w : windows_)
+		w->unlock_after_fork();
+	// A write-locked rwlock records its owner's thread id, which the child
+	// does not share: start from a fresh lock (the child has one thread).
+	new (&windows_lock_) std::shared_mutex();
+	lock_.unlock();
+	if (!uffd_)
+		return;
+	handler_thread_.detach();
+	control_thread_.detach();
+	uffd_.reset();
+	ticket_fd_.reset();
+	if (ticket_)
+		raw_munmap(ticket_, sizeof(RuntimeTicket));
+	ticket_ = nullptr;
+	stop_.reset();
+	control_epoll_.reset();
+	std::lock_guard<std::mutex> guard(lock_);
+	if (int err = start_locked()) {
+		fprintf(stderr, "msharefs: fork: the child's windows are not managed: %s\n", strerror(err));
+		return;
+	}
+	for (auto &w : windows_) {
+		w->forget_link();
+		w->reregister(uffd_.get());
+		if (w->attach(uffd_.get(), ticket_fd_.get()) == 0)
+			add_to_control(w);
+		else
+			w->lose_daemon();
+	}
+}
+
+} // namespace msharefs::runtime

@@ -1,0 +1,170 @@
+// The client runtime of the uffd data path. A window of an msharefs region
+// is composed in the attaching process from the region's own objects, each
+// mapped directly; holes are PROT_NONE reservations. Objects on shmem and
+// hugetlbfs are placed under one userfaultfd per process, so that
+//  - first touch is resolved in batches (FaultHandler),
+//  - msharefsd, which holds a copy of that userfaultfd, can write-protect
+//    the attacher's memory for PROTECT and LOCK without its threads,
+//  - an access the region's current layout does not allow raises SIGSEGV
+//    with the faulting address, exactly as on the kernel data path.
+// Layout changes (CREATE_MAPPING, UNMAP, owner exit) are recomposed by the
+// runtime's control thread before the daemon answers the ioctl.
+//
+// Roles, one class a file: Window (window.cpp) composes one attachment;
+// FaultHandler (fault_handler.cpp) resolves faults; Runtime (runtime.cpp)
+// owns the per-process userfaultfd, the window table, the control thread and
+// fork handling; shim.cpp interposes libc for unmodified programs.
+#pragma once
+
+#include "msharefs/published_layout.hpp"
+#include "msharefs/runtime_protocol.hpp"
+#include "msharefs/unique_fd.hpp"
+
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <shared_mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace msharefs::runtime {
+
+// System calls that bypass the shim's interposers.
+void *raw_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off);
+int raw_munmap(void *addr, size_t len);
+int raw_mprotect(void *addr, size_t len, int prot);
+
+// One installed run: consecutive mappings of one object at matching offsets.
+struct Run {
+	uint64_t offset = 0; // window-relative
+	uint64_t size = 0;
+	uint64_t object_id = 0;
+	uint64_t object_offset = 0;
+	uint64_t huge_page_size = 0;
+	bool capable = false; // under userfaultfd (shmem, hugetlbfs)
+	bool operator==(const Run &o) const
+	{
+		return offset == o.offset && size == o.size && object_id == o.object_id &&
+		       object_offset == o.object_offset;
+	}
+};
+
+class Window {
+public:
+	Window(uint64_t base, uint64_t size, int prot, uint64_t ino, UniqueFd region_fd, std::string socket_name);
+	~Window();
+
+	uint64_t base() const { return base_; }
+	uint64_t size() const { return size_; }
+	uint64_t ino() const { return ino_; }
+	bool contains(uint64_t addr) const { return addr >= base_ && addr - base_ < size_; }
+	const PublishedLayoutPage *page() const { return page_.load(std::memory_order_acquire); }
+	int socket() const { return sock_.get(); }
+	bool writable() const { return prot_ & 2; }
+
+	// Connects to the daemon and composes the window. 0 or errno.
+	int attach(int uffd, int ticket_fd);
+	// Recomposes from the published layout (control thread). 0 or errno.
+	int sync();
+	// Re-registers every run with a new userfaultfd (after fork). 0 or errno.
+	int reregister(int uffd);
+	// The descriptor of an object already installed, -1 if none.
+	int object_fd(uint64_t object_id);
+	// Tears the window down (munmap of the whole window). Socket closes.
+	void detach();
+	// The daemon went away: drop the link (data and mappings stay).
+	void lose_daemon();
+	bool linked() const { return sock_.get() >= 0; }
+	void lock_for_fork() { lock_.lock(); objects_lock_.lock(); }
+	void unlock_after_fork() { objects_lock_.unlock(); lock_.unlock(); }
+	// After fork: the inherited socket belongs to the parent's attachment.
+	void forget_link() { sock_.reset(); }
+	// Answers a sync request after recomposing.
+	int answer_sync(uint64_t cookie);
+
+private:
+	int request_object(uint64_t object_id, UniqueFd *fd, uint32_t *kind);
+	int handshake(int uffd, int ticket_fd);
+	int install(const Run &run, uint32_t vma_prot);
+	void uninstall(const Run &run);
+	int apply_prot(const PublishedState &state);
+	int compose(const PublishedState &state);
+
+	const uint64_t base_;
+	const uint64_t size_;
+	const int prot_;
+	const uint64_t ino_;
+	UniqueFd region_fd_; // holds the region open while the window lives
+	std::string socket_name_;
+	UniqueFd sock_;
+	int uffd_ = -1;
+	std::atomic<PublishedLayoutPage *> page_{nullptr};
+	std::vector<PublishedLayoutPage *> old_pages_; // kept mapped: a handler may still read one
+	std::mutex lock_; // runs_, objects_, recomposition
+	std::map<uint64_t, Run> runs_;
+	std::mutex objects_lock_;
+	std::map<uint64_t, UniqueFd> objects_;
+	uint64_t pending_cookie_ = 0; // a sync that arrived while composing
+};
+
+class FaultHandler {
+public:
+	explicit FaultHandler(class Runtime &rt) : rt_(rt) {}
+	void run(int uffd, int stop_fd); // until stop_fd is readable
+
+private:
+	void resolve(uint64_t addr, uint64_t flags, pid_t tid);
+	int fill(Window &w, uint64_t addr, const PublishedMapping &m, bool writable);
+	Runtime &rt_;
+};
+
+class Runtime {
+public:
+	static Runtime &get();
+
+	// mmap of an msharefs region file: the composed window, or MAP_FAILED
+	// with errno. *handled is false if fd is not a region this runtime
+	// serves (the caller then maps it normally).
+	void *map_window(void *addr, size_t len, int prot, int flags, int fd, off_t off, bool *handled);
+	// munmap/mprotect/mremap of a range: -1 with errno EINVAL if it touches
+	// a window other than as a whole; 1 if it unmapped whole windows (and
+	// the rest of the range); 0 if no window is involved.
+	int unmap(void *addr, size_t len);
+	bool touches_window(const void *addr, size_t len);
+	// Region fds whose daemon is known to be gone fail fast.
+	int check_daemon(int fd);
+
+	std::shared_ptr<Window> window_at(uint64_t addr);
+	RuntimeTicket *ticket() { return ticket_; }
+	int uffd() const { return uffd_.get(); }
+	pid_t tgid() const { return tgid_; }
+
+	void before_fork();
+	void after_fork_parent();
+	void after_fork_child();
+
+private:
+	Runtime() = default;
+	int start_locked(); // uffd, ticket, threads
+	void stop_threads_in_child();
+	void control_loop(int stop_fd);
+	void add_to_control(const std::shared_ptr<Window> &w);
+
+	std::mutex lock_; // attach/detach/fork
+	std::shared_mutex windows_lock_;
+	std::vector<std::shared_ptr<Window>> windows_; // guarded by windows_lock_
+	UniqueFd uffd_;
+	UniqueFd ticket_fd_;
+	RuntimeTicket *ticket_ = nullptr;
+	UniqueFd stop_;	     // eventfd: stops both threads
+	UniqueFd control_epoll_;
+	std::thread handler_thread_;
+	std::thread control_thread_;
+	pid_t tgid_ = 0;
+	std::map<dev_t, std::string> dead_mounts_; // mount device -> socket of a daemon that went away
+};
+
+} // namespace msharefs::runtime

@@ -1,0 +1,62 @@
+// libmshare-preload.so: LD_PRELOAD it and an unmodified program's windows
+// of msharefs regions are composed by the runtime. mmap, munmap, mprotect,
+// pkey_mprotect and mremap are interposed; everything else is untouched.
+// mmap and mmap64 are both defined here: no large-file renaming.
+#undef _FILE_OFFSET_BITS
+
+#include "mshare_runtime.h"
+
+#include <cerrno>
+#include <cstdarg>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#define SHIM_EXPORT extern "C" __attribute__((visibility("default")))
+
+SHIM_EXPORT void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
+{
+	return mshare_runtime_mmap(addr, len, prot, flags, fd, off);
+}
+
+SHIM_EXPORT void *mmap64(void *addr, size_t len, int prot, int flags, int fd, off_t off)
+{
+	return mshare_runtime_mmap(addr, len, prot, flags, fd, off);
+}
+
+SHIM_EXPORT int munmap(void *addr, size_t len)
+{
+	return mshare_runtime_munmap(addr, len);
+}
+
+SHIM_EXPORT int mprotect(void *addr, size_t len, int prot)
+{
+	return mshare_runtime_mprotect(addr, len, prot);
+}
+
+SHIM_EXPORT int pkey_mprotect(void *addr, size_t len, int prot, int pkey)
+{
+	if (mshare_runtime_windows_touch(addr, len)) {
+		errno = EINVAL;
+		return -1;
+	}
+	return static_cast<int>(syscall(SYS_pkey_mprotect, addr, len, prot, pkey));
+}
+
+SHIM_EXPORT void *mremap(void *old_addr, size_t old_size, size_t new_size, int flags, ...)
+{
+	void *new_addr = nullptr;
+	if (flags & MREMAP_FIXED) {
+		va_list ap;
+		va_start(ap, flags);
+		new_addr = va_arg(ap, void *);
+		va_end(ap);
+	}
+	if (mshare_runtime_windows_touch(old_addr, old_size) ||
+	    ((flags & MREMAP_FIXED) && mshare_runtime_windows_touch(new_addr, new_size))) {
+		errno = EINVAL; // windows are not split, moved or resized
+		return MAP_FAILED;
+	}
+	const long r = syscall(SYS_mremap, old_addr, old_size, new_size, flags, new_addr);
+	return r < 0 && r > -4096 ? MAP_FAILED : reinterpret_cast<void *>(r);
+}

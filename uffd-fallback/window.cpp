@@ -1,0 +1,346 @@
+// One attached window: the handshake with msharefsd and the composition of
+// the window from the region's objects.
+#include "runtime.hpp"
+
+#include "msharefs/uffd.hpp"
+
+#include <algorithm>
+#include <cerrno>
+#include <fcntl.h>
+#include <linux/userfaultfd.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+namespace msharefs::runtime {
+
+void *raw_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
+{
+	return reinterpret_cast<void *>(syscall(SYS_mmap, addr, len, prot, flags, fd, off));
+}
+
+int raw_munmap(void *addr, size_t len)
+{
+	return static_cast<int>(syscall(SYS_munmap, addr, len));
+}
+
+int raw_mprotect(void *addr, size_t len, int prot)
+{
+	return static_cast<int>(syscall(SYS_mprotect, addr, len, prot));
+}
+
+namespace {
+
+constexpr int kReserveFlags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED;
+
+void *at(uint64_t base, uint64_t off)
+{
+	return reinterpret_cast<void *>(base + off);
+}
+
+// The layout as runs of one object each (protections do not matter here).
+std::vector<Run> runs_of(const PublishedState &state)
+{
+	std::vector<Run> runs;
+	if (state.flags & kPublishedOrphaned)
+		return runs;
+	for (const PublishedMapping &m : state.mappings) {
+		if (!runs.empty()) {
+			Run &last = runs.back();
+			if (last.object_id == m.object_id && last.offset + last.size == m.region_offset &&
+			    last.object_offset + last.size == m.object_offset) {
+				last.size += m.size;
+				continue;
+			}
+		}
+		runs.push_back(Run{m.region_offset, m.size, m.object_id, m.object_offset, m.huge_page_size, false});
+	}
+	return runs;
+}
+
+} // namespace
+
+Window::Window(uint64_t base, uint64_t size, int prot, uint64_t ino, UniqueFd region_fd, std::string socket_name)
+	: base_(base), size_(size), prot_(prot), ino_(ino), region_fd_(std::move(region_fd)),
+	  socket_name_(std::move(socket_name))
+{
+}
+
+Window::~Window()
+{
+	for (PublishedLayoutPage *p : old_pages_)
+		raw_munmap(p, kPublishedLayoutBytes);
+	if (PublishedLayoutPage *p = page_.load())
+		raw_munmap(p, kPublishedLayoutBytes);
+}
+
+int Window::handshake(int uffd, int ticket_fd)
+{
+	sock_.reset(connect_runtime_socket(socket_name_));
+	if (!sock_)
+		return ENOTCONN;
+	RuntimeMessage msg{};
+	msg.type = RuntimeMsgType::attach;
+	msg.ino = ino_;
+	msg.a = base_;
+	msg.b = size_;
+	if (int err = send_runtime_message(sock_.get(), msg, {uffd, ticket_fd}))
+		return err == EPIPE ? ENOTCONN : err;
+	std::vector<UniqueFd> fds;
+	RuntimeMessage reply{};
+	if (int err = recv_runtime_message(sock_.get(), &reply, &fds))
+		return err == ECONNRESET ? ENOTCONN : err;
+	if (reply.type != RuntimeMsgType::attached)
+		return EPROTO;
+	if (reply.status)
+		return reply.status;
+	if (fds.size() != 1)
+		return EPROTO;
+	void *p = raw_mmap(nullptr, kPublishedLayoutBytes, PROT_READ, MAP_SHARED, fds[0].get(), 0);
+	if (p == MAP_FAILED)
+		return errno;
+	if (PublishedLayoutPage *old = page_.exchange(static_cast<PublishedLayoutPage *>(p)))
+		old_pages_.push_back(old);
+	uffd_ = uffd;
+	return 0;
+}
+
+int Window::attach(int uffd, int ticket_fd)
+{
+	if (int err = handshake(uffd, ticket_fd))
+		return err;
+	for (int tries = 0; tries < 1000; tries++) {
+		const uint64_t seq = published_seq(page());
+		if (int err = sync())
+			return err;
+		// The daemon marks the attacher live only if nothing changed
+		// since the layout it was composed from.
+		RuntimeMessage msg{};
+		msg.type = RuntimeMsgType::ready;
+		msg.ino = ino_;
+		msg.a = seq;
+		RuntimeMessage reply{};
+		if (send_runtime_message(sock_.get(), msg) || recv_runtime_message(sock_.get(), &reply))
+			return ENOTCONN;
+		if (reply.type != RuntimeMsgType::ready)
+			return EPROTO;
+		if (reply.status != EAGAIN)
+			return reply.status;
+	}
+	return EAGAIN;
+}
+
+int Window::request_object(uint64_t object_id, UniqueFd *fd, uint32_t *kind)
+{
+	if (!sock_)
+		return ENOTCONN;
+	RuntimeMessage msg{};
+	msg.type = RuntimeMsgType::object;
+	msg.ino = ino_;
+	msg.a = object_id;
+	if (send_runtime_message(sock_.get(), msg))
+		return ENOTCONN;
+	for (;;) {
+		std::vector<UniqueFd> fds;
+		RuntimeMessage reply{};
+		if (recv_runtime_message(sock_.get(), &reply, &fds))
+			return ENOTCONN;
+		if (reply.type == RuntimeMsgType::sync) {
+			// Answered after this recomposition and one more.
+			pending_cookie_ = std::max(pending_cookie_, reply.cookie);
+			continue;
+		}
+		if (reply.type != RuntimeMsgType::object || reply.a != object_id)
+			return EPROTO;
+		if (reply.status)
+			return reply.status;
+		if (fds.size() != 1)
+			return EPROTO;
+		*fd = std::move(fds[0]);
+		*kind = 0;
+		return 0;
+	}
+}
+
+int Window::object_fd(uint64_t object_id)
+{
+	std::lock_guard<std::mutex> guard(objects_lock_);
+	auto it = objects_.find(object_id);
+	return it == objects_.end() ? -1 : it->second.get();
+}
+
+int Window::install(const Run &run, uint32_t vma_prot)
+{
+	int fd = object_fd(run.object_id);
+	if (fd < 0) {
+		UniqueFd object;
+		uint32_t kind = 0;
+		if (int err = request_object(run.object_id, &object, &kind))
+			return err;
+		fd = object.get();
+		std::lock_guard<std::mutex> guard(objects_lock_);
+		objects_[run.object_id] = std::move(object);
+	}
+	const int mode = fcntl(fd, F_GETFL) & O_ACCMODE;
+	if (mode != O_RDWR)
+		vma_prot &= ~PROT_WRITE;
+	void *p = raw_mmap(at(base_, run.offset), run.size, static_cast<int>(vma_prot), MAP_SHARED | MAP_FIXED, fd,
+			   static_cast<off_t>(run.object_offset));
+	if (p == MAP_FAILED)
+		return errno;
+	Run installed = run;
+	installed.capable = uffd_capable_file(fd) && uffd_ >= 0;
+	if (installed.capable) {
+		uffdio_register reg{};
+		reg.range.start = base_ + run.offset;
+		reg.range.len = run.size;
+		reg.mode = UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_MINOR;
+		if (vma_prot & PROT_WRITE)
+			reg.mode |= UFFDIO_REGISTER_MODE_WP;
+		if (ioctl(uffd_, UFFDIO_REGISTER, &reg) < 0)
+			installed.capable = false;
+	}
+	runs_[run.offset] = installed;
+	return 0;
+}
+
+void Window::uninstall(const Run &run)
+{
+	// A fresh reservation replaces the mapping (and its registration).
+	raw_mmap(at(base_, run.offset), run.size, PROT_NONE, kReserveFlags, -1, 0);
+	runs_.erase(run.offset);
+}
+
+// Protections the VMAs themselves must carry: for runs under userfaultfd
+// the daemon and the fault handler enforce them, except PROT_NONE, whose
+// pages must leave this process's page tables; other files get mprotect.
+int Window::apply_prot(const PublishedState &state)
+{
+	const pid_t me = getpid();
+	for (const PublishedMapping &m : state.mappings) {
+		auto it = runs_.upper_bound(m.region_offset);
+		if (it == runs_.begin())
+			continue;
+		--it;
+		const Run &run = it->second;
+		if (m.region_offset + m.size > run.offset + run.size)
+			continue;
+		void *addr = at(base_, m.region_offset);
+		const bool may_write = published_writable(m, state.flags, state.lock_holder, me) && writable();
+		if (run.capable) {
+			if (!may_write && (prot_ & PROT_WRITE))
+				uffd_write_protect(uffd_, base_ + m.region_offset, m.size, true);
+			if (!(m.prot & (PROT_READ | PROT_WRITE | PROT_EXEC)))
+				madvise(addr, m.size, MADV_DONTNEED);
+			continue;
+		}
+		int prot = static_cast<int>(m.prot) & (PROT_READ | PROT_EXEC | (may_write ? PROT_WRITE : 0));
+		const int fd = object_fd(run.object_id);
+		if (fd >= 0 && (fcntl(fd, F_GETFL) & O_ACCMODE) != O_RDWR)
+			prot &= ~PROT_WRITE;
+		if (!(prot_ & PROT_WRITE))
+			prot &= ~PROT_WRITE;
+		raw_mprotect(addr, m.size, prot);
+	}
+	return 0;
+}
+
+int Window::compose(const PublishedState &state)
+{
+	const std::vector<Run> target = runs_of(state);
+	// Runs that are no longer in the layout go first.
+	std::vector<Run> stale;
+	for (const auto &[off, run] : runs_)
+		if (std::find(target.begin(), target.end(), run) == target.end())
+			stale.push_back(run);
+	for (const Run &run : stale)
+		uninstall(run);
+	uint32_t vma_prot = static_cast<uint32_t>(prot_) & (PROT_READ | PROT_WRITE);
+	for (const Run &run : target) {
+		auto it = runs_.find(run.offset);
+		if (it != runs_.end() && it->second == run)
+			continue;
+		uint32_t prot = vma_prot;
+		for (const PublishedMapping &m : state.mappings)
+			if (m.region_offset >= run.offset && m.region_offset < run.offset + run.size)
+				prot |= m.prot & PROT_EXEC;
+		if (int err = install(run, prot))
+			return err;
+	}
+	// Objects no run uses any more.
+	std::lock_guard<std::mutex> guard(objects_lock_);
+	for (auto it = objects_.begin(); it != objects_.end();) {
+		const bool used = std::any_of(runs_.begin(), runs_.end(),
+					      [&](const auto &r) { return r.second.object_id == it->first; });
+		it = used ? std::next(it) : objects_.erase(it);
+	}
+	return 0;
+}
+
+int Window::sync()
+{
+	std::lock_guard<std::mutex> guard(lock_);
+	for (;;) {
+		const uint64_t answered = pending_cookie_;
+		const PublishedState state = read_published(page());
+		if (int err = compose(state))
+			return err;
+		apply_prot(state);
+		if (pending_cookie_ == answered)
+			return 0;
+	}
+}
+
+int Window::answer_sync(uint64_t cookie)
+{
+	int err = sync();
+	RuntimeMessage msg{};
+	msg.type = RuntimeMsgType::done;
+	msg.ino = ino_;
+	{
+		std::lock_guard<std::mutex> guard(lock_);
+		msg.cookie = std::max(cookie, pending_cookie_);
+		pending_cookie_ = 0;
+	}
+	if (send_runtime_message(sock_.get(), msg))
+		return ENOTCONN;
+	return err;
+}
+
+int Window::reregister(int uffd)
+{
+	std::lock_guard<std::mutex> guard(lock_);
+	uffd_ = uffd;
+	for (auto &[off, run] : runs_) {
+		if (!run.capable)
+			continue;
+		uffdio_register reg{};
+		reg.range.start = base_ + run.offset;
+		reg.range.len = run.size;
+		reg.mode = UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_MINOR;
+		if (prot_ & PROT_WRITE)
+			reg.mode |= UFFDIO_REGISTER_MODE_WP;
+		if (ioctl(uffd, UFFDIO_REGISTER, &reg) < 0)
+			return errno;
+	}
+	apply_prot(read_published(page()));
+	return 0;
+}
+
+void Window::detach()
+{
+	std::lock_guard<std::mutex> guard(lock_);
+	raw_munmap(at(base_, 0), size_);
+	runs_.clear();
+	sock_.reset();
+	region_fd_.reset();
+}
+
+void Window::lose_daemon()
+{
+	std::lock_guard<std::mutex> guard(lock_);
+	sock_.reset();
+}
+
+} // namespace msharefs::runtime
