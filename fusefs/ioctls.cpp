@@ -362,8 +362,9 @@ int Filesystem::ioctl_protect(IoctlCall &call)
 	return 0;
 }
 
-// LOCK / UNLOCK (datapath=uffd): the buffer handoff. Once a region has been
-// locked, only the holder writes; the others' stores fault.
+// LOCK / UNLOCK (datapath=uffd): the buffer handoff. While a process holds
+// the region, only it writes; the others' stores fault. UNLOCK gives
+// writing back to every attacher (as the mappings allow).
 int Filesystem::set_lock_holder(IoctlCall &call, bool lock_it)
 {
 	const int32_t caller = thread_group_of(fuse_req_ctx(call.req)->pid);
@@ -388,6 +389,7 @@ int Filesystem::set_lock_holder(IoctlCall &call, bool lock_it)
 			if (node->lock_holder != caller)
 				return EPERM;
 			node->lock_holder = 0;
+			node->handoff = false;
 		}
 		size = node->geometry.size;
 	}

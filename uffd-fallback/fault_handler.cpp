@@ -23,13 +23,24 @@ namespace {
 
 constexpr uint64_t kBatch = 2ULL << 20;
 
-void raise_segv(pid_t tid, uint64_t addr, int code)
+// A fault the layout does not allow. Only the faulting thread may queue
+// itself a SIGSEGV with a fault code and address, so it is asked to, with
+// the runtime's signal (see Runtime::fault_signal()).
+void raise_fault(pid_t tid, uint64_t addr, int sig, int code)
 {
 	siginfo_t si{};
-	si.si_signo = SIGSEGV;
-	si.si_code = code;
-	si.si_addr = reinterpret_cast<void *>(addr);
-	syscall(SYS_rt_tgsigqueueinfo, getpid(), tid, SIGSEGV, &si);
+	si.si_signo = Runtime::fault_signal();
+	si.si_code = SI_QUEUE;
+	si.si_errno = (sig << 8) | code;
+	si.si_pid = getpid();
+	si.si_uid = getuid();
+	si.si_value.sival_ptr = reinterpret_cast<void *>(addr);
+	syscall(SYS_rt_tgsigqueueinfo, getpid(), tid, si.si_signo, &si);
+}
+
+void raise_segv(pid_t tid, uint64_t addr, int code)
+{
+	raise_fault(tid, addr, SIGSEGV, code);
 }
 
 void wake(int uffd, uint64_t addr, uint64_t len)
@@ -125,11 +136,7 @@ void FaultHandler::resolve(uint64_t addr, uint64_t flags, pid_t tid)
 			if (int err = fill(*w, addr, m, writable); err == ENOSPC || err == ENOMEM) {
 				// No memory for the object (a huge page pool ran dry):
 				// the access fails as on a hugetlb mapping.
-				siginfo_t si{};
-				si.si_signo = SIGBUS;
-				si.si_code = BUS_ADRERR;
-				si.si_addr = reinterpret_cast<void *>(addr);
-				syscall(SYS_rt_tgsigqueueinfo, getpid(), tid, SIGBUS, &si);
+				raise_fault(tid, addr, SIGBUS, BUS_ADRERR);
 			}
 			// A change published meanwhile may have been applied to
 			// the range before this install: bring it in line.

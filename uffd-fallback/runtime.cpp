@@ -10,7 +10,10 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <csignal>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <fcntl.h>
 #include <linux/magic.h>
 #include <linux/userfaultfd.h>
@@ -55,11 +58,35 @@ int open_userfaultfd()
 	return fd.release();
 }
 
+// Runs on the faulting thread: queues the fault the handler decided on to
+// this very thread, which the kernel allows with a fault code and address.
+void on_fault_signal(int, siginfo_t *si, void *)
+{
+	if (si->si_code != SI_QUEUE || si->si_pid != getpid())
+		return;
+	siginfo_t fault{};
+	fault.si_signo = si->si_errno >> 8;
+	fault.si_code = si->si_errno & 0xff;
+	fault.si_addr = si->si_value.sival_ptr;
+	syscall(SYS_rt_tgsigqueueinfo, getpid(), static_cast<pid_t>(syscall(SYS_gettid)), fault.si_signo,
+		&fault);
+}
+
 void prepare_fork() { Runtime::get().before_fork(); }
 void parent_after_fork() { Runtime::get().after_fork_parent(); }
 void child_after_fork() { Runtime::get().after_fork_child(); }
 
 } // namespace
+
+int Runtime::fault_signal()
+{
+	static const int sig = [] {
+		const char *env = getenv("MSHAREFS_FAULT_SIGNAL");
+		const int n = env ? atoi(env) : 0;
+		return n >= SIGRTMIN && n <= SIGRTMAX ? n : SIGRTMAX - 1;
+	}();
+	return sig;
+}
 
 Runtime &Runtime::get()
 {
@@ -75,6 +102,11 @@ int Runtime::start_locked()
 {
 	if (uffd_)
 		return 0;
+	struct sigaction sa {};
+	sa.sa_sigaction = on_fault_signal;
+	sa.sa_flags = SA_SIGINFO | SA_RESTART;
+	sigemptyset(&sa.sa_mask);
+	sigaction(fault_signal(), &sa, nullptr);
 	UniqueFd uffd(open_userfaultfd());
 	if (!uffd)
 		return errno ? errno : ENOSYS;

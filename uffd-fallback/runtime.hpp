@@ -124,6 +124,9 @@ private:
 class Runtime {
 public:
 	static Runtime &get();
+	// The real-time signal by which the fault handler has a faulting thread
+	// raise its own SIGSEGV (SIGRTMAX - 1, or $MSHAREFS_FAULT_SIGNAL).
+	static int fault_signal();
 
 	// mmap of an msharefs region file: the composed window, or MAP_FAILED
 	// with errno. *handled is false if fd is not a region this runtime

@@ -47,11 +47,16 @@ private:
 
 std::string path(const std::string &name);
 
-// The data path under test: $MSHAREFS_TEST_DATAPATH (pagecache or kmod, the
-// latter in the QEMU guest with the module loaded), pagecache by default.
-// Daemons start with datapath= set to it.
+// The data path under test: $MSHAREFS_TEST_DATAPATH (pagecache; uffd, with
+// the test binaries run under libmshare-preload.so; or kmod, in the QEMU
+// guest with the module loaded), pagecache by default. Daemons start with
+// datapath= set to it.
 std::string data_path();
 inline bool on_kmod() { return data_path() == "kmod"; }
+inline bool on_uffd() { return data_path() == "uffd"; }
+// The data paths with the exact semantics of SPEC section 3 (faults on
+// read-only stores, PROTECT for every attacher).
+inline bool exact_semantics() { return on_kmod() || on_uffd(); }
 
 // True while pid runs (not a zombie). Works for processes that are not our
 // children, such as the daemon (started by the harness's launcher process).

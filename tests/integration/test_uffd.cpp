@@ -1,0 +1,295 @@
+// The uffd data path: what the client runtime (libmshare-preload.so, which
+// this binary runs under) adds to the compat path. Each case drives a real
+// msharefsd (datapath=uffd) with real processes.
+#include "harness.hpp"
+
+#include <doctest/doctest.h>
+
+#include <cerrno>
+#include <csetjmp>
+#include <csignal>
+#include <cstdio>
+#include <cstring>
+#include <fcntl.h>
+#include <fstream>
+#include <string>
+#include <sys/ioctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+using namespace msharefs::test;
+
+namespace {
+
+constexpr uint64_t kPage = 4096;
+constexpr uint64_t kStart = 2 * kTiB;
+constexpr uint64_t kSize = kGiB;
+constexpr uint32_t kRW = PROT_READ | PROT_WRITE;
+constexpr uint32_t kAnon = MAP_ANONYMOUS | MAP_SHARED | MAP_FIXED;
+
+char *at(uint64_t off) { return reinterpret_cast<char *>(kStart + off); }
+
+int protect(int fd, uint64_t addr, uint64_t size, uint32_t prot)
+{
+	mshare_protect p{addr, size, prot, 0};
+	return ioctl(fd, MSHAREFS_PROTECT, &p) == 0 ? 0 : errno;
+}
+
+int lock_ioctl(int fd, unsigned long cmd) { return ioctl(fd, cmd) == 0 ? 0 : errno; }
+
+// The mappings of this process inside [start, start+size), as /proc shows them.
+std::vector<std::string> maps_in(uint64_t start, uint64_t size)
+{
+	std::vector<std::string> out;
+	std::ifstream maps("/proc/self/maps");
+	std::string line;
+	while (std::getline(maps, line)) {
+		unsigned long lo = 0, hi = 0;
+		if (sscanf(line.c_str(), "%lx-%lx", &lo, &hi) == 2 && lo < start + size && hi > start)
+			out.push_back(line);
+	}
+	return out;
+}
+
+// Faults checked in this process: the signal, its code and address.
+sigjmp_buf g_jump;
+volatile sig_atomic_t g_sig;
+volatile int g_code;
+void *volatile g_addr;
+
+void on_fault(int sig, siginfo_t *si, void *)
+{
+	g_sig = sig;
+	g_code = si->si_code;
+	g_addr = si->si_addr;
+	siglongjmp(g_jump, 1);
+}
+
+struct Fault {
+	int sig = 0;
+	int code = 0;
+	void *addr = nullptr;
+};
+
+template <class F> Fault fault_of(F &&f)
+{
+	struct sigaction sa {}, old_segv {}, old_bus {};
+	sa.sa_sigaction = on_fault;
+	sa.sa_flags = SA_SIGINFO | SA_NODEFER;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGSEGV, &sa, &old_segv);
+	sigaction(SIGBUS, &sa, &old_bus);
+	Fault result;
+	g_sig = 0;
+	if (sigsetjmp(g_jump, 1) == 0)
+		f();
+	else
+		result = Fault{g_sig, g_code, g_addr};
+	sigaction(SIGSEGV, &old_segv, nullptr);
+	sigaction(SIGBUS, &old_bus, nullptr);
+	return result;
+}
+
+} // namespace
+
+TEST_CASE("uffd: the window is composed from the region's objects, not the FUSE file")
+{
+	Daemon d;
+	Fd fd(create_region("composed", kStart, kSize));
+	REQUIRE(fd.get() >= 0);
+	Window w(fd.get());
+	REQUIRE(w);
+	strcpy(w.at(0), "native");
+	const auto maps = maps_in(kStart, kSize);
+	REQUIRE(!maps.empty());
+	for (const auto &line : maps) {
+		INFO(line);
+		CHECK(line.find("/dev/shm/") != std::string::npos);
+		CHECK(line.find(kMount) == std::string::npos);
+	}
+}
+
+TEST_CASE("uffd: mprotect, a partial munmap and mremap of a window fail with EINVAL")
+{
+	Daemon d;
+	Fd fd(create_region("split", kStart, kSize));
+	REQUIRE(fd.get() >= 0);
+	Window w(fd.get());
+	REQUIRE(w);
+	strcpy(w.at(kPage), "kept");
+	errno = 0;
+	CHECK(mprotect(w.at(0), kPage, PROT_READ) == -1);
+	CHECK(errno == EINVAL);
+	errno = 0;
+	CHECK(mprotect(w.at(0), kSize, PROT_READ) == -1);
+	CHECK(errno == EINVAL);
+	errno = 0;
+	CHECK(munmap(w.at(0), kPage) == -1);
+	CHECK(errno == EINVAL);
+	errno = 0;
+	CHECK(munmap(w.at(kSize - kPage), 2 * kPage) == -1);
+	CHECK(errno == EINVAL);
+	errno = 0;
+	CHECK(mremap(w.at(0), kSize, 2 * kSize, MREMAP_MAYMOVE) == MAP_FAILED);
+	CHECK(errno == EINVAL);
+	CHECK(strcmp(w.at(kPage), "kept") == 0);
+	// The whole window goes cleanly, and can come back.
+	w.reset();
+	CHECK(maps_in(kStart, kSize).empty());
+	Window again(fd.get());
+	REQUIRE(again);
+	CHECK(strcmp(again.at(kPage), "kept") == 0);
+}
+
+TEST_CASE("uffd: faults raise SIGSEGV with the faulting address")
+{
+	Daemon d;
+	Fd fd(open(path("faults").c_str(), O_RDWR | O_CREAT | O_EXCL, 0600));
+	REQUIRE(fd.get() >= 0);
+	REQUIRE(set_size(fd.get(), kStart, kSize) == 0);
+	REQUIRE(create_mapping(fd.get(), kStart, 4 * kPage, 0, kRW, kAnon) == 0);
+	REQUIRE(create_mapping(fd.get(), kStart + 8 * kPage, 4 * kPage, 0, PROT_READ, kAnon) == 0);
+	Window w(fd.get());
+	REQUIRE(w);
+	// A hole.
+	Fault f = fault_of([&] { *reinterpret_cast<volatile char *>(w.at(5 * kPage + 123)) = 1; });
+	CHECK(f.sig == SIGSEGV);
+	CHECK(f.addr == w.at(5 * kPage + 123));
+	// A store into a read-only mapping (a page not touched yet, then one read).
+	f = fault_of([&] { *reinterpret_cast<volatile char *>(w.at(9 * kPage + 7)) = 1; });
+	CHECK(f.sig == SIGSEGV);
+	CHECK(f.code == SEGV_ACCERR);
+	CHECK(f.addr == w.at(9 * kPage + 7));
+	CHECK(w.at(10 * kPage)[0] == 0);
+	f = fault_of([&] { *reinterpret_cast<volatile char *>(w.at(10 * kPage + 9)) = 1; });
+	CHECK(f.sig == SIGSEGV);
+	CHECK(f.code == SEGV_ACCERR);
+	CHECK(f.addr == w.at(10 * kPage + 9));
+	// What may be written, may.
+	f = fault_of([&] { *reinterpret_cast<volatile char *>(w.at(kPage)) = 1; });
+	CHECK(f.sig == 0);
+}
+
+TEST_CASE("uffd: PROTECT reaches an attacher that is stopped while it runs")
+{
+	Daemon d;
+	Fd fd(create_region("protect", kStart, kSize));
+	REQUIRE(fd.get() >= 0);
+	int ready[2], go[2];
+	REQUIRE(pipe(ready) == 0);
+	REQUIRE(pipe(go) == 0);
+	// The attacher: attaches, writes, says ready, waits, writes again.
+	pid_t attacher = spawn([&] {
+		Fd own(open(path("protect").c_str(), O_RDWR));
+		Window aw(own.get());
+		if (!aw)
+			return 2;
+		strcpy(aw.at(3 * kPage), "first");
+		char c = 'r';
+		if (write(ready[1], &c, 1) != 1 || read(go[0], &c, 1) != 1)
+			return 3;
+		strcpy(aw.at(3 * kPage), "second"); // must fault: the page is read-only now
+		return 0;
+	});
+	char c;
+	REQUIRE(read(ready[0], &c, 1) == 1);
+	REQUIRE(kill(attacher, SIGSTOP) == 0);
+	// The attacher cannot take part; PROTECT still returns, and holds.
+	CHECK(protect(fd.get(), kStart, 4 * kPage, PROT_READ) == 0);
+	REQUIRE(kill(attacher, SIGCONT) == 0);
+	REQUIRE(write(go[1], "g", 1) == 1);
+	ChildResult r = wait_for(attacher, 30);
+	CHECK(r.signal == SIGSEGV);
+	Window w(fd.get());
+	REQUIRE(w);
+	CHECK(strcmp(w.at(3 * kPage), "first") == 0);
+	CHECK(write_faults(w.at(3 * kPage)));
+	CHECK(!write_faults(w.at(4 * kPage)));
+	// Back to read-write, and PROT_NONE.
+	CHECK(protect(fd.get(), kStart, 4 * kPage, kRW) == 0);
+	CHECK(!write_faults(w.at(3 * kPage)));
+	CHECK(protect(fd.get(), kStart, kPage, PROT_NONE) == 0);
+	CHECK(read_faults(w.at(0)));
+	CHECK(!read_faults(w.at(kPage)));
+	CHECK(protect(fd.get(), kStart, kPage, kRW) == 0);
+	CHECK(!read_faults(w.at(0)));
+	for (int p : {ready[0], ready[1], go[0], go[1]})
+		close(p);
+}
+
+TEST_CASE("uffd: LOCK hands the region over; only the holder writes")
+{
+	Daemon d;
+	Fd fd(create_region("handoff", kStart, kSize));
+	REQUIRE(fd.get() >= 0);
+	Window w(fd.get());
+	REQUIRE(w);
+	CHECK(lock_ioctl(fd.get(), MSHAREFS_LOCK) == 0);
+	CHECK(fault_of([&] { strcpy(w.at(0), "holder"); }).sig == 0);
+	// Another process (a child is a process of its own) may not write, and
+	// may not take the lock while it is held.
+	CHECK(write_faults(w.at(kPage)));
+	CHECK(!read_faults(w.at(0)));
+	ChildResult r = run_in_child([&] {
+		Fd own(open(path("handoff").c_str(), O_RDWR));
+		return lock_ioctl(own.get(), MSHAREFS_LOCK) == EBUSY &&
+				       lock_ioctl(own.get(), MSHAREFS_UNLOCK) == EPERM
+			       ? 0
+			       : 1;
+	});
+	CHECK(r.exit_code == 0);
+	// Handed over: while another process holds it, it writes and this
+	// one faults; after its UNLOCK every attacher writes again.
+	CHECK(lock_ioctl(fd.get(), MSHAREFS_UNLOCK) == 0);
+	int held[2], release[2];
+	REQUIRE(pipe(held) == 0);
+	REQUIRE(pipe(release) == 0);
+	pid_t holder = spawn([&] {
+		Fd own(open(path("handoff").c_str(), O_RDWR));
+		if (lock_ioctl(own.get(), MSHAREFS_LOCK) != 0)
+			return 1;
+		strcpy(w.at(2 * kPage), "next holder");
+		char c = 'h';
+		if (write(held[1], &c, 1) != 1 || read(release[0], &c, 1) != 1)
+			return 2;
+		return lock_ioctl(own.get(), MSHAREFS_UNLOCK);
+	});
+	char c;
+	REQUIRE(read(held[0], &c, 1) == 1);
+	CHECK(strcmp(w.at(2 * kPage), "next holder") == 0);
+	Fault f = fault_of([&] { *reinterpret_cast<volatile char *>(w.at(3 * kPage)) = 1; });
+	CHECK(f.sig == SIGSEGV);
+	CHECK(f.addr == w.at(3 * kPage));
+	REQUIRE(write(release[1], "r", 1) == 1);
+	r = wait_for(holder, 30);
+	CHECK(r.exit_code == 0);
+	CHECK(fault_of([&] { *reinterpret_cast<volatile char *>(w.at(3 * kPage)) = 1; }).sig == 0);
+	for (int p : {held[0], held[1], release[0], release[1]})
+		close(p);
+}
+
+TEST_CASE("uffd: a killed daemon loses nothing; attachers keep working and relink")
+{
+	Daemon d;
+	Fd fd(create_region("survivor", kStart, kSize));
+	REQUIRE(fd.get() >= 0);
+	Window w(fd.get());
+	REQUIRE(w);
+	strcpy(w.at(0), "before the crash");
+	d.kill9();
+	// No daemon: the window is the process's own mapping of the objects.
+	strcpy(w.at(64 * kMiB), "during the outage");
+	CHECK(strcmp(w.at(0), "before the crash") == 0);
+	d.restart();
+	CHECK(strcmp(w.at(64 * kMiB), "during the outage") == 0);
+	// The runtime attaches again to the new daemon: PROTECT reaches it.
+	bool protected_now = false;
+	for (int i = 0; i < 50 && !protected_now; i++) {
+		CHECK(protect(fd.get(), kStart, kPage, PROT_READ) == 0);
+		protected_now = fault_of([&] { *reinterpret_cast<volatile char *>(w.at(0)) = 'b'; }).sig == SIGSEGV;
+		if (!protected_now)
+			usleep(100000);
+	}
+	CHECK(protected_now);
+	CHECK(strcmp(w.at(0), "before the crash") == 0);
+}
