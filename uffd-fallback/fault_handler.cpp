@@ -154,7 +154,7 @@ void FaultHandler::resolve(uint64_t addr, uint64_t flags, pid_t tid)
 				const uint64_t end = std::min((page_addr & ~(kBatch - 1)) + kBatch,
 							      w->base() + look.mapping->region_offset +
 								      look.mapping->size);
-				if (now != writable && start < end)
+				if (now != writable && start < end && w->writable())
 					uffd_write_protect(rt_.uffd(), start, end - start, !now);
 			}
 		}
@@ -180,7 +180,9 @@ int FaultHandler::fill(Window &w, uint64_t addr, const PublishedMapping &m, bool
 	if (fallocate(fd, 0, static_cast<off_t>(object_offset), static_cast<off_t>(end - start)) < 0 &&
 	    (errno == ENOSPC || errno == ENOMEM))
 		return errno;
-	const int err = map_pages(rt_.uffd(), start, end - start, step, !writable);
+	// A window mapped without PROT_WRITE is not registered for write
+	// protection: its pages cannot be written anyway.
+	const int err = map_pages(rt_.uffd(), start, end - start, step, !writable && w.writable());
 	if (err)
 		wake(rt_.uffd(), addr & ~(step - 1), step);
 	return 0;
