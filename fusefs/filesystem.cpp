@@ -1007,10 +1007,6 @@ void Filesystem::orphan_region(uint64_t ino)
 		kmod_->seal(ino);
 	if (size)
 		remove_range(ino, 0, size);
-	if (runtime_) {
-		publish_region(ino);
-		runtime_->sync_attachers(ino);
-	}
 }
 
 // Removes [off, off+size) from a region's layout for every attacher. Dirty

@@ -272,8 +272,22 @@ int RuntimeService::publish(uint64_t ino, uint64_t region_size, std::span<const 
 	return publish_layout(view->page, region_size, mappings, flags, lock_holder);
 }
 
-bool RuntimeService::request_sync(const std::shared_ptr<Attacher> &a)
+// Caller holds lock_.
+std::vector<std::shared_ptr<RuntimeService::Attacher>> RuntimeService::live_attachers_locked(uint64_t ino)
 {
+	std::vector<std::shared_ptr<Attacher>> list;
+	for (auto &[fd, a] : by_socket_)
+		if (a->ino == ino && a->live)
+			list.push_back(a);
+	return list;
+}
+
+// Asks every attacher in the list to recompose, then waits for all of them:
+// they recompose in parallel. One that does not answer in time is logged.
+void RuntimeService::sync_all(const std::vector<std::shared_ptr<Attacher>> &list)
+{
+	if (list.empty())
+		return;
 	uint64_t cookie;
 	{
 		std::lock_guard<std::mutex> guard(lock_);
@@ -281,17 +295,20 @@ bool RuntimeService::request_sync(const std::shared_ptr<Attacher> &a)
 	}
 	RuntimeMessage msg{};
 	msg.type = RuntimeMsgType::sync;
-	msg.ino = a->ino;
 	msg.cookie = cookie;
-	if (a->send(msg) != 0)
-		return false;
+	std::vector<std::shared_ptr<Attacher>> asked;
+	for (const auto &a : list) {
+		msg.ino = a->ino;
+		if (a->send(msg) == 0)
+			asked.push_back(a);
+	}
+	const auto deadline = std::chrono::steady_clock::now() + kAnswerTimeout;
 	std::unique_lock<std::mutex> guard(lock_);
-	const bool ok = answered_.wait_for(guard, kAnswerTimeout,
-					   [&] { return a->gone || a->answered_cookie >= cookie; });
-	if (!ok)
-		fprintf(stderr, "msharefsd: attacher %d of region %lu did not recompose its window in time\n",
-			a->tgid, static_cast<unsigned long>(a->ino));
-	return ok && !a->gone;
+	for (const auto &a : asked) {
+		if (!answered_.wait_until(guard, deadline, [&] { return a->gone || a->answered_cookie >= cookie; }))
+			fprintf(stderr, "msharefsd: attacher %d of region %lu did not recompose its window in time\n",
+				a->tgid, static_cast<unsigned long>(a->ino));
+	}
 }
 
 void RuntimeService::sync_attachers(uint64_t ino)
@@ -299,16 +316,9 @@ void RuntimeService::sync_attachers(uint64_t ino)
 	std::vector<std::shared_ptr<Attacher>> list;
 	{
 		std::lock_guard<std::mutex> guard(lock_);
-		for (auto &[fd, a] : by_socket_)
-			if (a->ino == ino && a->live)
-				list.push_back(a);
+		list = live_attachers_locked(ino);
 	}
-	// Ask all first, then wait: attachers recompose in parallel.
-	std::vector<std::thread> waiters;
-	for (auto &a : list)
-		waiters.emplace_back([this, a] { request_sync(a); });
-	for (auto &t : waiters)
-		t.join();
+	sync_all(list);
 }
 
 void RuntimeService::wait_ticket(const Attacher &a, uint64_t seq)
@@ -334,9 +344,7 @@ void RuntimeService::apply_protection(uint64_t ino, uint64_t off, uint64_t size)
 		if (it == views_.end())
 			return;
 		state = read_published(it->second->page);
-		for (auto &[fd, a] : by_socket_)
-			if (a->ino == ino && a->live)
-				list.push_back(a);
+		list = live_attachers_locked(ino);
 	}
 	struct Piece {
 		uint64_t off, len;
@@ -353,7 +361,7 @@ void RuntimeService::apply_protection(uint64_t ino, uint64_t off, uint64_t size)
 		const bool capable = hooks_.object_fd(ino, m.object_id, &object) == 0 && uffd_capable_file(object.get());
 		pieces.push_back({start, end - start, &m, capable});
 	}
-	std::vector<std::thread> waiters;
+	std::vector<std::shared_ptr<Attacher>> to_sync;
 	for (auto &a : list) {
 		bool needs_sync = false;
 		for (const Piece &p : pieces) {
@@ -370,10 +378,9 @@ void RuntimeService::apply_protection(uint64_t ino, uint64_t off, uint64_t size)
 		}
 		wait_ticket(*a, state.seq);
 		if (needs_sync)
-			waiters.emplace_back([this, a] { request_sync(a); });
+			to_sync.push_back(a);
 	}
-	for (auto &t : waiters)
-		t.join();
+	sync_all(to_sync);
 }
 
 void RuntimeService::forget_region(uint64_t ino)
@@ -388,16 +395,6 @@ void RuntimeService::forget_region(uint64_t ino)
 	}
 	for (auto &a : list)
 		drop(a);
-}
-
-std::vector<int32_t> RuntimeService::attachers(uint64_t ino)
-{
-	std::vector<int32_t> pids;
-	std::lock_guard<std::mutex> guard(lock_);
-	for (auto &[fd, a] : by_socket_)
-		if (a->ino == ino && a->live)
-			pids.push_back(a->tgid);
-	return pids;
 }
 
 } // namespace msharefs

@@ -56,8 +56,6 @@ public:
 	void apply_protection(uint64_t ino, uint64_t off, uint64_t size);
 	// The region is gone: drop its page and detach its attachers.
 	void forget_region(uint64_t ino);
-	// Attached processes of a region (tgids).
-	std::vector<int32_t> attachers(uint64_t ino);
 
 private:
 	struct Attacher;
@@ -73,8 +71,8 @@ private:
 	int handle_attach(Attacher &a, const RuntimeMessage &msg, std::vector<UniqueFd> &fds);
 	View *view_locked(uint64_t ino, int *err);
 	void drop(const std::shared_ptr<Attacher> &a);
-	// Waits for the attacher's answer to a sync; false on timeout or EOF.
-	bool request_sync(const std::shared_ptr<Attacher> &a);
+	std::vector<std::shared_ptr<Attacher>> live_attachers_locked(uint64_t ino);
+	void sync_all(const std::vector<std::shared_ptr<Attacher>> &list);
 	void wait_ticket(const Attacher &a, uint64_t seq);
 
 	std::string socket_name_;

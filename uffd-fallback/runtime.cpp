@@ -130,7 +130,7 @@ int Runtime::start_locked()
 	const int uffd_fd = uffd_.get();
 	const int stop_fd = stop_.get();
 	handler_thread_ = std::thread([this, uffd_fd, stop_fd] { FaultHandler(*this).run(uffd_fd, stop_fd); });
-	control_thread_ = std::thread([this, stop_fd] { control_loop(stop_fd); });
+	control_thread_ = std::thread([this] { control_loop(); });
 	return 0;
 }
 
@@ -273,9 +273,8 @@ void Runtime::add_to_control(const std::shared_ptr<Window> &w)
 
 // Answers the daemon's requests; relinks windows whose daemon went away
 // once a daemon serves the mount again.
-void Runtime::control_loop(int stop_fd)
+void Runtime::control_loop()
 {
-	(void)stop_fd;
 	for (;;) {
 		epoll_event events[16];
 		bool any_unlinked = false;
@@ -328,12 +327,6 @@ void Runtime::control_loop(int stop_fd)
 			else
 				w->lose_daemon();
 	}
-}
-
-int Runtime::check_daemon(int fd)
-{
-	(void)fd;
-	return 0;
 }
 
 void Runtime::before_fork()

@@ -86,9 +86,10 @@ public:
 	int answer_sync(uint64_t cookie);
 
 private:
-	int request_object(uint64_t object_id, UniqueFd *fd, uint32_t *kind);
+	int request_object(uint64_t object_id, UniqueFd *fd);
 	int handshake(int uffd, int ticket_fd);
 	int install(const Run &run, uint32_t vma_prot);
+	bool register_run(int uffd, const Run &run, bool writable_vma);
 	void uninstall(const Run &run);
 	int apply_prot(const PublishedState &state);
 	int compose(const PublishedState &state);
@@ -137,8 +138,6 @@ public:
 	// the rest of the range); 0 if no window is involved.
 	int unmap(void *addr, size_t len);
 	bool touches_window(const void *addr, size_t len);
-	// Region fds whose daemon is known to be gone fail fast.
-	int check_daemon(int fd);
 
 	std::shared_ptr<Window> window_at(uint64_t addr);
 	RuntimeTicket *ticket() { return ticket_; }
@@ -152,8 +151,7 @@ public:
 private:
 	Runtime() = default;
 	int start_locked(); // uffd, ticket, threads
-	void stop_threads_in_child();
-	void control_loop(int stop_fd);
+	void control_loop();
 	void add_to_control(const std::shared_ptr<Window> &w);
 
 	std::mutex lock_; // attach/detach/fork
@@ -167,7 +165,6 @@ private:
 	std::thread handler_thread_;
 	std::thread control_thread_;
 	pid_t tgid_ = 0;
-	std::map<dev_t, std::string> dead_mounts_; // mount device -> socket of a daemon that went away
 };
 
 } // namespace msharefs::runtime

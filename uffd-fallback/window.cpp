@@ -131,7 +131,7 @@ int Window::attach(int uffd, int ticket_fd)
 	return EAGAIN;
 }
 
-int Window::request_object(uint64_t object_id, UniqueFd *fd, uint32_t *kind)
+int Window::request_object(uint64_t object_id, UniqueFd *fd)
 {
 	if (!sock_)
 		return ENOTCONN;
@@ -158,7 +158,6 @@ int Window::request_object(uint64_t object_id, UniqueFd *fd, uint32_t *kind)
 		if (fds.size() != 1)
 			return EPROTO;
 		*fd = std::move(fds[0]);
-		*kind = 0;
 		return 0;
 	}
 }
@@ -175,8 +174,7 @@ int Window::install(const Run &run, uint32_t vma_prot)
 	int fd = object_fd(run.object_id);
 	if (fd < 0) {
 		UniqueFd object;
-		uint32_t kind = 0;
-		if (int err = request_object(run.object_id, &object, &kind))
+		if (int err = request_object(run.object_id, &object))
 			return err;
 		fd = object.get();
 		std::lock_guard<std::mutex> guard(objects_lock_);
@@ -190,19 +188,24 @@ int Window::install(const Run &run, uint32_t vma_prot)
 	if (p == MAP_FAILED)
 		return errno;
 	Run installed = run;
-	installed.capable = uffd_capable_file(fd) && uffd_ >= 0;
-	if (installed.capable) {
-		uffdio_register reg{};
-		reg.range.start = base_ + run.offset;
-		reg.range.len = run.size;
-		reg.mode = UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_MINOR;
-		if (vma_prot & PROT_WRITE)
-			reg.mode |= UFFDIO_REGISTER_MODE_WP;
-		if (ioctl(uffd_, UFFDIO_REGISTER, &reg) < 0)
-			installed.capable = false;
-	}
+	installed.capable = uffd_capable_file(fd) && register_run(uffd_, run, (vma_prot & PROT_WRITE) != 0);
 	runs_[run.offset] = installed;
 	return 0;
+}
+
+// Places a run under userfaultfd: every fault there reaches the handler,
+// and write protection can be set on it when the VMA is writable.
+bool Window::register_run(int uffd, const Run &run, bool writable_vma)
+{
+	if (uffd < 0)
+		return false;
+	uffdio_register reg{};
+	reg.range.start = base_ + run.offset;
+	reg.range.len = run.size;
+	reg.mode = UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_MINOR;
+	if (writable_vma)
+		reg.mode |= UFFDIO_REGISTER_MODE_WP;
+	return ioctl(uffd, UFFDIO_REGISTER, &reg) == 0;
 }
 
 void Window::uninstall(const Run &run)
@@ -312,18 +315,9 @@ int Window::reregister(int uffd)
 {
 	std::lock_guard<std::mutex> guard(lock_);
 	uffd_ = uffd;
-	for (auto &[off, run] : runs_) {
-		if (!run.capable)
-			continue;
-		uffdio_register reg{};
-		reg.range.start = base_ + run.offset;
-		reg.range.len = run.size;
-		reg.mode = UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_MINOR;
-		if (prot_ & PROT_WRITE)
-			reg.mode |= UFFDIO_REGISTER_MODE_WP;
-		if (ioctl(uffd, UFFDIO_REGISTER, &reg) < 0)
+	for (auto &[off, run] : runs_)
+		if (run.capable && !register_run(uffd, run, prot_ & PROT_WRITE))
 			return errno;
-	}
 	apply_prot(read_published(page()));
 	return 0;
 }

@@ -11,7 +11,6 @@
 //                                        <-  ready {status: 0, or EAGAIN to sync again}
 //   ... then, unsolicited, while attached:
 //                                        <-  sync {cookie}: recompose from the layout
-//                                        <-  zap {cookie, offset, size}: drop PTEs there
 //   done {cookie}                        ->
 //
 // The runtime finds the socket through MSHAREFS_IOC_RUNTIME on a region fd.
@@ -43,7 +42,6 @@ enum class RuntimeMsgType : uint32_t {
 	object,
 	ready,
 	sync,
-	zap,
 	done,
 };
 
@@ -51,8 +49,8 @@ struct RuntimeMessage {
 	RuntimeMsgType type;
 	int32_t status; // 0 or an errno
 	uint64_t ino;
-	uint64_t a; // attach: window base; object: object id / kind; ready: seq; zap: offset
-	uint64_t b; // attach: window size; zap: size
+	uint64_t a; // attach: window base; object: object id; ready: seq
+	uint64_t b; // attach: window size
 	uint64_t cookie;
 };
 
