@@ -49,6 +49,7 @@ Filesystem::Filesystem(Options options, std::unique_ptr<Registry> registry,
 	  keeper_(std::move(keeper)), restarted_(restarted)
 {
 	default_huge_page_size_ = default_huge_page_size();
+	store_ = std::make_unique<BackingStore>(options_.state_name, options_.backing, options_.data_path == "uffd");
 	for (auto &[ino, node] : registry_->nodes())
 		if (ino != kRootIno && !node.unlinked)
 			names_[name_key(node.parent, std::string(node.name.begin(), node.name.end()))] = ino;
@@ -135,7 +136,7 @@ void Filesystem::attach(fuse_session *se, std::vector<std::pair<std::string, Uni
 				if (!objects_.insert(acc, ObjectKey{ino, m.object_id}))
 					continue;
 				if (!m.has_file) {
-					acc->second = BackingObject::open_memory(object_shm_name(ino, m.object_id), m.kind);
+					acc->second = store_->open(object_shm_name(ino, m.object_id), m.kind);
 				} else {
 					auto it = kept_files.find(object_tag(ino, m.object_id));
 					if (it != kept_files.end())
@@ -364,6 +365,81 @@ void Filesystem::getattr(fuse_req_t req, fuse_ino_t ino)
 	struct stat st = attr_of(*node);
 	lock.unlock();
 	fuse_reply_attr(req, &st, kAttrTimeout);
+}
+
+namespace {
+
+constexpr const char *kRegionAttributes[] = {"user.mshare.datapath", "user.mshare.backing"};
+
+void reply_attribute(fuse_req_t req, const std::string &value, size_t size)
+{
+	if (size == 0)
+		fuse_reply_xattr(req, value.size());
+	else if (size < value.size())
+		fuse_reply_err(req, ERANGE);
+	else
+		fuse_reply_buf(req, value.data(), value.size());
+}
+
+} // namespace
+
+// user.mshare.datapath: how windows reach the data; user.mshare.backing:
+// the memory of the region's anonymous mappings (hugetlb, thp, 4k; several
+// joined by '+' in layout order, "none" without any).
+std::string Filesystem::region_attribute(uint64_t ino, const std::string &name, int *err)
+{
+	std::shared_lock<std::shared_mutex> lock(registry_lock_);
+	NodeRecord *node = registry_->find(ino);
+	if (!node) {
+		*err = ENOENT;
+		return {};
+	}
+	if (node->kind != NodeKind::region) {
+		*err = ENODATA;
+		return {};
+	}
+	if (name == kRegionAttributes[0])
+		return options_.data_path;
+	if (name != kRegionAttributes[1]) {
+		*err = ENODATA;
+		return {};
+	}
+	std::string value;
+	for (const Mapping &m : node->mappings) {
+		if (m.has_file)
+			continue;
+		std::string b = "4k";
+		ObjectTable::const_accessor acc;
+		if (!kmod_ && objects_.find(acc, ObjectKey{ino, m.object_id}) && acc->second)
+			b = backing_name(BackingStore::backing_of(acc->second->fd()));
+		if (value.empty() || value.rfind(b) != value.size() - b.size())
+			value += (value.empty() ? "" : "+") + b;
+	}
+	return value.empty() ? "none" : value;
+}
+
+void Filesystem::getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
+{
+	int err = 0;
+	const std::string value = region_attribute(ino, name, &err);
+	if (err)
+		fuse_reply_err(req, err);
+	else
+		reply_attribute(req, value, size);
+}
+
+void Filesystem::listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
+{
+	int err = 0;
+	region_attribute(ino, kRegionAttributes[0], &err);
+	std::string names;
+	if (!err)
+		for (const char *n : kRegionAttributes)
+			names.append(n).push_back('\0');
+	if (err && err != ENODATA)
+		fuse_reply_err(req, err);
+	else
+		reply_attribute(req, names, size);
 }
 
 int Filesystem::size_region(NodeRecord &node, uint64_t start, uint64_t size)
@@ -1045,6 +1121,110 @@ int Filesystem::remove_range(uint64_t ino, uint64_t off, uint64_t size)
 	return 0;
 }
 
+// ---- huge page demotion (datapath=uffd) -------------------------------------
+
+int Filesystem::split_huge_pages(uint64_t ino, uint64_t off, uint64_t size)
+{
+	if (!runtime_)
+		return 0;
+	for (const uint64_t edge : {off, off + size}) {
+		int err = EAGAIN;
+		for (int tries = 0; err == EAGAIN && tries < 100; tries++)
+			err = demote_huge_page(ino, edge);
+		if (err)
+			return err;
+	}
+	return 0;
+}
+
+// An anonymous mapping the store put on hugetlbfs keeps the API's 4 KiB
+// granularity: when an edit would cut one of its huge pages at `edge`, that
+// page's data moves to a 4 KiB object first. Attachers are switched to the
+// new object with its mapping published as filling, so their accesses there
+// wait; the copy is made and committed under registry_lock_ (no FUSE read or
+// write can touch the page meanwhile), then the finished layout is
+// published, which wakes them. The huge page is freed last.
+int Filesystem::demote_huge_page(uint64_t ino, uint64_t edge)
+{
+	std::lock_guard<std::mutex> serial(demote_lock_);
+	const uint64_t unit = default_huge_page_size_;
+	std::vector<Mapping> before;
+	std::vector<Mapping> after;
+	std::shared_ptr<BackingObject> huge;
+	std::shared_ptr<BackingObject> small;
+	uint64_t page_off = 0;
+	uint64_t huge_offset = 0;
+	uint64_t small_id = 0;
+	{
+		std::unique_lock<std::shared_mutex> lock(registry_lock_);
+		registry_->ensure_space();
+		NodeRecord *node = registry_->find(ino);
+		if (!node)
+			return ENOENT;
+		before.assign(node->mappings.begin(), node->mappings.end());
+		Layout layout(before);
+		const Mapping *m = layout.find(edge);
+		if (!m || m->has_file || m->kind != ObjectKind::anonymous)
+			return 0;
+		const uint64_t object_offset = m->object_offset + (edge - m->region_offset);
+		if (object_offset % unit == 0)
+			return 0;
+		{
+			ObjectTable::const_accessor acc;
+			if (!objects_.find(acc, ObjectKey{ino, m->object_id}) || !acc->second ||
+			    BackingStore::backing_of(acc->second->fd()) != Backing::hugetlb)
+				return 0;
+			huge = acc->second;
+		}
+		page_off = edge - object_offset % unit;
+		huge_offset = object_offset - object_offset % unit;
+		small_id = node->next_object_id++;
+		int err = 0;
+		small = store_->create_small(object_shm_name(ino, small_id), unit, &err);
+		if (!small)
+			return err;
+		std::vector<Mapping> removed;
+		if (int rm = layout.remove_range(page_off, unit, &removed))
+			return rm;
+		for (Mapping piece : removed) {
+			piece.object_id = small_id;
+			piece.object_offset = piece.region_offset - page_off;
+			piece.huge_page_size = 0;
+			layout.insert(piece);
+		}
+		after.assign(layout.mappings().begin(), layout.mappings().end());
+		ObjectTable::accessor acc;
+		objects_.insert(acc, ObjectKey{ino, small_id});
+		acc->second = small;
+	}
+	publish_region(ino, &after, FillingRange{page_off, unit});
+	runtime_->sync_attachers(ino);
+	int err = 0;
+	{
+		std::unique_lock<std::shared_mutex> lock(registry_lock_);
+		NodeRecord *node = registry_->find(ino);
+		if (!node || !std::equal(before.begin(), before.end(), node->mappings.begin(), node->mappings.end())) {
+			err = EAGAIN; // the layout changed meanwhile: put it back
+		} else {
+			std::vector<char> data(unit);
+			err = huge->read(data.data(), unit, huge_offset);
+			if (!err)
+				err = small->write(data.data(), unit, 0);
+			if (!err)
+				node->mappings.assign(after.begin(), after.end());
+		}
+	}
+	publish_region(ino);
+	runtime_->sync_attachers(ino);
+	if (err) {
+		forget_objects(ino, {small_id});
+		return err;
+	}
+	::fallocate(huge->fd(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(huge_offset),
+		  static_cast<off_t>(unit));
+	return 0;
+}
+
 // ---- datapath=kmod -----------------------------------------------------------
 
 // Caller holds registry_lock_ exclusively.
@@ -1104,7 +1284,7 @@ void Filesystem::start_runtime_service()
 }
 
 // Publishes the region's layout for its attachers; takes registry_lock_ shared.
-int Filesystem::publish_region(uint64_t ino)
+int Filesystem::publish_region(uint64_t ino, const std::vector<Mapping> *layout, FillingRange filling)
 {
 	if (!runtime_)
 		return 0;
@@ -1115,10 +1295,12 @@ int Filesystem::publish_region(uint64_t ino)
 	if (!node->geometry.sized)
 		return EINVAL;
 	std::vector<Mapping> mappings(node->mappings.begin(), node->mappings.end());
+	if (layout)
+		mappings = *layout;
 	uint32_t flags = node->orphaned ? kPublishedOrphaned : 0;
 	if (node->handoff)
 		flags |= kPublishedHandoff;
-	int err = runtime_->publish(ino, node->geometry.size, mappings, flags, node->lock_holder);
+	int err = runtime_->publish(ino, node->geometry.size, mappings, flags, node->lock_holder, filling);
 	if (!err && node->orphaned)
 		err = EINVAL;
 	return err;

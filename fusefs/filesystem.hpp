@@ -15,6 +15,7 @@
 #define FUSE_USE_VERSION 314
 #include <fuse_lowlevel.h>
 
+#include "backing_store.hpp"
 #include "journal.hpp"
 #include "keeper.hpp"
 #include "kmod.hpp"
@@ -41,6 +42,7 @@ struct Options {
 	uint32_t root_mode = 01777;
 	std::string state_name; // prefix of the mount's files in /dev/shm
 	std::string data_path = "pagecache";
+	std::string backing = "auto"; // anonymous memory on datapath=uffd (BackingStore)
 	bool foreground = false;
 	bool debug = false;
 };
@@ -70,6 +72,9 @@ public:
 	// FUSE operations.
 	void lookup(fuse_req_t req, fuse_ino_t parent, const char *name);
 	void getattr(fuse_req_t req, fuse_ino_t ino);
+	// Region facts as read-only extended attributes (user.mshare.*).
+	void getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size);
+	void listxattr(fuse_req_t req, fuse_ino_t ino, size_t size);
 	void setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set);
 	void mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode);
 	void mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode);
@@ -119,6 +124,7 @@ private:
 	void drop_name(NodeRecord &node);
 	void destroy_region(NodeRecord &node);
 	std::string object_shm_name(uint64_t ino, uint64_t object_id) const;
+	std::string region_attribute(uint64_t ino, const std::string &name, int *err);
 	static std::string object_tag(uint64_t ino, uint64_t object_id);
 	void forget_objects(uint64_t ino, const std::vector<uint64_t> &object_ids);
 	int map_file(IoctlCall &call, const MappingRequest &req, uint32_t fd, Mapping *m);
@@ -130,7 +136,13 @@ private:
 
 	// datapath=uffd: the runtime service and the region's published layout.
 	void start_runtime_service();
-	int publish_region(uint64_t ino); // 0 or errno; a no-op without the service
+	// 0 or errno; a no-op without the service. With `mappings`, publishes
+	// those instead of the registry's (a layout about to be committed).
+	int publish_region(uint64_t ino, const std::vector<Mapping> *mappings = nullptr, FillingRange filling = {});
+	// datapath=uffd: moves the huge pages that UNMAP or PROTECT of
+	// [off, off+size) would cut to 4 KiB memory (see demote_huge_page).
+	int split_huge_pages(uint64_t ino, uint64_t off, uint64_t size);
+	int demote_huge_page(uint64_t ino, uint64_t edge);
 	int runtime_object_fd(uint64_t ino, uint64_t object_id, UniqueFd *fd);
 	int set_lock_holder(IoctlCall &call, bool lock);
 	void kmod_patch_reply(iovec *iov, int count);
@@ -150,6 +162,8 @@ private:
 	std::unique_ptr<Registry> registry_;	    // guarded by registry_lock_
 	std::unordered_map<std::string, uint64_t> names_; // guarded by registry_lock_
 	ObjectTable objects_;
+	std::unique_ptr<BackingStore> store_;
+	std::mutex demote_lock_; // one huge page demotion at a time
 	std::unique_ptr<RequestJournal> journal_;
 	std::unique_ptr<KmodRegions> kmod_; // datapath=kmod only
 	std::unique_ptr<RuntimeService> runtime_; // datapath=uffd only

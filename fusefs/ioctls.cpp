@@ -240,8 +240,7 @@ int Filesystem::add_mapping(IoctlCall &call, MappingRequest req, uint32_t fd)
 				return err;
 		} else {
 			int err = 0;
-			auto object = BackingObject::create_memory(object_shm_name(call.ino, m.object_id),
-								   m.size, m.kind, &err);
+			auto object = store_->create(object_shm_name(call.ino, m.object_id), m, &err);
 			if (!object)
 				return err;
 			ObjectTable::accessor acc;
@@ -315,6 +314,8 @@ int Filesystem::ioctl_unmap(IoctlCall &call)
 		if (int err = validate_range(geo, off, size))
 			return err;
 	}
+	if (int err = split_huge_pages(call.ino, off, size))
+		return err;
 	return remove_range(call.ino, off, size);
 }
 
@@ -346,6 +347,10 @@ int Filesystem::ioctl_protect(IoctlCall &call)
 		return kmod_->protect(call.ino, off, a.size, a.prot);
 	if (!runtime_)
 		return EOPNOTSUPP;
+	if (a.prot & ~(PROT_READ | PROT_WRITE | PROT_EXEC))
+		return EINVAL;
+	if (int err = split_huge_pages(call.ino, off, a.size))
+		return err;
 	{
 		std::unique_lock<std::shared_mutex> lock(registry_lock_);
 		registry_->ensure_space();

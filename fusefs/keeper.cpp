@@ -8,6 +8,7 @@
 #include <map>
 #include <poll.h>
 #include <sys/prctl.h>
+#include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -179,8 +180,16 @@ void remove_mount_state(const std::string &state_prefix)
 	if (!dir)
 		return;
 	while (dirent *de = readdir(dir)) {
-		if (std::strncmp(de->d_name, state_prefix.c_str(), state_prefix.size()) == 0)
+		if (std::strncmp(de->d_name, state_prefix.c_str(), state_prefix.size()) != 0)
+			continue;
+		if (de->d_type != DT_DIR) {
 			unlinkat(dirfd(dir), de->d_name, 0);
+			continue;
+		}
+		// A backing store's mount (BackingStore): its files go with it.
+		const std::string path = std::string("/dev/shm/") + de->d_name;
+		umount2(path.c_str(), MNT_DETACH);
+		rmdir(path.c_str());
 	}
 	closedir(dir);
 }

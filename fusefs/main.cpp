@@ -24,6 +24,7 @@ namespace {
 
 struct CommandLineOptions {
 	char *align = nullptr;
+	char *backing = nullptr;
 	char *data_path = nullptr;
 	char *root_mode = nullptr;
 	char *state = nullptr;
@@ -31,6 +32,7 @@ struct CommandLineOptions {
 
 const fuse_opt kOptionSpecs[] = {
 	{"align=%s", offsetof(CommandLineOptions, align), 0},
+	{"backing=%s", offsetof(CommandLineOptions, backing), 0},
 	{"datapath=%s", offsetof(CommandLineOptions, data_path), 0},
 	{"root_mode=%s", offsetof(CommandLineOptions, root_mode), 0},
 	{"state=%s", offsetof(CommandLineOptions, state), 0},
@@ -61,6 +63,10 @@ void print_usage(const char *prog)
 		"                           shared page tables; windows are FUSE passthrough\n"
 		"                           mappings of the module's region files (Linux 6.9+,\n"
 		"                           root; anonymous mappings only, align >= 1 GiB)\n"
+		"    -o backing=auto        datapath=uffd: anonymous memory on hugetlbfs when\n"
+		"                           the huge page pool can reserve it (attachers then\n"
+		"                           share PMD tables), else shmem THP when shmem_enabled\n"
+		"                           allows, else 4 KiB pages; also hugetlb, thp, 4k\n"
 		"    -o root_mode=OCTAL     mode of the mount's root (default 1777)\n"
 		"    -o state=NAME          prefix of this mount's state in /dev/shm\n"
 		"                           (default derived from the mount point)\n"
@@ -192,6 +198,8 @@ const fuse_lowlevel_ops &Filesystem::operations()
 		o.readdir = call<&Filesystem::readdir, fuse_ino_t, size_t, off_t, fuse_file_info *>;
 		o.statfs = call<&Filesystem::statfs, fuse_ino_t>;
 		o.fallocate = call<&Filesystem::fallocate, fuse_ino_t, int, off_t, off_t, fuse_file_info *>;
+		o.getxattr = call<&Filesystem::getxattr, fuse_ino_t, const char *, size_t>;
+		o.listxattr = call<&Filesystem::listxattr, fuse_ino_t, size_t>;
 		o.ioctl = call<&Filesystem::ioctl, fuse_ino_t, unsigned int, void *, fuse_file_info *, unsigned,
 			       const void *, size_t, size_t>;
 		return o;
@@ -255,6 +263,11 @@ int main(int argc, char *argv[])
 		if (options.data_path != "pagecache" && options.data_path != "kmod" &&
 		    options.data_path != "uffd")
 			return fail("datapath=" + options.data_path + ": unknown (choose pagecache, uffd or kmod)");
+	}
+	if (opts.backing) {
+		options.backing = opts.backing;
+		if (!BackingStore::valid_policy(options.backing))
+			return fail("backing=" + options.backing + ": unknown (choose auto, hugetlb, thp or 4k)");
 	}
 	if (opts.root_mode) {
 		char *end = nullptr;

@@ -9,32 +9,6 @@
 
 namespace msharefs {
 
-std::shared_ptr<BackingObject> BackingObject::create_memory(const std::string &shm_name, uint64_t size,
-							    ObjectKind kind, int *err)
-{
-	const std::string path = "/" + shm_name;
-	UniqueFd fd(shm_open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
-	if (!fd) {
-		*err = errno;
-		return nullptr;
-	}
-	if (ftruncate(fd.get(), static_cast<off_t>(size)) < 0) {
-		*err = errno == EINVAL ? ENOMEM : errno;
-		shm_unlink(path.c_str());
-		return nullptr;
-	}
-	return std::make_shared<BackingObject>(std::move(fd), kind, shm_name);
-}
-
-std::shared_ptr<BackingObject> BackingObject::open_memory(const std::string &shm_name, ObjectKind kind)
-{
-	const std::string path = "/" + shm_name;
-	UniqueFd fd(shm_open(path.c_str(), O_RDWR | O_CLOEXEC, 0600));
-	if (!fd)
-		return nullptr;
-	return std::make_shared<BackingObject>(std::move(fd), kind, shm_name);
-}
-
 int BackingObject::read(char *buf, size_t len, uint64_t offset) const
 {
 	size_t done = 0;
@@ -87,7 +61,7 @@ int BackingObject::write(const char *buf, size_t len, uint64_t offset) const
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
-			if (errno == EINVAL && done == 0 && kind_ == ObjectKind::hugetlb)
+			if (errno == EINVAL && done == 0) // hugetlbfs
 				return write_through_mapping(buf, len, offset);
 			return EIO;
 		}
@@ -105,8 +79,8 @@ int BackingObject::sync() const
 
 void BackingObject::destroy()
 {
-	if (!shm_name_.empty())
-		shm_unlink(("/" + shm_name_).c_str());
+	if (!memory_path_.empty())
+		unlink(memory_path_.c_str());
 }
 
 } // namespace msharefs

@@ -1,6 +1,7 @@
 // Backing objects: the memory and files that hold a region's data. Anonymous
-// mappings are backed by named POSIX shared memory, so their data outlives the
-// daemon; file mappings by the caller's own descriptor (held by the keeper).
+// mappings are backed by named files in memory file systems (BackingStore), so
+// their data outlives the daemon; file mappings by the caller's own descriptor
+// (held by the keeper).
 #pragma once
 
 #include "msharefs/region.hpp"
@@ -15,16 +16,12 @@ namespace msharefs {
 
 class BackingObject {
 public:
-	BackingObject(UniqueFd fd, ObjectKind kind, std::string shm_name)
-		: fd_(std::move(fd)), kind_(kind), shm_name_(std::move(shm_name))
+	// memory_path: where the memory of an anonymous mapping lives (see
+	// BackingStore); empty for a caller's file.
+	BackingObject(UniqueFd fd, ObjectKind kind, std::string memory_path)
+		: fd_(std::move(fd)), kind_(kind), memory_path_(std::move(memory_path))
 	{
 	}
-
-	// Creates shared memory of `size` bytes named shm_name (without /dev/shm).
-	static std::shared_ptr<BackingObject> create_memory(const std::string &shm_name, uint64_t size,
-							    ObjectKind kind, int *err);
-	// Opens the shared memory of an existing anonymous object.
-	static std::shared_ptr<BackingObject> open_memory(const std::string &shm_name, ObjectKind kind);
 
 	// 0 or errno. Reads wholly beyond the end of a file fail with EIO (the
 	// faulting process gets SIGBUS); the tail of a partial last page reads as
@@ -32,19 +29,19 @@ public:
 	int read(char *buf, size_t len, uint64_t offset) const;
 	int write(const char *buf, size_t len, uint64_t offset) const;
 	int sync() const;
-	// Unlinks the shared memory name of an anonymous object.
+	// Unlinks the memory of an anonymous object.
 	void destroy();
 
 	int fd() const { return fd_.get(); }
 	ObjectKind kind() const { return kind_; }
-	bool is_memory() const { return !shm_name_.empty(); }
+	bool is_memory() const { return !memory_path_.empty(); }
 
 private:
 	int write_through_mapping(const char *buf, size_t len, uint64_t offset) const;
 
 	UniqueFd fd_;
 	ObjectKind kind_;
-	std::string shm_name_; // empty for caller files
+	std::string memory_path_; // empty for caller files
 };
 
 struct ObjectKey {

@@ -250,7 +250,7 @@ RuntimeService::View *RuntimeService::view_locked(uint64_t ino, int *err)
 }
 
 int RuntimeService::publish(uint64_t ino, uint64_t region_size, std::span<const Mapping> mappings,
-			    uint32_t flags, int32_t lock_holder)
+			    uint32_t flags, int32_t lock_holder, FillingRange filling)
 {
 	std::lock_guard<std::mutex> guard(lock_);
 	auto &view = views_[ino];
@@ -269,7 +269,7 @@ int RuntimeService::publish(uint64_t ino, uint64_t region_size, std::span<const 
 		v->page = static_cast<PublishedLayoutPage *>(p);
 		view = std::move(v);
 	}
-	return publish_layout(view->page, region_size, mappings, flags, lock_holder);
+	return publish_layout(view->page, region_size, mappings, flags, lock_holder, filling);
 }
 
 // Caller holds lock_.

@@ -45,7 +45,7 @@ public:
 
 	// Writes the region's layout where its attachers read it.
 	int publish(uint64_t ino, uint64_t region_size, std::span<const Mapping> mappings, uint32_t flags,
-		    int32_t lock_holder);
+		    int32_t lock_holder, FillingRange filling = {});
 	// Every live attacher of ino recomposes its window from the published
 	// layout; returns when all have (or did not answer within the timeout).
 	void sync_attachers(uint64_t ino);

@@ -120,6 +120,8 @@ void FaultHandler::resolve(uint64_t addr, uint64_t flags, pid_t tid)
 	__atomic_store_n(&ticket->busy_seq, look.seq + 1, __ATOMIC_SEQ_CST);
 	if (!look.mapping || (look.flags & kPublishedOrphaned)) {
 		raise_segv(tid, addr, SEGV_MAPERR);
+	} else if (look.mapping->state & kMappingFilling) {
+		// Woken by the control thread once the copy is published done.
 	} else {
 		const PublishedMapping &m = *look.mapping;
 		const bool writable = w->writable() &&

@@ -208,11 +208,27 @@ bool Window::register_run(int uffd, const Run &run, bool writable_vma)
 	return ioctl(uffd, UFFDIO_REGISTER, &reg) == 0;
 }
 
-void Window::uninstall(const Run &run)
+// Puts a fresh reservation (no registration) over the parts of
+// [off, off+size) that no installed run covers.
+void Window::reserve_uncovered(uint64_t off, uint64_t size)
 {
-	// A fresh reservation replaces the mapping (and its registration).
-	raw_mmap(at(base_, run.offset), run.size, PROT_NONE, kReserveFlags, -1, 0);
-	runs_.erase(run.offset);
+	uint64_t pos = off;
+	const uint64_t end = off + size;
+	auto it = runs_.upper_bound(pos);
+	if (it != runs_.begin())
+		--it;
+	for (; pos < end && it != runs_.end(); ++it) {
+		const Run &run = it->second;
+		if (run.offset + run.size <= pos)
+			continue;
+		if (run.offset >= end)
+			break;
+		if (run.offset > pos)
+			raw_mmap(at(base_, pos), run.offset - pos, PROT_NONE, kReserveFlags, -1, 0);
+		pos = run.offset + run.size;
+	}
+	if (pos < end)
+		raw_mmap(at(base_, pos), end - pos, PROT_NONE, kReserveFlags, -1, 0);
 }
 
 // Protections the VMAs themselves must carry: for runs under userfaultfd
@@ -252,13 +268,15 @@ int Window::apply_prot(const PublishedState &state)
 int Window::compose(const PublishedState &state)
 {
 	const std::vector<Run> target = runs_of(state);
-	// Runs that are no longer in the layout go first.
+	// New runs are mapped over what they replace (MAP_FIXED swaps the
+	// pages in one step, so an access meanwhile sees the old or the new
+	// object, never a hole); what no run covers any more is reserved last.
 	std::vector<Run> stale;
 	for (const auto &[off, run] : runs_)
 		if (std::find(target.begin(), target.end(), run) == target.end())
 			stale.push_back(run);
 	for (const Run &run : stale)
-		uninstall(run);
+		runs_.erase(run.offset);
 	uint32_t vma_prot = static_cast<uint32_t>(prot_) & (PROT_READ | PROT_WRITE);
 	for (const Run &run : target) {
 		auto it = runs_.find(run.offset);
@@ -271,6 +289,8 @@ int Window::compose(const PublishedState &state)
 		if (int err = install(run, prot))
 			return err;
 	}
+	for (const Run &run : stale)
+		reserve_uncovered(run.offset, run.size);
 	// Objects no run uses any more.
 	std::lock_guard<std::mutex> guard(objects_lock_);
 	for (auto it = objects_.begin(); it != objects_.end();) {
@@ -291,8 +311,15 @@ int Window::sync()
 			return err;
 		apply_prot(state);
 		if (pending_cookie_ == answered)
-			return 0;
+			break;
 	}
+	// Faults left waiting while the daemon filled a mapping (see
+	// kMappingFilling) try again against what is installed now.
+	if (uffd_ >= 0) {
+		uffdio_range all{base_, size_};
+		ioctl(uffd_, UFFDIO_WAKE, &all);
+	}
+	return 0;
 }
 
 int Window::answer_sync(uint64_t cookie)

@@ -6,7 +6,7 @@
 namespace msharefs {
 
 int publish_layout(PublishedLayoutPage *page, uint64_t region_size, std::span<const Mapping> mappings,
-		   uint32_t flags, int32_t lock_holder)
+		   uint32_t flags, int32_t lock_holder, FillingRange filling)
 {
 	if (mappings.size() > PublishedLayoutPage::kMaxMappings)
 		return EOVERFLOW;
@@ -20,9 +20,12 @@ int publish_layout(PublishedLayoutPage *page, uint64_t region_size, std::span<co
 	page->count = static_cast<uint32_t>(mappings.size());
 	for (size_t i = 0; i < mappings.size(); i++) {
 		const Mapping &m = mappings[i];
+		const bool in_filling = m.region_offset < filling.offset + filling.size &&
+				     m.end() > filling.offset;
 		page->mappings[i] = PublishedMapping{m.region_offset, m.size, m.object_offset, m.object_id,
 						     m.huge_page_size, m.prot, static_cast<uint8_t>(m.kind),
-						     static_cast<uint8_t>(m.has_file), 0};
+						     static_cast<uint8_t>(m.has_file),
+						     static_cast<uint16_t>(in_filling ? kMappingFilling : 0)};
 	}
 	std::atomic_thread_fence(std::memory_order_release);
 	page->seq.store(seq + 2, std::memory_order_release);

@@ -3,6 +3,7 @@
 #include <cerrno>
 #include <linux/magic.h>
 #include <sys/ioctl.h>
+#include <sys/stat.h>
 #include <sys/vfs.h>
 
 namespace msharefs {
@@ -12,8 +13,12 @@ bool uffd_capable_file(int fd)
 	struct statfs sfs {};
 	if (fstatfs(fd, &sfs) < 0)
 		return false;
-	const auto type = static_cast<unsigned long>(sfs.f_type);
-	return type == TMPFS_MAGIC || type == HUGETLBFS_MAGIC;
+	struct stat st {};
+	if (static_cast<unsigned long>(sfs.f_type) != TMPFS_MAGIC || fstat(fd, &st) < 0)
+		return false;
+	// shmem with transparent huge pages (st_blksize 2 MiB) is mapped by
+	// PMD entries only when no userfaultfd intercepts its faults.
+	return st.st_blksize < (2 << 20);
 }
 
 int uffd_write_protect(int uffd, uint64_t addr, uint64_t len, bool protect)

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <utility>
 #include <sys/mman.h>
 #include <sys/types.h>
 #include <vector>
@@ -111,6 +112,15 @@ public:
 	explicit Window(int fd, int prot = PROT_READ | PROT_WRITE);
 	Window(const Window &) = delete;
 	Window &operator=(const Window &) = delete;
+	Window &operator=(Window &&other) noexcept
+	{
+		if (this != &other) {
+			reset();
+			addr_ = std::exchange(other.addr_, MAP_FAILED);
+			size_ = std::exchange(other.size_, 0);
+		}
+		return *this;
+	}
 	~Window() { reset(); }
 	void reset();
 	bool ok() const { return addr_ != MAP_FAILED; }

@@ -25,7 +25,18 @@ struct PublishedMapping {
 	uint32_t prot;
 	uint8_t kind; // ObjectKind
 	uint8_t has_file;
-	uint16_t reserved;
+	uint16_t state; // kMappingFilling
+};
+
+// The daemon is copying the mapping's data into its object: faults there
+// wait (the runtime does not resolve them) until a layout without the flag
+// is published and the attacher has recomposed.
+inline constexpr uint16_t kMappingFilling = 1;
+
+// A window range whose mappings are published with kMappingFilling.
+struct FillingRange {
+	uint64_t offset = 0;
+	uint64_t size = 0;
 };
 
 // Region-wide state flags.
@@ -67,7 +78,7 @@ struct PublishedLookup {
 // Writer side (msharefsd). Caller serialises writers. Returns EOVERFLOW if
 // the layout has more mappings than a page set holds.
 int publish_layout(PublishedLayoutPage *page, uint64_t region_size, std::span<const Mapping> mappings,
-		   uint32_t flags, int32_t lock_holder);
+		   uint32_t flags, int32_t lock_holder, FillingRange filling = {});
 
 // Reader side (runtime). Never blocks on the writer for long: a writer
 // holds the odd sequence only while copying the layout.

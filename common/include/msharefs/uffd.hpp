@@ -16,8 +16,12 @@
 
 namespace msharefs {
 
-// True for files on shmem (tmpfs, memfd) and hugetlbfs: their mappings take
-// userfaultfd MISSING, MINOR and write-protect registration.
+// True for files the runtime places under userfaultfd (MISSING, MINOR and
+// write-protect registration): shmem (tmpfs, memfd) with 4 KiB pages. Huge
+// page objects (hugetlbfs, shmem THP) stay native so that their PMD entries,
+// and on hugetlbfs the PMD tables themselves, are installed by the kernel
+// (MINOR or WP registration disables hugetlb PMD sharing); protections on
+// them are applied with mprotect by each attacher's runtime.
 bool uffd_capable_file(int fd);
 
 // UFFDIO_WRITEPROTECT of [addr, addr+len) on uffd: 0 or errno.

@@ -1,0 +1,62 @@
+// Where the memory of anonymous mappings lives. On datapath=uffd the daemon
+// chooses, per mapping, the backing that costs attachers the least page-table
+// memory on a stock kernel:
+//  - hugetlb: a file on the daemon's own hugetlbfs mount, when the huge page
+//    pool can reserve the whole mapping. Attachers map it at 1 GiB-aligned
+//    windows, where mainline shares the PMD tables between them;
+//  - thp: a file on the daemon's own tmpfs mount with huge=within_size, when
+//    shmem THP is allowed (transparent_hugepage/shmem_enabled is not never
+//    or deny, or backing=thp was asked for): one PMD entry per 2 MiB;
+//  - small: POSIX shared memory in /dev/shm, 4 KiB pages.
+// The mounts live under /dev/shm/<state>, so that a restarted daemon reopens
+// every object by name; they are taken down with the mount's state.
+#pragma once
+
+#include "objects.hpp"
+
+#include <memory>
+#include <string>
+
+namespace msharefs {
+
+enum class Backing : uint8_t { small = 0, thp = 1, hugetlb = 2 };
+
+const char *backing_name(Backing b);
+
+class BackingStore {
+public:
+	// policy: auto, hugetlb, thp or 4k. Throws std::invalid_argument for
+	// anything else. Without huge_objects (data paths whose windows do not
+	// map the objects themselves) everything is 4 KiB shared memory.
+	BackingStore(std::string state_name, const std::string &policy, bool huge_objects);
+
+	// Creates the object of anonymous mapping m (kind hugetlb: MAP_HUGETLB),
+	// in the cheapest backing the policy and the machine allow. nullptr
+	// with *err set on failure.
+	std::shared_ptr<BackingObject> create(const std::string &name, const Mapping &m, int *err);
+	// 4 KiB shared memory of `size` bytes, whatever the policy.
+	std::shared_ptr<BackingObject> create_small(const std::string &name, uint64_t size, int *err)
+	{
+		return create_in(Backing::small, name, size, ObjectKind::anonymous, kPageSize, err);
+	}
+	// Reopens an object a previous daemon created, wherever it lives.
+	std::shared_ptr<BackingObject> open(const std::string &name, ObjectKind kind);
+	// The backing of an object this store created.
+	static Backing backing_of(int fd);
+
+	static bool valid_policy(const std::string &policy);
+
+private:
+	std::string dir(Backing b) const;
+	bool ensure_mounted(Backing b);
+	bool thp_allowed() const;
+	std::shared_ptr<BackingObject> create_in(Backing b, const std::string &name, uint64_t size,
+						 ObjectKind kind, uint64_t unit, int *err);
+
+	std::string state_name_;
+	std::string policy_;
+	bool huge_objects_;
+	uint64_t default_huge_page_size_;
+};
+
+} // namespace msharefs
