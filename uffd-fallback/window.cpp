@@ -112,8 +112,13 @@ int Window::attach(int uffd, int ticket_fd)
 		return err;
 	for (int tries = 0; tries < 1000; tries++) {
 		const uint64_t seq = published_seq(page());
-		if (int err = sync())
+		if (int err = sync()) {
+			// An object of the layout composed from was freed by a
+			// change published meanwhile: compose the new layout.
+			if (err == ENOENT && published_seq(page()) != seq)
+				continue;
 			return err;
+		}
 		// The daemon marks the attacher live only if nothing changed
 		// since the layout it was composed from.
 		RuntimeMessage msg{};

@@ -1035,10 +1035,7 @@ std::vector<ChildResult> wait_all(const std::vector<pid_t> &pids, double timeout
 
 TEST_CASE("stress: 16 processes change, write and check one region at random; nothing lost, hung or leaked")
 {
-	if (!on_uffd()) {
-		MESSAGE("the stress test runs on the uffd data path only");
-		return;
-	}
+	REQUIRE_MESSAGE(on_uffd(), "the stress test runs on the uffd data path only (MSHAREFS_TEST_DATAPATH=uffd)");
 	const double seconds = stress_seconds();
 	const uint64_t seed = stress_seed();
 	INFO("seed " << seed << " (MSHAREFS_STRESS_SEED), " << seconds << " s");
