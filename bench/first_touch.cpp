@@ -78,7 +78,7 @@ bool run_first_touch(const Config &cfg, Table *t)
 		   " processes each)";
 
 	std::string err;
-	auto daemon = Daemon::start(cfg, "datapath=uffd,align=1G", &err);
+	auto daemon = Daemon::start(cfg, "datapath=uffd,align=1G,backing=4k", &err);
 	if (!daemon) {
 		warn("first_touch: %s", err.c_str());
 		return false;
@@ -119,7 +119,7 @@ bool run_first_touch(const Config &cfg, Table *t)
 	t->rows.push_back({"major faults", median(uffd[kMajor]), base, median(shm[kMajor]), "", 0, ""});
 	t->rows.push_back(
 		{"attach (mmap) before the touch", median(uffd[kAttachMs]), base, median(shm[kAttachMs]), "ms", 2, ""});
-	t->notes.push_back("figure: a window of a region on msharefsd -o datapath=uffd,align=1G, attached through "
+	t->notes.push_back("figure: a window of a region on msharefsd -o datapath=uffd,align=1G,backing=4k, attached through "
 			   "the uffd runtime (libmshare); baseline: memfd_create + mmap(MAP_SHARED), same size");
 	t->notes.push_back("faults: minflt and majflt of the touching process (/proc/self/stat), all threads; the "
 			   "runtime maps 2 MiB per fault it resolves");

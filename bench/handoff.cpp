@@ -245,7 +245,7 @@ bool run_handoff(const Config &cfg, Table *t)
 		   " pages written per turn (median of " + std::to_string(reps) + " samples)";
 
 	std::string err;
-	auto daemon = Daemon::start(cfg, "datapath=uffd,align=1G", &err);
+	auto daemon = Daemon::start(cfg, "datapath=uffd,align=1G,backing=4k", &err);
 	if (!daemon) {
 		warn("handoff: %s", err.c_str());
 		return false;
@@ -269,7 +269,7 @@ bool run_handoff(const Config &cfg, Table *t)
 	}
 	t->notes.push_back("figure: time per handoff (one turn: take, write, release, pass), from the first "
 			   "player's clock over a sample of turns");
-	t->notes.push_back("LOCK/UNLOCK: msharefsd -o datapath=uffd, both players attached through the uffd "
+	t->notes.push_back("LOCK/UNLOCK: msharefsd -o datapath=uffd,backing=4k, both players attached through the uffd "
 			   "runtime, every page read once before; baselines on a shared memfd, populated before");
 	t->notes.push_back("the turn is passed through a pipe in every variant; the three pairs run side by side and "
 			   "their samples alternate");

@@ -210,7 +210,7 @@ bool run_protect(const Config &cfg, Table *t)
 		   std::to_string(reps) + ")";
 
 	std::string err;
-	auto daemon = Daemon::start(cfg, "datapath=uffd,align=1G", &err);
+	auto daemon = Daemon::start(cfg, "datapath=uffd,align=1G,backing=4k", &err);
 	if (!daemon) {
 		warn("protect: %s", err.c_str());
 		return false;
@@ -229,7 +229,7 @@ bool run_protect(const Config &cfg, Table *t)
 		t->rows.push_back({"RO->RW, N=" + std::to_string(n), fig(1), base, fig(3), "ms", 2, note});
 		all = all && v;
 	}
-	t->notes.push_back("figure: one MSHAREFS_PROTECT ioctl by the region's owner (msharefsd -o datapath=uffd), "
+	t->notes.push_back("figure: one MSHAREFS_PROTECT ioctl by the region's owner (msharefsd -o datapath=uffd,backing=4k), "
 			   "returning once every attacher (uffd runtime, libmshare) sees the change");
 	t->notes.push_back("baseline: the coordinator wakes each process through its own pipe, each mprotect()s "
 			   "its mapping of a shared memfd and acknowledges on a shared pipe; timed until the last "

@@ -1,5 +1,7 @@
 #include "runtime_service.hpp"
 
+#include <tbb/parallel_for.h>
+
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
@@ -361,8 +363,12 @@ void RuntimeService::apply_protection(uint64_t ino, uint64_t off, uint64_t size)
 		const bool capable = hooks_.object_fd(ino, m.object_id, &object) == 0 && uffd_capable_file(object.get());
 		pieces.push_back({start, end - start, &m, capable});
 	}
+	// Attachers are independent (each its own userfaultfd and mm): they are
+	// write-protected in parallel, one task each.
+	std::mutex to_sync_lock;
 	std::vector<std::shared_ptr<Attacher>> to_sync;
-	for (auto &a : list) {
+	tbb::parallel_for(size_t{0}, list.size(), [&](size_t i) {
+		const auto &a = list[i];
 		bool needs_sync = false;
 		for (const Piece &p : pieces) {
 			if (!p.capable || !p.m->prot) {
@@ -377,9 +383,11 @@ void RuntimeService::apply_protection(uint64_t ino, uint64_t off, uint64_t size)
 					strerror(err));
 		}
 		wait_ticket(*a, state.seq);
-		if (needs_sync)
+		if (needs_sync) {
+			std::lock_guard<std::mutex> guard(to_sync_lock);
 			to_sync.push_back(a);
-	}
+		}
+	});
 	sync_all(to_sync);
 }
 

@@ -42,6 +42,11 @@ __attribute__((visibility("default"))) int mshare_runtime_mprotect(void *addr, s
 	return msharefs::runtime::raw_mprotect(addr, len, prot);
 }
 
+__attribute__((visibility("default"))) int mshare_runtime_daemon_gone(int fd)
+{
+	return Runtime::get().daemon_gone(fd);
+}
+
 __attribute__((visibility("default"))) int mshare_runtime_windows_touch(const void *addr, size_t len)
 {
 	return Runtime::get().touches_window(addr, len);

@@ -18,6 +18,9 @@ extern "C" {
 void *mshare_runtime_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off);
 int mshare_runtime_munmap(void *addr, size_t len);
 int mshare_runtime_mprotect(void *addr, size_t len, int prot);
+/* Non-zero if fd is on an msharefs mount this process attached a window
+ * from and no daemon serves it now (its requests would wait for a restart). */
+int mshare_runtime_daemon_gone(int fd);
 /* Non-zero if [addr, addr+len) overlaps an attached window. */
 int mshare_runtime_windows_touch(const void *addr, size_t len);
 

@@ -23,6 +23,7 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/syscall.h>
 #include <sys/vfs.h>
 #include <unistd.h>
@@ -185,6 +186,11 @@ int Runtime::unmap(void *addr, size_t len)
 void *Runtime::map_window(void *addr, size_t len, int prot, int flags, int fd, off_t off, bool *handled)
 {
 	*handled = false;
+	if (daemon_gone(fd)) {
+		*handled = true;
+		errno = ENOTCONN;
+		return MAP_FAILED;
+	}
 	struct statfs sfs {};
 	if (fstatfs(fd, &sfs) < 0 || static_cast<unsigned long>(sfs.f_type) != FUSE_SUPER_MAGIC)
 		return nullptr;
@@ -260,7 +266,40 @@ void *Runtime::map_window(void *addr, size_t len, int prot, int flags, int fd, o
 		return fail(err);
 	}
 	add_to_control(w);
+	if (const dev_t dev = cached_device(fd)) {
+		std::unique_lock<std::shared_mutex> wg(windows_lock_);
+		daemon_sockets_[dev] = info.socket_path;
+	}
 	return base;
+}
+
+// The device of fd's file from the kernel's cache: no request reaches a
+// FUSE daemon (which may be gone). 0 if unknown.
+dev_t Runtime::cached_device(int fd)
+{
+	struct statx stx {};
+	if (statx(fd, "", AT_EMPTY_PATH | AT_STATX_DONT_SYNC, STATX_TYPE, &stx) < 0)
+		return 0;
+	return makedev(stx.stx_dev_major, stx.stx_dev_minor);
+}
+
+bool Runtime::daemon_gone(int fd)
+{
+	const dev_t dev = cached_device(fd);
+	if (!dev)
+		return false;
+	std::string socket_name;
+	{
+		std::shared_lock<std::shared_mutex> guard(windows_lock_);
+		if (daemon_sockets_.empty())
+			return false;
+		auto it = daemon_sockets_.find(dev);
+		if (it == daemon_sockets_.end())
+			return false;
+		socket_name = it->second;
+	}
+	UniqueFd probe(connect_runtime_socket(socket_name));
+	return !probe;
 }
 
 void Runtime::add_to_control(const std::shared_ptr<Window> &w)

@@ -138,6 +138,11 @@ public:
 	// the rest of the range); 0 if no window is involved.
 	int unmap(void *addr, size_t len);
 	bool touches_window(const void *addr, size_t len);
+	// True if fd is on an msharefs mount this process attached a window
+	// from, and no daemon serves that mount now: requests would wait for a
+	// restart, so they fail at once with ENOTCONN instead.
+	bool daemon_gone(int fd);
+	static dev_t cached_device(int fd);
 
 	std::shared_ptr<Window> window_at(uint64_t addr);
 	RuntimeTicket *ticket() { return ticket_; }
@@ -157,6 +162,9 @@ private:
 	std::mutex lock_; // attach/detach/fork
 	std::shared_mutex windows_lock_;
 	std::vector<std::shared_ptr<Window>> windows_; // guarded by windows_lock_
+	// The runtime socket of each msharefs mount (by device) a window was
+	// attached from; guarded by windows_lock_.
+	std::map<dev_t, std::string> daemon_sockets_;
 	UniqueFd uffd_;
 	UniqueFd ticket_fd_;
 	RuntimeTicket *ticket_ = nullptr;

@@ -1,13 +1,18 @@
 // libmshare-preload.so: LD_PRELOAD it and an unmodified program's windows
 // of msharefs regions are composed by the runtime. mmap, munmap, mprotect,
-// pkey_mprotect and mremap are interposed; everything else is untouched.
+// pkey_mprotect and mremap are interposed, and ioctl for msharefs requests
+// (which fail with ENOTCONN while no daemon serves the mount); everything
+// else is untouched.
 // mmap and mmap64 are both defined here: no large-file renaming.
 #undef _FILE_OFFSET_BITS
 
 #include "mshare_runtime.h"
 
+#include <linux/msharefs.h>
+
 #include <cerrno>
 #include <cstdarg>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -41,6 +46,19 @@ SHIM_EXPORT int pkey_mprotect(void *addr, size_t len, int prot, int pkey)
 		return -1;
 	}
 	return static_cast<int>(syscall(SYS_pkey_mprotect, addr, len, prot, pkey));
+}
+
+SHIM_EXPORT int ioctl(int fd, unsigned long request, ...)
+{
+	va_list ap;
+	va_start(ap, request);
+	void *arg = va_arg(ap, void *);
+	va_end(ap);
+	if (_IOC_TYPE(request) == MSHAREFS_MAGIC && mshare_runtime_daemon_gone(fd)) {
+		errno = ENOTCONN;
+		return -1;
+	}
+	return static_cast<int>(syscall(SYS_ioctl, fd, request, arg));
 }
 
 SHIM_EXPORT void *mremap(void *old_addr, size_t old_size, size_t new_size, int flags, ...)

@@ -280,6 +280,14 @@ TEST_CASE("uffd: a killed daemon loses nothing; attachers keep working and relin
 	// No daemon: the window is the process's own mapping of the objects.
 	strcpy(w.at(64 * kMiB), "during the outage");
 	CHECK(strcmp(w.at(0), "before the crash") == 0);
+	// Requests that need the daemon fail at once rather than wait.
+	mshare_info info{};
+	errno = 0;
+	CHECK(ioctl(fd.get(), MSHAREFS_GET_SIZE, &info) == -1);
+	CHECK(errno == ENOTCONN);
+	errno = 0;
+	CHECK(mmap(nullptr, kSize, PROT_READ | PROT_WRITE, MAP_SHARED, fd.get(), 0) == MAP_FAILED);
+	CHECK(errno == ENOTCONN);
 	d.restart();
 	CHECK(strcmp(w.at(64 * kMiB), "during the outage") == 0);
 	// The runtime attaches again to the new daemon: PROTECT reaches it.
