@@ -48,6 +48,14 @@ void warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 uint64_t now_ns();
 inline double ms_since(uint64_t t0) { return static_cast<double>(now_ns() - t0) / 1e6; }
 double median(std::vector<double> v);
+// The samples of several variants one after the other.
+template <size_t N> std::vector<double> concat(const std::vector<double> (&parts)[N])
+{
+	std::vector<double> out;
+	for (const auto &part : parts)
+		out.insert(out.end(), part.begin(), part.end());
+	return out;
+}
 std::string human_bytes(uint64_t bytes);
 
 // One line of a scenario's table: a figure of the msharefs variant against

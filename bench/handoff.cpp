@@ -223,10 +223,7 @@ std::vector<double> measure(const Params &p)
 	for (auto &pair : pairs)
 		if (!pair->finish())
 			return {};
-	std::vector<double> out;
-	for (const auto &s : samples)
-		out.insert(out.end(), s.begin(), s.end());
-	return out;
+	return concat(samples);
 }
 
 } // namespace

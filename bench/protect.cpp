@@ -192,10 +192,7 @@ std::vector<double> measure(uint64_t size, int n, int reps)
 	}
 	if (!window.finish() || !signalled.finish())
 		return {};
-	std::vector<double> out;
-	for (const auto &s : samples)
-		out.insert(out.end(), s.begin(), s.end());
-	return out;
+	return concat(samples);
 }
 
 } // namespace

@@ -405,17 +405,19 @@ std::string Filesystem::region_attribute(uint64_t ino, const std::string &name, 
 		return {};
 	}
 	std::string value;
+	const char *last = nullptr;
 	for (const Mapping &m : node->mappings) {
 		if (m.has_file)
 			continue;
-		std::string b = "4k";
+		const char *b = backing_name(Backing::small);
 		ObjectTable::const_accessor acc;
 		if (!kmod_ && objects_.find(acc, ObjectKey{ino, m.object_id}) && acc->second)
 			b = backing_name(BackingStore::backing_of(acc->second->fd()));
-		if (value.empty() || value.rfind(b) != value.size() - b.size())
-			value += (value.empty() ? "" : "+") + b;
+		if (last != b)
+			value.append(last ? "+" : "").append(b);
+		last = b;
 	}
-	return value.empty() ? "none" : value;
+	return last ? value : "none";
 }
 
 void Filesystem::getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)

@@ -347,8 +347,6 @@ int Filesystem::ioctl_protect(IoctlCall &call)
 		return kmod_->protect(call.ino, off, a.size, a.prot);
 	if (!runtime_)
 		return EOPNOTSUPP;
-	if (a.prot & ~(PROT_READ | PROT_WRITE | PROT_EXEC))
-		return EINVAL;
 	if (int err = split_huge_pages(call.ino, off, a.size))
 		return err;
 	{

@@ -62,6 +62,10 @@ int map_pages(int uffd, uint64_t addr, uint64_t len, uint64_t step, bool write_p
 			return 0;
 		const int err = errno;
 		uint64_t done = c.mapped > 0 ? static_cast<uint64_t>(c.mapped) : 0;
+		// EAGAIN with nothing done: an mremap waits for this thread to
+		// read its event; the faulting thread is woken and faults again.
+		if (err == EAGAIN && done == 0)
+			return err;
 		if (err == EAGAIN || err == EINTR) {
 			addr += done;
 			len -= done;
@@ -128,10 +132,12 @@ void FaultHandler::resolve(uint64_t addr, uint64_t flags, pid_t tid)
 				      published_writable(m, look.flags, look.lock_holder, rt_.tgid());
 		const bool readable = m.prot & (PROT_READ | PROT_WRITE | PROT_EXEC);
 		if (flags & UFFD_PAGEFAULT_FLAG_WP) {
-			if (writable)
-				uffd_write_protect(rt_.uffd(), page_addr, kPageSize, false);
-			else
+			if (!writable)
 				raise_segv(tid, addr, SEGV_ACCERR);
+			// EAGAIN: the address space is changing under an event only
+			// this thread reads; the store faults again afterwards.
+			else if (uffd_write_protect(rt_.uffd(), page_addr, kPageSize, false, false))
+				wake(rt_.uffd(), page_addr, kPageSize);
 		} else if (!readable || ((flags & UFFD_PAGEFAULT_FLAG_WRITE) && !writable)) {
 			raise_segv(tid, addr, SEGV_ACCERR);
 		} else {
@@ -157,7 +163,7 @@ void FaultHandler::resolve(uint64_t addr, uint64_t flags, pid_t tid)
 							      w->base() + look.mapping->region_offset +
 								      look.mapping->size);
 				if (now != writable && start < end && w->writable())
-					uffd_write_protect(rt_.uffd(), start, end - start, !now);
+					uffd_write_protect(rt_.uffd(), start, end - start, !now, false);
 			}
 		}
 	}

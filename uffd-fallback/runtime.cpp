@@ -39,7 +39,8 @@ namespace {
 constexpr uint64_t kFeatures = UFFD_FEATURE_MISSING_SHMEM | UFFD_FEATURE_MISSING_HUGETLBFS |
 			       UFFD_FEATURE_MINOR_SHMEM | UFFD_FEATURE_MINOR_HUGETLBFS |
 			       UFFD_FEATURE_WP_HUGETLBFS_SHMEM | UFFD_FEATURE_THREAD_ID |
-			       UFFD_FEATURE_EXACT_ADDRESS | UFFD_FEATURE_PAGEFAULT_FLAG_WP;
+			       UFFD_FEATURE_EXACT_ADDRESS | UFFD_FEATURE_PAGEFAULT_FLAG_WP |
+			       UFFD_FEATURE_EVENT_REMAP; // registration moves with mremap (Window::install)
 
 int open_userfaultfd()
 {
@@ -285,14 +286,19 @@ dev_t Runtime::cached_device(int fd)
 
 bool Runtime::daemon_gone(int fd)
 {
+	{
+		// Every mmap and msharefs ioctl of the process asks: most have
+		// attached nothing, and need no system call to know.
+		std::shared_lock<std::shared_mutex> guard(windows_lock_);
+		if (daemon_sockets_.empty())
+			return false;
+	}
 	const dev_t dev = cached_device(fd);
 	if (!dev)
 		return false;
 	std::string socket_name;
 	{
 		std::shared_lock<std::shared_mutex> guard(windows_lock_);
-		if (daemon_sockets_.empty())
-			return false;
 		auto it = daemon_sockets_.find(dev);
 		if (it == daemon_sockets_.end())
 			return false;

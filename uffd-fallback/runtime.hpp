@@ -90,6 +90,7 @@ private:
 	int handshake(int uffd, int ticket_fd);
 	int install(const Run &run, uint32_t vma_prot);
 	bool register_run(int uffd, const Run &run, bool writable_vma);
+	static bool register_range(int uffd, uint64_t start, uint64_t len, bool writable_vma);
 	void reserve_uncovered(uint64_t off, uint64_t size);
 	int apply_prot(const PublishedState &state);
 	int compose(const PublishedState &state);

@@ -188,12 +188,31 @@ int Window::install(const Run &run, uint32_t vma_prot)
 	const int mode = fcntl(fd, F_GETFL) & O_ACCMODE;
 	if (mode != O_RDWR)
 		vma_prot &= ~PROT_WRITE;
-	void *p = raw_mmap(at(base_, run.offset), run.size, static_cast<int>(vma_prot), MAP_SHARED | MAP_FIXED, fd,
-			   static_cast<off_t>(run.object_offset));
+	const int prot = static_cast<int>(vma_prot);
+	const auto offset = static_cast<off_t>(run.object_offset);
+	Run installed = run;
+	installed.capable = uffd_capable_file(fd) && uffd_ >= 0;
+	if (installed.capable) {
+		// Registered away from the window, then moved over what it
+		// replaces in one step: no access can reach the object before
+		// the fault handler sees it (a native fault would allocate and
+		// map a page the daemon may still be filling).
+		void *staged = raw_mmap(nullptr, run.size, prot, MAP_SHARED, fd, offset);
+		if (staged == MAP_FAILED)
+			return errno;
+		const bool registered = register_range(uffd_, reinterpret_cast<uint64_t>(staged), run.size,
+						       (vma_prot & PROT_WRITE) != 0);
+		if (registered && syscall(SYS_mremap, staged, run.size, run.size, MREMAP_MAYMOVE | MREMAP_FIXED,
+					  at(base_, run.offset)) != -1) {
+			runs_[run.offset] = installed;
+			return 0;
+		}
+		raw_munmap(staged, run.size);
+		installed.capable = false;
+	}
+	void *p = raw_mmap(at(base_, run.offset), run.size, prot, MAP_SHARED | MAP_FIXED, fd, offset);
 	if (p == MAP_FAILED)
 		return errno;
-	Run installed = run;
-	installed.capable = uffd_capable_file(fd) && register_run(uffd_, run, (vma_prot & PROT_WRITE) != 0);
 	runs_[run.offset] = installed;
 	return 0;
 }
@@ -202,11 +221,16 @@ int Window::install(const Run &run, uint32_t vma_prot)
 // and write protection can be set on it when the VMA is writable.
 bool Window::register_run(int uffd, const Run &run, bool writable_vma)
 {
+	return register_range(uffd, base_ + run.offset, run.size, writable_vma);
+}
+
+bool Window::register_range(int uffd, uint64_t start, uint64_t len, bool writable_vma)
+{
 	if (uffd < 0)
 		return false;
 	uffdio_register reg{};
-	reg.range.start = base_ + run.offset;
-	reg.range.len = run.size;
+	reg.range.start = start;
+	reg.range.len = len;
 	reg.mode = UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_MINOR;
 	if (writable_vma)
 		reg.mode |= UFFDIO_REGISTER_MODE_WP;

@@ -21,7 +21,7 @@ bool uffd_capable_file(int fd)
 	return st.st_blksize < (2 << 20);
 }
 
-int uffd_write_protect(int uffd, uint64_t addr, uint64_t len, bool protect)
+int uffd_write_protect(int uffd, uint64_t addr, uint64_t len, bool protect, bool retry_busy)
 {
 	uffdio_writeprotect wp{};
 	wp.range.start = addr;
@@ -30,7 +30,7 @@ int uffd_write_protect(int uffd, uint64_t addr, uint64_t len, bool protect)
 	for (;;) {
 		if (ioctl(uffd, UFFDIO_WRITEPROTECT, &wp) == 0)
 			return 0;
-		if (errno != EAGAIN && errno != EINTR)
+		if ((errno != EAGAIN || !retry_busy) && errno != EINTR)
 			return errno;
 	}
 }

@@ -439,6 +439,46 @@ void *attach(int fd, int prot)
 		    fd, 0);
 }
 
+namespace detail {
+
+sigjmp_buf fault_jump;
+
+namespace {
+
+volatile sig_atomic_t g_fault_sig;
+volatile int g_fault_code;
+void *volatile g_fault_addr;
+
+void on_fault(int sig, siginfo_t *si, void *)
+{
+	g_fault_sig = sig;
+	g_fault_code = si->si_code;
+	g_fault_addr = si->si_addr;
+	siglongjmp(fault_jump, 1);
+}
+
+} // namespace
+
+void catch_faults(struct sigaction *old_segv, struct sigaction *old_bus)
+{
+	struct sigaction sa {};
+	sa.sa_sigaction = on_fault;
+	sa.sa_flags = SA_SIGINFO | SA_NODEFER;
+	sigemptyset(&sa.sa_mask);
+	g_fault_sig = 0;
+	sigaction(SIGSEGV, &sa, old_segv);
+	sigaction(SIGBUS, &sa, old_bus);
+}
+
+Fault release_faults(const struct sigaction &old_segv, const struct sigaction &old_bus, bool faulted)
+{
+	sigaction(SIGSEGV, &old_segv, nullptr);
+	sigaction(SIGBUS, &old_bus, nullptr);
+	return faulted ? Fault{g_fault_sig, g_fault_code, g_fault_addr} : Fault{};
+}
+
+} // namespace detail
+
 bool read_faults(const void *addr)
 {
 	ChildResult r = run_in_child([addr] {

@@ -7,7 +7,10 @@
 #include <linux/msharefs.h>
 #include <msharefs/unique_fd.hpp>
 
+#include <csetjmp>
+#include <csignal>
 #include <cstdint>
+#include <cstring>
 #include <functional>
 #include <string>
 #include <utility>
@@ -95,6 +98,41 @@ int unmap(int fd, uint64_t addr, uint64_t size);
 // True if reading (or writing) addr in a child process faults.
 bool read_faults(const void *addr);
 bool write_faults(void *addr);
+
+// A fault caught in this process: the signal (0 if f ran through), its
+// si_code and si_addr.
+struct Fault {
+	int sig = 0;
+	int code = 0;
+	void *addr = nullptr;
+};
+
+namespace detail {
+extern sigjmp_buf fault_jump;
+// Catch SIGSEGV and SIGBUS into fault_jump; release_faults puts the old
+// handlers back and returns what was caught.
+void catch_faults(struct sigaction *old_segv, struct sigaction *old_bus);
+Fault release_faults(const struct sigaction &old_segv, const struct sigaction &old_bus, bool faulted);
+} // namespace detail
+
+// Runs f in this process; a SIGSEGV or SIGBUS it raises ends it and is
+// returned (sigsetjmp must be called here, in the frame that outlives f).
+// f must not own objects with destructors: a fault leaves it by siglongjmp.
+// Calls may nest.
+template <class F> Fault fault_of(F &&f)
+{
+	sigjmp_buf outer;
+	std::memcpy(outer, detail::fault_jump, sizeof(outer));
+	struct sigaction old_segv {}, old_bus {};
+	detail::catch_faults(&old_segv, &old_bus);
+	volatile bool faulted = true;
+	if (sigsetjmp(detail::fault_jump, 1) == 0) {
+		f();
+		faulted = false;
+	}
+	std::memcpy(detail::fault_jump, outer, sizeof(outer));
+	return detail::release_faults(old_segv, old_bus, faulted);
+}
 
 // Names in /dev/shm that belong to region objects (one per anonymous
 // mapping); on datapath=kmod, one entry per module region with memory.

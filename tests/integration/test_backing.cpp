@@ -10,15 +10,16 @@
 
 #include <atomic>
 #include <cerrno>
-#include <csetjmp>
 #include <csignal>
 #include <cstring>
+#include <ctime>
 #include <fcntl.h>
 #include <fstream>
 #include <string>
 #include <sys/ioctl.h>
 #include <sys/xattr.h>
 #include <unistd.h>
+#include <vector>
 
 using namespace msharefs::test;
 
@@ -30,16 +31,6 @@ constexpr uint64_t kStart = 2 * kTiB;
 constexpr uint64_t kSize = kGiB;
 constexpr uint32_t kRW = PROT_READ | PROT_WRITE;
 constexpr uint32_t kAnon = MAP_ANONYMOUS | MAP_SHARED | MAP_FIXED;
-
-long status_kib(pid_t pid, const char *field)
-{
-	std::ifstream in("/proc/" + std::to_string(pid) + "/status");
-	std::string line;
-	while (std::getline(in, line))
-		if (line.rfind(field, 0) == 0)
-			return std::stol(line.substr(std::strlen(field)));
-	return -1;
-}
 
 long meminfo_kib(const char *field)
 {
@@ -160,23 +151,10 @@ bool holds(const char *p, uint64_t size, char seed)
 	return true;
 }
 
-sigjmp_buf g_jump;
-void on_segv(int) { siglongjmp(g_jump, 1); }
-
 // True if storing to p raises SIGSEGV in this process.
 bool store_faults(char *p)
 {
-	struct sigaction sa {}, old {};
-	sa.sa_handler = on_segv;
-	sa.sa_flags = SA_NODEFER;
-	sigaction(SIGSEGV, &sa, &old);
-	bool faulted = false;
-	if (sigsetjmp(g_jump, 1) == 0)
-		*reinterpret_cast<volatile char *>(p) = 1;
-	else
-		faulted = true;
-	sigaction(SIGSEGV, &old, nullptr);
-	return faulted;
+	return fault_of([p] { *reinterpret_cast<volatile char *>(p) = 1; }).sig == SIGSEGV;
 }
 
 } // namespace
@@ -235,45 +213,51 @@ TEST_CASE("backing: hugetlbfs when the pool can reserve it; 4 KiB edits still wo
 		CHECK(kib >= 0);
 		CHECK(kib <= 8);
 
-		// A writer keeps storing into the huge page that an UNMAP of one
-		// of its 4 KiB pages splits: none of its stores may be lost.
-		auto *shared = static_cast<std::atomic<uint64_t> *>(
+		// A writer stores into the huge page that an UNMAP of one of its
+		// 4 KiB pages splits, each store once (a store lost to the move
+		// is not made again), paced to last across the UNMAP: none may be
+		// lost. Slots: 63 cache lines of every page but the unmapped one
+		// (offset 0 keeps the fill pattern).
+		auto *started = static_cast<std::atomic<int> *>(
 			mmap(nullptr, kPage, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0));
-		REQUIRE(shared != MAP_FAILED);
-		new (shared) std::atomic<uint64_t>[2]{};
-		constexpr uint64_t kSlots = 256; // one per even page of the first huge page
+		REQUIRE(started != MAP_FAILED);
+		new (started) std::atomic<int>{0};
+		std::vector<uint64_t> slots;
+		for (uint64_t page = 0; page < kHuge / kPage; page++)
+			for (uint64_t line = 1; line < kPage / 64 && page != 5; line++)
+				slots.push_back(page * kPage + line * 64);
 		pid_t writer = spawn([&] {
 			Fd own(open(path("huge").c_str(), O_RDWR));
 			Window aw(own.get());
 			if (!aw)
 				return 2;
-			uint64_t round = 0;
-			while (!shared[0].load()) {
-				round++;
-				for (uint64_t s = 0; s < kSlots; s++)
-					reinterpret_cast<volatile uint64_t *>(aw.at(s * 2 * kPage + 64))[0] = round;
+			for (size_t i = 0; i < slots.size(); i++) {
+				*reinterpret_cast<volatile uint64_t *>(aw.at(slots[i])) = i + 1;
+				if (i == 1000)
+					started->store(1);
+				timespec t0{}, t{};
+				clock_gettime(CLOCK_MONOTONIC, &t0);
+				do
+					clock_gettime(CLOCK_MONOTONIC, &t);
+				while ((t.tv_sec - t0.tv_sec) * 1000000000L + t.tv_nsec - t0.tv_nsec < 5000);
 			}
-			shared[1].store(round);
 			return 0;
 		});
 		Window w(fd.get());
 		REQUIRE(w);
-		usleep(200 * 1000);
+		while (!started->load())
+			usleep(1000);
 		CHECK(unmap(fd.get(), kStart + 5 * kPage, kPage) == 0);
 		CHECK(backing_of(fd.get()) == "4k+hugetlb");
-		usleep(100 * 1000);
-		shared[0].store(1);
 		const ChildResult wr = wait_for(writer, 60);
 		INFO("writer: exit " << wr.exit_code << " signal " << wr.signal << " timed out " << wr.timed_out);
 		REQUIRE(wr.exit_code == 0);
-		const uint64_t last = shared[1].load();
-		CHECK(last > 0);
 		uint64_t lost = 0;
-		for (uint64_t s = 0; s < kSlots; s++)
-			if (*reinterpret_cast<uint64_t *>(w.at(s * 2 * kPage + 64)) != last)
+		for (size_t i = 0; i < slots.size(); i++)
+			if (*reinterpret_cast<uint64_t *>(w.at(slots[i])) != i + 1)
 				lost++;
 		CHECK(lost == 0);
-		munmap(shared, kPage);
+		munmap(started, kPage);
 
 		// The neighbours of the unmapped page keep their data; it faults.
 		CHECK(holds(w.at(kHuge), kSize - kHuge, static_cast<char>(3 + kHuge / kPage)));

@@ -11,7 +11,6 @@
 #include <atomic>
 #include <cerrno>
 #include <chrono>
-#include <csetjmp>
 #include <csignal>
 #include <cstdint>
 #include <cstring>
@@ -152,54 +151,11 @@ bool send_bytes(int fd, int n)
 
 // ---- faults checked in the process itself -----------------------------------
 
-sigjmp_buf *g_fault_jump;
-volatile sig_atomic_t g_fault_signal;
-
-void on_fault(int sig)
-{
-	g_fault_signal = sig;
-	siglongjmp(*g_fault_jump, 1);
-}
-
-class FaultGuard {
-public:
-	FaultGuard()
-	{
-		struct sigaction sa {};
-		sa.sa_handler = on_fault;
-		sigemptyset(&sa.sa_mask);
-		sa.sa_flags = SA_NODEFER;
-		sigaction(SIGBUS, &sa, &old_bus_);
-		sigaction(SIGSEGV, &sa, &old_segv_);
-	}
-	~FaultGuard()
-	{
-		sigaction(SIGBUS, &old_bus_, nullptr);
-		sigaction(SIGSEGV, &old_segv_, nullptr);
-	}
-
-private:
-	struct sigaction old_bus_ {};
-	struct sigaction old_segv_ {};
-};
-
 // Runs f; false if it raised SIGBUS or SIGSEGV in this process (the window
-// faulted), true if it ran to the end. f must not own objects with
-// destructors: a fault leaves it by siglongjmp.
+// faulted), true if it ran to the end (see fault_of).
 template <class F> bool without_fault(F &&f)
 {
-	FaultGuard guard;
-	sigjmp_buf jump;
-	sigjmp_buf *const outer = g_fault_jump;
-	g_fault_jump = &jump;
-	g_fault_signal = 0;
-	if (sigsetjmp(jump, 1) == 0) {
-		f();
-		g_fault_jump = outer;
-		return true;
-	}
-	g_fault_jump = outer;
-	return false;
+	return fault_of(std::forward<F>(f)).sig == 0;
 }
 
 // True if reading *p in this process raised SIGBUS or SIGSEGV; the byte

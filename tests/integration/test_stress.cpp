@@ -20,7 +20,6 @@
 #include <atomic>
 #include <cerrno>
 #include <chrono>
-#include <csetjmp>
 #include <csignal>
 #include <cstdarg>
 #include <cstdint>
@@ -132,44 +131,6 @@ uint64_t stable_stamp(int slot, uint64_t gen, uint64_t page)
 }
 
 // ---- faults -----------------------------------------------------------------
-
-sigjmp_buf g_jump;
-volatile sig_atomic_t g_sig;
-volatile int g_code;
-void *volatile g_addr;
-
-void on_fault(int sig, siginfo_t *si, void *)
-{
-	g_sig = sig;
-	g_code = si->si_code;
-	g_addr = si->si_addr;
-	siglongjmp(g_jump, 1);
-}
-
-struct Fault {
-	int sig = 0;
-	int code = 0;
-	void *addr = nullptr;
-};
-
-template <class F> Fault fault_of(F &&f)
-{
-	struct sigaction sa = {}, old_segv = {}, old_bus = {};
-	sa.sa_sigaction = on_fault;
-	sa.sa_flags = SA_SIGINFO | SA_NODEFER;
-	sigemptyset(&sa.sa_mask);
-	sigaction(SIGSEGV, &sa, &old_segv);
-	sigaction(SIGBUS, &sa, &old_bus);
-	Fault result;
-	g_sig = 0;
-	if (sigsetjmp(g_jump, 1) == 0)
-		f();
-	else
-		result = Fault{g_sig, g_code, g_addr};
-	sigaction(SIGSEGV, &old_segv, nullptr);
-	sigaction(SIGBUS, &old_bus, nullptr);
-	return result;
-}
 
 Fault load_page(uint64_t addr, uint64_t *buf)
 {

@@ -6,7 +6,6 @@
 #include <doctest/doctest.h>
 
 #include <cerrno>
-#include <csetjmp>
 #include <csignal>
 #include <cstdio>
 #include <cstring>
@@ -26,8 +25,6 @@ constexpr uint64_t kStart = 2 * kTiB;
 constexpr uint64_t kSize = kGiB;
 constexpr uint32_t kRW = PROT_READ | PROT_WRITE;
 constexpr uint32_t kAnon = MAP_ANONYMOUS | MAP_SHARED | MAP_FIXED;
-
-char *at(uint64_t off) { return reinterpret_cast<char *>(kStart + off); }
 
 int protect(int fd, uint64_t addr, uint64_t size, uint32_t prot)
 {
@@ -49,45 +46,6 @@ std::vector<std::string> maps_in(uint64_t start, uint64_t size)
 			out.push_back(line);
 	}
 	return out;
-}
-
-// Faults checked in this process: the signal, its code and address.
-sigjmp_buf g_jump;
-volatile sig_atomic_t g_sig;
-volatile int g_code;
-void *volatile g_addr;
-
-void on_fault(int sig, siginfo_t *si, void *)
-{
-	g_sig = sig;
-	g_code = si->si_code;
-	g_addr = si->si_addr;
-	siglongjmp(g_jump, 1);
-}
-
-struct Fault {
-	int sig = 0;
-	int code = 0;
-	void *addr = nullptr;
-};
-
-template <class F> Fault fault_of(F &&f)
-{
-	struct sigaction sa {}, old_segv {}, old_bus {};
-	sa.sa_sigaction = on_fault;
-	sa.sa_flags = SA_SIGINFO | SA_NODEFER;
-	sigemptyset(&sa.sa_mask);
-	sigaction(SIGSEGV, &sa, &old_segv);
-	sigaction(SIGBUS, &sa, &old_bus);
-	Fault result;
-	g_sig = 0;
-	if (sigsetjmp(g_jump, 1) == 0)
-		f();
-	else
-		result = Fault{g_sig, g_code, g_addr};
-	sigaction(SIGSEGV, &old_segv, nullptr);
-	sigaction(SIGBUS, &old_bus, nullptr);
-	return result;
 }
 
 } // namespace

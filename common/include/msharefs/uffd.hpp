@@ -24,7 +24,9 @@ namespace msharefs {
 // them are applied with mprotect by each attacher's runtime.
 bool uffd_capable_file(int fd);
 
-// UFFDIO_WRITEPROTECT of [addr, addr+len) on uffd: 0 or errno.
-int uffd_write_protect(int uffd, uint64_t addr, uint64_t len, bool protect);
+// UFFDIO_WRITEPROTECT of [addr, addr+len) on uffd: 0 or errno. EAGAIN (the
+// address space is changing) is retried unless retry_busy is false: the
+// fault handler must not wait on an event only it can read.
+int uffd_write_protect(int uffd, uint64_t addr, uint64_t len, bool protect, bool retry_busy = true);
 
 } // namespace msharefs
