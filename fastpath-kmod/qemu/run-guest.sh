@@ -208,40 +208,56 @@ done
 # 5./6. Boot, stream the console, judge.
 APPEND="console=ttyS0 panic=-1 oops=panic quiet printk.time=1"
 [ -z "$NODAEMON" ] || APPEND+=" msharefs.nodaemon=1"
+PROBLEM='\[ *[0-9]+\.[0-9]+\] .*(BUG:|WARNING:|Oops|general protection|Kernel panic|Call Trace:)'
 LOG=$TMP/console.log
-mkfifo "$TMP/console"
-timeout -k 10 "$TIMEOUT" qemu-system-x86_64 -machine q35 -accel tcg -m "$MEM" -smp "$SMP" \
-	-nographic -no-reboot -nic none -kernel "$VMLINUZ" -initrd "$TMP/initrd.gz" -append "$APPEND" \
-	</dev/null >"$TMP/console" &
-QPID=$!
+# A kernel that fails before /init runs has not seen the module or any of
+# msharefs yet: under TCG an SMP guest now and then takes a stray int3 while
+# the kernel patches its own text at boot. Such a boot is retried (twice at
+# most); a failure once /init has started is always reported.
+attempt=1
+while :; do
+	rm -f "$LOG" "$TMP/console"
+	mkfifo "$TMP/console"
+	timeout -k 10 "$TIMEOUT" qemu-system-x86_64 -machine q35 -accel tcg -m "$MEM" -smp "$SMP" \
+		-nographic -no-reboot -nic none -kernel "$VMLINUZ" -initrd "$TMP/initrd.gz" -append "$APPEND" \
+		</dev/null >"$TMP/console" &
+	QPID=$!
 
-# Console lines, without carriage returns, go to the log; once init runs,
-# its and the kernel's lines go to stderr, the others (COMMAND's) to stdout.
-KERNEL_LINE='^\[ *[0-9]+\.[0-9]+\] '
-started=
-while IFS= read -r line || [ -n "$line" ]; do
-	line=${line//$'\r'/}
-	if [ -z "$started" ] && [[ "$line" == *"guest: init started"* ]]; then
-		started=1
-		line=guest:${line#*guest:} # after the firmware's escape sequences
-	fi
-	printf '%s\n' "$line" >>"$LOG"
-	[ -n "$started" ] || continue
-	if [[ "$line" == MSHAREFS-GUEST-RESULT* ]]; then
+	# Console lines, without carriage returns, go to the log; once init
+	# runs, its and the kernel's lines go to stderr, the others (COMMAND's)
+	# to stdout.
+	KERNEL_LINE='^\[ *[0-9]+\.[0-9]+\] '
+	started=
+	while IFS= read -r line || [ -n "$line" ]; do
+		line=${line//$'\r'/}
+		if [ -z "$started" ] && [[ "$line" == *"guest: init started"* ]]; then
+			started=1
+			line=guest:${line#*guest:} # after the firmware's escape sequences
+		fi
+		printf '%s\n' "$line" >>"$LOG"
+		[ -n "$started" ] || continue
+		if [[ "$line" == MSHAREFS-GUEST-RESULT* ]]; then
+			continue
+		elif [[ "$line" == "guest: "* || "$line" =~ $KERNEL_LINE ]]; then
+			printf '%s\n' "$line" >&2
+		else
+			printf '%s\n' "$line"
+		fi
+	done <"$TMP/console"
+	rc=0
+	wait "$QPID" || rc=$?
+	QPID=
+	touch "$LOG"
+	if [ -z "$started" ] && [ "$attempt" -lt 3 ] && [ "$rc" -ne 124 ] && [ "$rc" -ne 137 ] &&
+		n=$(grep -nE -m 1 "$PROBLEM" "$LOG" | cut -d: -f1) && [ -n "$n" ]; then
+		say "the guest kernel failed while booting, before /init: $(sed -n "${n}p" "$LOG" | sed -E 's/^.*\[ *[0-9]+\.[0-9]+\] //'); booting it again"
+		attempt=$((attempt + 1))
 		continue
-	elif [[ "$line" == "guest: "* || "$line" =~ $KERNEL_LINE ]]; then
-		printf '%s\n' "$line" >&2
-	else
-		printf '%s\n' "$line"
 	fi
-done <"$TMP/console"
-rc=0
-wait "$QPID" || rc=$?
-QPID=
-touch "$LOG"
+	break
+done
 [ -z "${MSHAREFS_GUEST_LOG:-}" ] || cp "$LOG" "$MSHAREFS_GUEST_LOG"
 
-PROBLEM='\[ *[0-9]+\.[0-9]+\] .*(BUG:|WARNING:|Oops|general protection|Kernel panic|Call Trace:)'
 if n=$(grep -nE -m 1 "$PROBLEM" "$LOG" | cut -d: -f1) && [ -n "$n" ]; then
 	{
 		echo "---- guest kernel log around the first problem ----"
