@@ -3,6 +3,7 @@
 #include "process.hpp"
 
 #include <linux/fuse.h>
+#include <linux/limits.h>
 #include <linux/msharefs.h>
 
 #include <algorithm>
@@ -385,16 +386,24 @@ void reply_attribute(fuse_req_t req, const std::string &value, size_t size)
 
 // user.mshare.datapath: how windows reach the data; user.mshare.backing:
 // the memory of the region's anonymous mappings (hugetlb, thp, 4k; several
-// joined by '+' in layout order, "none" without any).
+// joined by '+' in layout order, "none" without any); user.mshare.stats and,
+// on the root, user.mshare.unlinked: see stats.cpp.
 std::string Filesystem::region_attribute(uint64_t ino, const std::string &name, int *err)
 {
+	if (name == kStatsAttribute || name == kUnlinkedAttribute)
+		return stats_attribute(ino, name, err);
 	std::shared_lock<std::shared_mutex> lock(registry_lock_);
 	NodeRecord *node = registry_->find(ino);
 	if (!node) {
 		*err = ENOENT;
 		return {};
 	}
-	if (node->kind != NodeKind::region) {
+	return region_attribute_locked(*node, name, err);
+}
+
+std::string Filesystem::region_attribute_locked(const NodeRecord &node, const std::string &name, int *err)
+{
+	if (node.kind != NodeKind::region) {
 		*err = ENODATA;
 		return {};
 	}
@@ -406,12 +415,12 @@ std::string Filesystem::region_attribute(uint64_t ino, const std::string &name, 
 	}
 	std::string value;
 	const char *last = nullptr;
-	for (const Mapping &m : node->mappings) {
+	for (const Mapping &m : node.mappings) {
 		if (m.has_file)
 			continue;
 		const char *b = backing_name(Backing::small);
 		ObjectTable::const_accessor acc;
-		if (!kmod_ && objects_.find(acc, ObjectKey{ino, m.object_id}) && acc->second)
+		if (!kmod_ && objects_.find(acc, ObjectKey{node.ino, m.object_id}) && acc->second)
 			b = backing_name(BackingStore::backing_of(acc->second->fd()));
 		if (last != b)
 			value.append(last ? "+" : "").append(b);
@@ -426,6 +435,8 @@ void Filesystem::getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size
 	const std::string value = region_attribute(ino, name, &err);
 	if (err)
 		fuse_reply_err(req, err);
+	else if (value.size() > XATTR_SIZE_MAX)
+		fuse_reply_err(req, E2BIG);
 	else
 		reply_attribute(req, value, size);
 }
@@ -435,9 +446,13 @@ void Filesystem::listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 	int err = 0;
 	region_attribute(ino, kRegionAttributes[0], &err);
 	std::string names;
-	if (!err)
+	if (!err) {
 		for (const char *n : kRegionAttributes)
 			names.append(n).push_back('\0');
+		names.append(kStatsAttribute).push_back('\0');
+	} else if (ino == kRootIno) {
+		names.append(kUnlinkedAttribute).push_back('\0');
+	}
 	if (err && err != ENODATA)
 		fuse_reply_err(req, err);
 	else

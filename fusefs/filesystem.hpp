@@ -23,6 +23,8 @@
 #include "registry.hpp"
 #include "runtime_service.hpp"
 
+#include "msharefs/region_stats.hpp"
+
 #include <atomic>
 #include <condition_variable>
 #include <functional>
@@ -125,6 +127,10 @@ private:
 	void destroy_region(NodeRecord &node);
 	std::string object_shm_name(uint64_t ino, uint64_t object_id) const;
 	std::string region_attribute(uint64_t ino, const std::string &name, int *err);
+	std::string region_attribute_locked(const NodeRecord &node, const std::string &name, int *err);
+	// stats.cpp; registry_lock_ held shared for the _locked one.
+	std::string stats_attribute(uint64_t ino, const std::string &name, int *err);
+	RegionStats region_stats_locked(const NodeRecord &node);
 	static std::string object_tag(uint64_t ino, uint64_t object_id);
 	void forget_objects(uint64_t ino, const std::vector<uint64_t> &object_ids);
 	int map_file(IoctlCall &call, const MappingRequest &req, uint32_t fd, Mapping *m);

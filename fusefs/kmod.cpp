@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <linux/fuse.h>
 #include <sys/ioctl.h>
+#include <sys/stat.h>
 
 // FUSE passthrough (Linux 6.9) as the 6.12 uapi defines it; older headers
 // lack it.
@@ -87,6 +88,23 @@ int KmodRegions::region_ioctl(uint64_t ino, unsigned long cmd, const void *arg)
 int KmodRegions::set_size(uint64_t ino, uint64_t size)
 {
 	return region_ioctl(ino, MSHAREFS_KMOD_SET_SIZE, &size);
+}
+
+int KmodRegions::stats(uint64_t ino, msharefs_kmod_stats *out)
+{
+	return region_ioctl(ino, MSHAREFS_KMOD_STATS, out);
+}
+
+int KmodRegions::identity(uint64_t ino, dev_t *dev, ino_t *file_ino)
+{
+	std::lock_guard<std::mutex> guard(lock_);
+	auto it = regions_.find(ino);
+	struct stat st {};
+	if (it == regions_.end() || fstat(it->second.file.get(), &st) < 0)
+		return ENOENT;
+	*dev = st.st_dev;
+	*file_ino = st.st_ino;
+	return 0;
 }
 
 int KmodRegions::map(uint64_t ino, uint64_t offset, uint64_t size, uint32_t prot)

@@ -8,6 +8,9 @@
 
 #include "msharefs/unique_fd.hpp"
 
+#include "msharefs_kmod.h"
+#include <sys/types.h>
+
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -41,6 +44,10 @@ public:
 	int unmap(uint64_t ino, uint64_t offset, uint64_t size);
 	int protect(uint64_t ino, uint64_t offset, uint64_t size, uint32_t prot);
 	int seal(uint64_t ino);
+	// The module's own figures for the region, and the identity (st_dev,
+	// st_ino) of its file, which every window of it maps.
+	int stats(uint64_t ino, msharefs_kmod_stats *out);
+	int identity(uint64_t ino, dev_t *dev, ino_t *file_ino);
 
 	// Keeper tags: "kmod.<ino>.<backing id>".
 	static std::string tag(uint64_t ino, int backing_id);

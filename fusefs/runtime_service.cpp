@@ -284,6 +284,15 @@ std::vector<std::shared_ptr<RuntimeService::Attacher>> RuntimeService::live_atta
 	return list;
 }
 
+std::vector<int32_t> RuntimeService::attacher_pids(uint64_t ino)
+{
+	std::lock_guard<std::mutex> guard(lock_);
+	std::vector<int32_t> pids;
+	for (const auto &a : live_attachers_locked(ino))
+		pids.push_back(a->tgid);
+	return pids;
+}
+
 // Asks every attacher in the list to recompose, then waits for all of them:
 // they recompose in parallel. One that does not answer in time is logged.
 void RuntimeService::sync_all(const std::vector<std::shared_ptr<Attacher>> &list)

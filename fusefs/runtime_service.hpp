@@ -56,6 +56,8 @@ public:
 	void apply_protection(uint64_t ino, uint64_t off, uint64_t size);
 	// The region is gone: drop its page and detach its attachers.
 	void forget_region(uint64_t ino);
+	// Process ids of the runtimes with a window of ino attached now.
+	std::vector<int32_t> attacher_pids(uint64_t ino);
 
 private:
 	struct Attacher;

@@ -17,7 +17,7 @@ esac
 
 BUILD_PACKAGES=(
 	g++ gcc-multilib g++-multilib meson ninja-build pkg-config
-	libfuse3-dev fuse3 libboost-dev libtbb-dev doctest-dev
+	libfuse3-dev fuse3 libboost-dev libtbb-dev doctest-dev nlohmann-json3-dev gnuplot-nox
 	util-linux procps
 )
 apt_install "${BUILD_PACKAGES[@]}"
