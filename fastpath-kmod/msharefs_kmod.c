@@ -47,6 +47,8 @@
 #include <linux/pagemap.h>
 #include <linux/moduleparam.h>
 #include <linux/pgtable.h>
+#include <linux/proc_fs.h>
+#include <linux/seq_file.h>
 #include <linux/shmem_fs.h>
 #include <linux/slab.h>
 #include <linux/sysfs.h>
@@ -80,6 +82,7 @@ struct msk_region {
 	struct list_head windows;
 	bool sealed;		/* no new windows: the region was torn down */
 	u64 id;
+	unsigned long ino;	/* of the region's file, as /proc/PID/maps shows it */
 	struct list_head node;	/* in msk_regions */
 	unsigned long mapped_pages;	/* pages the layout maps */
 	u64 resident_pages;
@@ -241,6 +244,26 @@ static const struct kernel_param_ops msk_regions_with_memory_ops = {
 
 module_param_cb(regions_with_memory, &msk_regions_with_memory_ops, NULL, 0444);
 MODULE_PARM_DESC(regions_with_memory, "ids of the regions that have memory mapped now");
+
+/*
+ * /proc/msharefs_kmod: one line per region. Takes msk_regions_lock only; the
+ * figures are written under each region's lock and read here with
+ * READ_ONCE, so a line may mix figures from either side of a change.
+ */
+static int msk_proc_show(struct seq_file *m, void *v)
+{
+	struct msk_region *r;
+
+	seq_puts(m, "id inode size resident_bytes table_bytes windows faults\n");
+	mutex_lock(&msk_regions_lock);
+	list_for_each_entry(r, &msk_regions, node)
+		seq_printf(m, "%llu %lu %llu %llu %llu %llu %llu\n", r->id, READ_ONCE(r->ino),
+			   READ_ONCE(r->size), READ_ONCE(r->resident_pages) << PAGE_SHIFT,
+			   READ_ONCE(r->table_pages) << PAGE_SHIFT, READ_ONCE(r->nr_windows),
+			   READ_ONCE(r->faults));
+	mutex_unlock(&msk_regions_lock);
+	return 0;
+}
 
 static struct msk_region *msk_region_alloc(void)
 {
@@ -1185,6 +1208,7 @@ static int msk_region_install(struct msk_region *r)
 	inode->i_fop = &msk_region_fops;
 	inode->i_private = r;
 	inode->i_size = r->size;
+	WRITE_ONCE(r->ino, inode->i_ino);
 	/* The file's f_op reference, dropped by __fput(). */
 	__module_get(THIS_MODULE);
 	file = alloc_file_pseudo(inode, msk_mnt, "msharefs_region", O_RDWR, &msk_region_fops);
@@ -1261,6 +1285,11 @@ static int __init msk_init(void)
 		kern_unmount(msk_mnt);
 		return err;
 	}
+	if (!proc_create_single("msharefs_kmod", 0444, NULL, msk_proc_show)) {
+		misc_deregister(&msk_dev);
+		kern_unmount(msk_mnt);
+		return -ENOMEM;
+	}
 	/* /sys/fs/mshare, where msharefsd mounts; it may exist already. */
 	msk_made_mount_point = !sysfs_create_mount_point(fs_kobj, "mshare");
 	return 0;
@@ -1270,6 +1299,7 @@ static void __exit msk_exit(void)
 {
 	if (msk_made_mount_point)
 		sysfs_remove_mount_point(fs_kobj, "mshare");
+	remove_proc_entry("msharefs_kmod", NULL);
 	misc_deregister(&msk_dev);
 	kern_unmount(msk_mnt);
 	/* mmu_notifier_put() frees notifiers after an SRCU grace period. */

@@ -35,17 +35,20 @@ struct FileIdentity {
 	auto operator<=>(const FileIdentity &) const = default;
 };
 
-// Pids (other than this daemon) whose memory maps show the file.
-std::vector<int32_t> pids_mapping(const FileIdentity &id)
+// Pids (other than this daemon) whose memory maps show one of the files.
+std::vector<int32_t> pids_mapping(const std::vector<FileIdentity> &ids)
 {
 	std::vector<int32_t> pids;
 	DIR *proc = opendir("/proc");
 	if (!proc)
 		return pids;
-	char wanted[64];
-	std::snprintf(wanted, sizeof(wanted), "%02x:%02x %lu ", major(id.dev), minor(id.dev),
-		      static_cast<unsigned long>(id.ino));
-	const std::string_view wanted_view(wanted);
+	std::vector<std::string> wanted;
+	for (const FileIdentity &id : ids) {
+		char text[64];
+		std::snprintf(text, sizeof(text), "%02x:%02x %lu ", major(id.dev), minor(id.dev),
+			      static_cast<unsigned long>(id.ino));
+		wanted.emplace_back(text);
+	}
 	const int self = getpid();
 	while (dirent *e = readdir(proc)) {
 		char *end = nullptr;
@@ -61,7 +64,9 @@ std::vector<int32_t> pids_mapping(const FileIdentity &id)
 				at++;
 				field++;
 			}
-			if (field == 3 && std::string_view(line).substr(at, wanted_view.size()) == wanted_view) {
+			const std::string_view rest = field == 3 ? std::string_view(line).substr(at) : "";
+			if (std::any_of(wanted.begin(), wanted.end(),
+					[&](const std::string &w) { return rest.starts_with(w); })) {
 				pids.push_back(static_cast<int32_t>(pid));
 				break;
 			}
@@ -152,11 +157,15 @@ RegionStats Filesystem::region_stats_locked(const NodeRecord &node)
 			const uint64_t plain = k.windows * per_window;
 			s.page_table_bytes_saved = plain > s.page_table_bytes_used ? plain - s.page_table_bytes_used : 0;
 		}
+		// Windows map the region file (/proc/PID/maps names the FUSE
+		// file of a passthrough mapping); look for the module's too.
+		std::vector<FileIdentity> ids = {{mount_dev_, static_cast<ino_t>(node.ino)}};
 		if (kmod_->identity(node.ino, &dev, &file_ino) == 0)
-			attachers = pids_mapping({dev, file_ino});
+			ids.push_back({dev, file_ino});
+		attachers = pids_mapping(ids);
 	} else {
 		// Windows of the FUSE file (the compat path) and runtime windows.
-		std::vector<int32_t> compat = pids_mapping({mount_dev_, static_cast<ino_t>(node.ino)});
+		std::vector<int32_t> compat = pids_mapping({{mount_dev_, static_cast<ino_t>(node.ino)}});
 		std::vector<int32_t> runtime = runtime_ ? runtime_->attacher_pids(node.ino) : std::vector<int32_t>{};
 		std::set<uint64_t> pmd_ranges, all_chunks(base_chunks);
 		all_chunks.insert(huge_chunks.begin(), huge_chunks.end());

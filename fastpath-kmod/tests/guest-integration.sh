@@ -1,7 +1,7 @@
 #!/bin/sh
 # Runs the integration suites in the QEMU guest against msharefsd with
 # datapath=kmod (each suite mounts its own daemon in a private namespace).
-export MSHAREFS_TEST_DATAPATH=kmod MSHAREFSD=/bin/msharefsd
+export MSHAREFS_TEST_DATAPATH=kmod MSHAREFSD=/bin/msharefsd MSHARECTL=/msharectl
 export EXAMPLE_CREATOR=/mshare_creator EXAMPLE_ATTACHER=/mshare_attacher
 export EXAMPLE_LIB_CREATOR=/mshare_lib_creator EXAMPLE_LIB_ATTACHER=/mshare_lib_attacher
 export LD_LIBRARY_PATH=/
