@@ -110,6 +110,9 @@ private:
 	std::mutex objects_lock_;
 	std::map<uint64_t, UniqueFd> objects_;
 	uint64_t pending_cookie_ = 0; // a sync that arrived while composing
+	// Set by detach() under lock_: the address range is no longer the
+	// window's, and a sync that was already on its way must not map there.
+	bool detached_ = false;
 };
 
 class FaultHandler {

@@ -333,6 +333,8 @@ int Window::compose(const PublishedState &state)
 int Window::sync()
 {
 	std::lock_guard<std::mutex> guard(lock_);
+	if (detached_)
+		return 0;
 	for (;;) {
 		const uint64_t answered = pending_cookie_;
 		const PublishedState state = read_published(page());
@@ -370,6 +372,8 @@ int Window::answer_sync(uint64_t cookie)
 int Window::reregister(int uffd)
 {
 	std::lock_guard<std::mutex> guard(lock_);
+	if (detached_)
+		return 0;
 	uffd_ = uffd;
 	for (auto &[off, run] : runs_)
 		if (run.capable && !register_run(uffd, run, prot_ & PROT_WRITE))
@@ -381,6 +385,7 @@ int Window::reregister(int uffd)
 void Window::detach()
 {
 	std::lock_guard<std::mutex> guard(lock_);
+	detached_ = true;
 	raw_munmap(at(base_, 0), size_);
 	runs_.clear();
 	sock_.reset();
