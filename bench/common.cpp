@@ -241,6 +241,74 @@ bool Table::write_csv(const std::string &dir) const
 	return ok;
 }
 
+void print_ratios(const std::vector<Table> &tables)
+{
+	printf("\n== ratios: msharefs (or the variant) / baseline, same run ==\n");
+	for (const Table &t : tables)
+		for (const Row &r : t.rows)
+			if (!std::isnan(r.value) && !std::isnan(r.baseline) && r.baseline != 0)
+				printf("%-13s %-70.70s %8s  vs %s\n", t.scenario.c_str(), r.variant.c_str(),
+				       format_ratio(r.value, r.baseline).c_str(), r.baseline_name.c_str());
+	fflush(stdout);
+}
+
+bool Table::write_plot(const std::string &dir) const
+{
+	const std::string png = dir + "/" + scenario + ".png";
+	const std::string data = dir + "/" + scenario + ".plot.dat";
+	FILE *d = fopen(data.c_str(), "w");
+	if (!d) {
+		warn("cannot write %s: %s", data.c_str(), strerror(errno));
+		return false;
+	}
+	std::string script = "set terminal pngcairo size 1000,600 font 'sans,10'\nset output '" + png +
+			     "'\nset title \"" + title + "\" noenhanced\nset key outside right noenhanced\n"
+			     "set grid\n";
+	size_t blocks = 0;
+	if (!series.empty()) {
+		script += "set logscale x 2\nset xlabel '" + x_label + "'\nset ylabel '" + y_label + "'\nplot ";
+		for (const auto &[name, points] : series) {
+			for (const auto &[x, y] : points)
+				if (!std::isnan(y))
+					fprintf(d, "%g %g\n", x, y);
+			fprintf(d, "\n\n");
+			script += std::string(blocks ? ", " : "") + "'" + data + "' index " + std::to_string(blocks) +
+				  " with linespoints lw 2 title '" + name + "'";
+			blocks++;
+		}
+	} else {
+		// Clustered bars: each row's figure and its baseline.
+		script += "set style data histograms\nset style histogram clustered gap 1\n"
+			  "set style fill solid 0.8 border -1\nset xtics rotate by -30 noenhanced\n"
+			  "set ylabel '" + (rows.empty() ? std::string() : rows[0].unit) + "'\n"
+			  "plot '" + data + "' using 2:xtic(1) title 'msharefs', '' using 3 title 'baseline'\n";
+		for (const Row &r : rows) {
+			std::string label = r.variant;
+			for (char &c : label)
+				if (c == '"')
+					c = '\'';
+			fprintf(d, "\"%s\" %g %g\n", label.c_str(), std::isnan(r.value) ? 0 : r.value,
+				std::isnan(r.baseline) ? 0 : r.baseline);
+		}
+	}
+	if (!series.empty())
+		script += "\n";
+	fclose(d);
+	FILE *g = popen("gnuplot 2>&1", "w");
+	if (!g) {
+		warn("cannot run gnuplot: %s", strerror(errno));
+		return false;
+	}
+	fputs(script.c_str(), g);
+	const int status = pclose(g);
+	unlink(data.c_str());
+	if (status != 0) {
+		warn("gnuplot failed for %s (apt-get install gnuplot-nox)", png.c_str());
+		return false;
+	}
+	return true;
+}
+
 // --- memory ---------------------------------------------------------------
 
 Mapping &Mapping::operator=(Mapping &&o) noexcept
@@ -265,14 +333,14 @@ void Mapping::reset()
 	addr_ = MAP_FAILED;
 }
 
-Mapping map_shared_aligned(int fd, size_t len, int prot, uint64_t align)
+Mapping map_shared_aligned(int fd, size_t len, int prot, uint64_t align, int extra_flags)
 {
 	void *area = mmap(nullptr, len + align, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 	if (area == MAP_FAILED)
 		return {};
 	const auto a = reinterpret_cast<uint64_t>(area);
 	const uint64_t aligned = (a + align - 1) & ~(align - 1);
-	void *p = mmap(reinterpret_cast<void *>(aligned), len, prot, MAP_SHARED | MAP_FIXED, fd, 0);
+	void *p = mmap(reinterpret_cast<void *>(aligned), len, prot, MAP_SHARED | MAP_FIXED | extra_flags, fd, 0);
 	if (p == MAP_FAILED) {
 		const int err = errno;
 		munmap(area, len + align);
@@ -286,16 +354,16 @@ Mapping map_shared_aligned(int fd, size_t len, int prot, uint64_t align)
 	return Mapping(p, len);
 }
 
-void touch_write(char *p, size_t len, char value)
+void touch_write(char *p, size_t len, char value, size_t stride)
 {
-	for (size_t off = 0; off < len; off += kPage)
+	for (size_t off = 0; off < len; off += stride)
 		*static_cast<volatile char *>(p + off) = value;
 }
 
-uint64_t touch_read(const char *p, size_t len)
+uint64_t touch_read(const char *p, size_t len, size_t stride)
 {
 	uint64_t sum = 0;
-	for (size_t off = 0; off < len; off += kPage)
+	for (size_t off = 0; off < len; off += stride)
 		sum += static_cast<unsigned char>(*static_cast<const volatile char *>(p + off));
 	return sum;
 }

@@ -35,7 +35,11 @@ struct Config {
 	bool quick = false;
 	std::string csv_dir; // empty: no CSV
 	std::string only;    // empty: every scenario
+	std::vector<std::string> skip;
 	std::string daemon;  // msharefsd binary
+	std::string run_guest; // fastpath-kmod/qemu/run-guest.sh, for the module's figures
+	std::string kmod_selftest;
+	std::string build_dir; // MSHAREFS_BUILD for run-guest.sh
 	// Values of the daemon's backing= option to try in page_tables;
 	// "default" starts the daemon without the option.
 	std::vector<std::string> backings{"default", "4k", "thp", "hugetlb", "auto"};
@@ -76,10 +80,22 @@ struct Table {
 	std::vector<Row> rows;
 	std::vector<std::string> notes;
 
+	// Line plots: series name -> (x, y) points, drawn against x_label
+	// (log scale) with y in `unit` of the rows. Empty: a bar chart of the
+	// rows' figures against their baselines.
+	std::vector<std::pair<std::string, std::vector<std::pair<double, double>>>> series;
+	std::string x_label;
+	std::string y_label;
+
 	void print() const;
+	// DIR/<scenario>.png with gnuplot; false (with a message) without it.
+	bool write_plot(const std::string &dir) const;
 	// DIR/<scenario>.csv; false (with a message) on failure.
 	bool write_csv(const std::string &dir) const;
 };
+
+// The ratio of every row with both figures, all scenarios in one table.
+void print_ratios(const std::vector<Table> &tables);
 
 // --- memory ---------------------------------------------------------------
 
@@ -108,11 +124,12 @@ private:
 
 // Maps len bytes of fd (MAP_SHARED) at an address aligned to `align`, so that
 // huge pages and shared hugetlb PMD tables can be used.
-Mapping map_shared_aligned(int fd, size_t len, int prot, uint64_t align = kRegionAlign);
+Mapping map_shared_aligned(int fd, size_t len, int prot, uint64_t align = kRegionAlign, int extra_flags = 0);
 
-// Stores one byte per 4 KiB page of [p, p+len); reads one byte per page.
-void touch_write(char *p, size_t len, char value = 1);
-uint64_t touch_read(const char *p, size_t len);
+// Stores one byte per `stride` bytes (default: per 4 KiB page) of
+// [p, p+len); reads one byte per stride.
+void touch_write(char *p, size_t len, char value = 1, size_t stride = kPage);
+uint64_t touch_read(const char *p, size_t len, size_t stride = kPage);
 
 // Allocates, touches and frees `bytes` of anonymous memory: the first use of
 // fresh guest memory is slow on a VM, and must not land in a measurement.
@@ -234,5 +251,10 @@ bool run_first_touch(const Config &cfg, Table *table);
 bool run_protect(const Config &cfg, Table *table);
 bool run_handoff(const Config &cfg, Table *table);
 bool run_page_tables(const Config &cfg, Table *table);
+bool run_pt_size(const Config &cfg, Table *table);
+bool run_pt_attachers(const Config &cfg, Table *table);
+bool run_cycle(const Config &cfg, Table *table);
+bool run_bandwidth(const Config &cfg, Table *table);
+bool run_module(const Config &cfg, Table *table);
 
 } // namespace msharefs::bench

@@ -2,6 +2,7 @@
 // programs use today, measured in the same run.
 #include "common.hpp"
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -11,6 +12,15 @@
 
 #ifndef MSHAREFSD_PATH
 #define MSHAREFSD_PATH "msharefsd"
+#endif
+#ifndef RUN_GUEST_PATH
+#define RUN_GUEST_PATH ""
+#endif
+#ifndef KMOD_SELFTEST_PATH
+#define KMOD_SELFTEST_PATH ""
+#endif
+#ifndef BUILD_DIR
+#define BUILD_DIR ""
 #endif
 
 using namespace msharefs::bench;
@@ -27,13 +37,19 @@ const Scenario kScenarios[] = {
 	{"first_touch", "first touch of an anonymous region: uffd window vs shared memfd", run_first_touch},
 	{"protect", "PROTECT for N = 1, 8, 32, 64 attachers vs signal + mprotect in each", run_protect},
 	{"handoff", "LOCK/UNLOCK handoff between two writers vs munmap/mmap and mprotect", run_handoff},
-	{"page_tables", "page tables per extra attacher: memfd 4K/THP/hugetlb, uffd window per backing",
+	{"page_tables", "page tables per extra attacher: memfd 4K/THP/hugetlb, Boost, uffd window per backing",
 	 run_page_tables},
+	{"pt_size", "page tables per extra attacher vs region size (quick 1-2 GiB, full 1-16 GiB)", run_pt_size},
+	{"pt_attachers", "page tables per extra attacher vs attachers (quick 1-8, full 1-256)", run_pt_attachers},
+	{"cycle", "create+size+map+unlink: region vs shm_open and Boost managed_shared_memory", run_cycle},
+	{"bandwidth", "memcpy through a window vs memfd 4K and hugetlb", run_bandwidth},
+	{"module", "the kernel module's figures from a QEMU guest", run_module},
 };
 
 void usage(FILE *out)
 {
-	fprintf(out, "usage: mshare-bench [--quick] [--only NAME] [--csv DIR] [--daemon PATH] [--backings LIST]\n"
+	fprintf(out, "usage: mshare-bench [--quick] [--only NAME] [--skip NAME] [--csv DIR] [--daemon PATH]\n"
+		     "                    [--backings LIST] [--guest PATH] [--kmod-selftest PATH]\n"
 		     "\n"
 		     "Measures msharefs (msharefsd -o datapath=uffd, windows attached through the\n"
 		     "userfaultfd runtime) against the baselines programs use today, in the same run,\n"
@@ -43,12 +59,17 @@ void usage(FILE *out)
 		     "\n"
 		     "  --quick          smaller regions and fewer samples (under 2 minutes)\n"
 		     "  --only NAME      run one scenario\n"
-		     "  --csv DIR        also write DIR/NAME.csv for each scenario\n"
+		     "  --skip NAME      leave a scenario out (repeatable)\n"
+		     "  --csv DIR        also write DIR/NAME.csv and DIR/NAME.png (gnuplot) for\n"
+		     "                   each scenario\n"
 		     "  --daemon PATH    the msharefsd binary (default $MSHAREFSD, else\n"
 		     "                   " MSHAREFSD_PATH ")\n"
 		     "  --backings LIST  comma-separated values of msharefsd's backing= option for\n"
 		     "                   page_tables (default: default,4k,thp,hugetlb,auto; \"default\"\n"
 		     "                   starts the daemon without the option; one it refuses is n/a)\n"
+		     "  --guest PATH     fastpath-kmod/qemu/run-guest.sh, for the module scenario\n"
+		     "                   (default " RUN_GUEST_PATH ")\n"
+		     "  --kmod-selftest PATH  the kmod_selftest binary it runs in the guest\n"
 		     "  --help           this text\n"
 		     "\n"
 		     "Exit status: 0 if every scenario ran, 1 if one failed, 2 for a usage error,\n"
@@ -90,6 +111,9 @@ int main(int argc, char **argv)
 	Config cfg;
 	const char *env = getenv("MSHAREFSD");
 	cfg.daemon = env && *env ? env : MSHAREFSD_PATH;
+	cfg.run_guest = RUN_GUEST_PATH;
+	cfg.kmod_selftest = KMOD_SELFTEST_PATH;
+	cfg.build_dir = BUILD_DIR;
 	for (int i = 1; i < argc; i++) {
 		const std::string arg = argv[i];
 		auto value = [&]() -> std::string {
@@ -108,6 +132,12 @@ int main(int argc, char **argv)
 			cfg.only = normalized(value());
 		} else if (arg == "--csv") {
 			cfg.csv_dir = value();
+		} else if (arg == "--skip") {
+			cfg.skip.push_back(normalized(value()));
+		} else if (arg == "--guest") {
+			cfg.run_guest = value();
+		} else if (arg == "--kmod-selftest") {
+			cfg.kmod_selftest = value();
 		} else if (arg == "--daemon") {
 			cfg.daemon = value();
 		} else if (arg == "--backings") {
@@ -151,8 +181,10 @@ int main(int argc, char **argv)
 	warm_up(warm);
 
 	int failed = 0;
+	std::vector<Table> done;
 	for (const Scenario &s : kScenarios) {
-		if (!cfg.only.empty() && cfg.only != s.name)
+		if ((!cfg.only.empty() && cfg.only != s.name) ||
+		    std::find(cfg.skip.begin(), cfg.skip.end(), s.name) != cfg.skip.end())
 			continue;
 		progress("%s: start", s.name);
 		const uint64_t t0 = now_ns();
@@ -161,13 +193,17 @@ int main(int argc, char **argv)
 		progress("%s: %s in %.1f s", s.name, ok ? "done" : "FAILED", ms_since(t0) / 1000);
 		if (!table.rows.empty()) {
 			table.print();
-			if (!cfg.csv_dir.empty())
+			if (!cfg.csv_dir.empty()) {
 				table.write_csv(cfg.csv_dir);
+				table.write_plot(cfg.csv_dir);
+			}
+			done.push_back(table);
 		}
 		if (!ok) {
 			printf("\n== %s: did not complete (see stderr) ==\n", s.name);
 			failed++;
 		}
 	}
+	print_ratios(done);
 	return failed ? 1 : 0;
 }

@@ -1,0 +1,73 @@
+// module: the kernel module's figures, from a QEMU guest (run-guest.sh boots
+// Debian's kernel with msharefs_kmod and runs kmod_selftest). Page-table
+// bytes and fault counts are exact there; times are TCG times, not
+// comparable with the host's.
+#include "common.hpp"
+
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <unistd.h>
+
+namespace msharefs::bench {
+
+bool run_module(const Config &cfg, Table *t)
+{
+	t->scenario = "module";
+	t->title = "msharefs_kmod in a QEMU guest (Linux 6.12, TCG): page tables and faults per extra attacher";
+	if (cfg.run_guest.empty() || access(cfg.run_guest.c_str(), X_OK) != 0 || cfg.kmod_selftest.empty() ||
+	    access(cfg.kmod_selftest.c_str(), R_OK) != 0) {
+		t->notes.push_back("skipped: no run-guest.sh or kmod_selftest (pass --guest and --kmod-selftest)");
+		progress("module: skipped (no run-guest.sh or kmod_selftest)");
+		return true;
+	}
+	std::string cmd = "MSHAREFS_BUILD='" + cfg.build_dir + "' '" + cfg.run_guest + "' --no-daemon --mem " +
+			  (cfg.quick ? "3G" : "6G --timeout 1200") + " --add '" + cfg.kmod_selftest +
+			  "' -- /kmod_selftest" + (cfg.quick ? "" : " --measure") + " 2>/dev/null";
+	progress("module: booting the guest (%s)", cfg.quick ? "about 30 s" : "about 4 minutes");
+	FILE *p = popen(cmd.c_str(), "r");
+	if (!p) {
+		warn("module: cannot run %s: %s", cfg.run_guest.c_str(), strerror(errno));
+		return false;
+	}
+	char line[512];
+	int pt_rows = 0;
+	while (fgets(line, sizeof(line), p)) {
+		unsigned gib;
+		int n;
+		double kmod_kb, shm_kb, kmod_ms, plain_ms;
+		long kmod_faults, shm_faults;
+		if (sscanf(line,
+			   "measure: %u GiB, %d attachers | page tables per attacher: kmod %lf kB, shm %lf kB | "
+			   "faults to read all: kmod %ld, shm %ld",
+			   &gib, &n, &kmod_kb, &shm_kb, &kmod_faults, &shm_faults) == 6) {
+			progress("module: %u GiB, %d attachers: %.1f kB vs %.1f kB", gib, n, kmod_kb, shm_kb);
+			const std::string at = std::to_string(gib) + " GiB, " + std::to_string(n) + " attachers";
+			t->rows.push_back({"page tables per extra attacher, " + at, kmod_kb, "memfd 4K", shm_kb, "kB", 1,
+					   ""});
+			t->rows.push_back({"faults for a new attacher to read all, " + at, static_cast<double>(kmod_faults),
+					   "memfd 4K", static_cast<double>(shm_faults), "", 0, ""});
+			pt_rows++;
+		} else if (sscanf(line,
+				  "measure: PROTECT %u GiB with %d attachers: kmod %lf ms (once, for all) | "
+				  "one process's mprotect: %lf ms",
+				  &gib, &n, &kmod_ms, &plain_ms) == 4) {
+			t->rows.push_back({"PROTECT " + std::to_string(gib) + " GiB, " + std::to_string(n) +
+						   " attachers (guest time)",
+					   kmod_ms, "one mprotect x N", plain_ms * n, "ms", 2, "TCG: shape only"});
+		}
+	}
+	const int status = pclose(p);
+	t->notes.push_back("exact: PageTables deltas and /proc/PID/stat fault counts inside the guest; the module's "
+			   "attachers point at one set of PMD tables");
+	t->notes.push_back("PROTECT times are TCG emulation times: only the ratio's shape means anything");
+	if (status != 0 || pt_rows == 0) {
+		warn("module: the guest run failed (status %d, %d figures); run %s by hand to see why",
+		     WEXITSTATUS(status), pt_rows, cfg.run_guest.c_str());
+		return false;
+	}
+	return true;
+}
+
+} // namespace msharefs::bench
