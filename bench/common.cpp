@@ -309,6 +309,19 @@ bool Table::write_plot(const std::string &dir) const
 	return true;
 }
 
+long settled_meminfo_kb(const char *field)
+{
+	long last = meminfo_kb(field);
+	for (int i = 0; i < 40; i++) {
+		usleep(50000);
+		const long now = meminfo_kb(field);
+		if (now == last)
+			return now;
+		last = now;
+	}
+	return last;
+}
+
 // --- memory ---------------------------------------------------------------
 
 Mapping &Mapping::operator=(Mapping &&o) noexcept

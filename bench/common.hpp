@@ -148,6 +148,10 @@ long status_kb(pid_t pid, const char *field);
 // A field of /proc/meminfo in kB, after folding the per-CPU counters
 // (vm.stat_refresh); -1 if absent.
 long meminfo_kb(const char *field);
+// meminfo_kb once it has stopped moving (up to 2 s): page tables of
+// processes that just exited are freed after an RCU grace period, not when
+// they are reaped, and must not land in the next measurement.
+long settled_meminfo_kb(const char *field);
 
 // A sysfs or procfs setting changed for the duration of a measurement. The
 // old value is written back only if nobody changed it meanwhile (and, by a

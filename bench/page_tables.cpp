@@ -168,7 +168,7 @@ std::vector<double> measure(Source src, int attachers, const std::string &name, 
 	std::vector<long> pte_before;
 	for (size_t i = 0; i < crew.size(); i++)
 		pte_before.push_back(status_kb(crew[i], "VmPTE"));
-	const long tables_before = meminfo_kb("PageTables");
+	const long tables_before = settled_meminfo_kb("PageTables");
 	for (int i = 0; i < attachers; i++)
 		go.send('g');
 	std::vector<double> faults;
@@ -183,7 +183,7 @@ std::vector<double> measure(Source src, int attachers, const std::string &name, 
 		memcpy(&f, msg + 1, sizeof(f));
 		faults.push_back(f);
 	}
-	const long tables_after = meminfo_kb("PageTables");
+	const long tables_after = settled_meminfo_kb("PageTables");
 	std::vector<double> pte_growth;
 	for (size_t i = 0; i < crew.size(); i++)
 		pte_growth.push_back(static_cast<double>(status_kb(crew[i], "VmPTE") - pte_before[i]));
