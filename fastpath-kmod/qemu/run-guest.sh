@@ -10,6 +10,10 @@
 #   --timeout SECONDS  whole boot-run-poweroff limit (default 300)
 #   --no-daemon        do not start msharefsd in the guest
 #   --add FILE         copy FILE into the guest's / (repeatable)
+#   --dkms DIR         build and install the module with dkms(8) from DIR, an
+#                      installed DKMS source tree (NAME-VERSION with dkms.conf),
+#                      into the guest's /lib/modules; the guest loads it with
+#                      modprobe (kmod's) instead of insmod
 #   -h, --help         this text
 #
 # Installs what it needs with apt-get, builds msharefs_kmod.ko from
@@ -33,7 +37,7 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=SCRIPTDIR/../../scripts/lib.sh
 . "$HERE/../../scripts/lib.sh"
 
-usage() { sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,34p' "$0" | sed 's/^# \{0,1\}//'; }
 
 KERNEL=6.12
 MEM=2G
@@ -41,15 +45,17 @@ SMP=2
 TIMEOUT=300
 NODAEMON=
 ADD=()
+DKMS_SRC=
 while [ $# -gt 0 ]; do
 	case "$1" in
 	-h | --help)
 		usage
 		exit 0
 		;;
-	--kernel | --mem | --smp | --timeout | --add)
+	--kernel | --mem | --smp | --timeout | --add | --dkms)
 		[ $# -ge 2 ] || die "$1 needs a value (try --help)"
 		case "$1" in
+		--dkms) DKMS_SRC=$2 ;;
 		--kernel) KERNEL=$2 ;;
 		--mem) MEM=$2 ;;
 		--smp) SMP=$2 ;;
@@ -58,7 +64,7 @@ while [ $# -gt 0 ]; do
 		esac
 		shift 2
 		;;
-	--kernel=* | --mem=* | --smp=* | --timeout=* | --add=*)
+	--kernel=* | --mem=* | --smp=* | --timeout=* | --add=* | --dkms=*)
 		set -- "${1%%=*}" "${1#*=}" "${@:2}"
 		;;
 	--no-daemon)
@@ -81,6 +87,12 @@ esac
 [[ "$SMP" =~ ^[1-9][0-9]*$ ]] || die "--smp $SMP: not a positive number"
 [[ "$TIMEOUT" =~ ^[1-9][0-9]*$ ]] || die "--timeout $TIMEOUT: not a positive number of seconds"
 [[ "$MEM" =~ ^[1-9][0-9]*[MGmg]?$ ]] || die "--mem $MEM: not a size like 2G or 512M"
+if [ -n "$DKMS_SRC" ]; then
+	[ -f "$DKMS_SRC/dkms.conf" ] || die "--dkms $DKMS_SRC: no dkms.conf there"
+	DKMS_SRC=$(cd "$DKMS_SRC" && pwd)
+	DKMS_MODULE=$(basename "$DKMS_SRC")
+	[[ "$DKMS_MODULE" == ?*-?* ]] || die "--dkms $DKMS_SRC: the directory is not named NAME-VERSION"
+fi
 declare -A ADDED=()
 for f in "${ADD[@]}"; do
 	[ -f "$f" ] || die "--add $f: no such file"
@@ -96,6 +108,7 @@ done
 
 # 1. Packages.
 apt_install qemu-system-x86 busybox-static cpio kmod make gcc "${KERNEL_PACKAGES[@]}"
+[ -z "$DKMS_SRC" ] || apt_install dkms
 
 # The newest kernel of that series with both an image and headers.
 RELEASE=
@@ -125,15 +138,39 @@ if [ ! -r "$VMLINUZ" ]; then
 fi
 
 # 2. The module, built in a scratch copy of its sources.
-KMOD_SRC=${MSHAREFS_KMOD_DIR:-$MSHAREFS_ROOT/fastpath-kmod}
+KMOD_SRC=${DKMS_SRC:-${MSHAREFS_KMOD_DIR:-$MSHAREFS_ROOT/fastpath-kmod}}
 [ -f "$KMOD_SRC/Kbuild" ] || die "no $KMOD_SRC/Kbuild: the kernel module is not there (yet)"
 KMOD_NAME=$(sed -n 's/^[[:space:]]*obj-m[[:space:]]*[:+]\{0,1\}=[[:space:]]*\([A-Za-z0-9_-]*\)\.o.*/\1/p' "$KMOD_SRC/Kbuild" | head -n 1)
 [ -n "$KMOD_NAME" ] || die "$KMOD_SRC/Kbuild: no 'obj-m := NAME.o' line"
 mkdir "$TMP/kmod"
+if [ -n "$DKMS_SRC" ]; then
+	# dkms add, build and install, with its trees in the scratch directory
+	# (the host's /var/lib/dkms and /lib/modules are not touched).
+	mkdir -p "$TMP/dkms" "$TMP/modules/lib/modules/$RELEASE"
+	DKMS_TREES=(--dkmstree "$TMP/dkms" --sourcetree "$(dirname "$DKMS_SRC")")
+	for step in add build install; do
+		case "$step" in
+		add) extra=() ;;
+		build) extra=(-k "$RELEASE" --kernelsourcedir "$HEADERS") ;;
+		install) extra=(-k "$RELEASE" --installtree "$TMP/modules/lib/modules" --no-depmod) ;;
+		esac
+		if ! as_root dkms "$step" "${DKMS_TREES[@]}" "${extra[@]}" "${DKMS_MODULE%-*}/${DKMS_MODULE##*-}" \
+			>>"$TMP/dkms.log" 2>&1; then
+			tail -n 20 "$TMP/dkms.log" >&2
+			find "$TMP/dkms" -name make.log -exec tail -n 20 {} + >&2
+			die "dkms $step of $DKMS_MODULE for $RELEASE failed"
+		fi
+	done
+	DKMS_KO=$(find "$TMP/modules/lib/modules/$RELEASE" -name "$KMOD_NAME.ko*" | head -n 1)
+	[ -n "$DKMS_KO" ] || die "dkms install put no $KMOD_NAME.ko under lib/modules/$RELEASE"
+	say "dkms installed ${DKMS_KO#"$TMP"/modules}"
+fi
 tar -C "$KMOD_SRC" --exclude=./qemu --exclude='*.o' --exclude='*.ko' --exclude='*.mod' \
 	--exclude='*.mod.c' --exclude='.*.cmd' --exclude=Module.symvers --exclude=modules.order \
 	--exclude=.tmp_versions -cf - . | tar -C "$TMP/kmod" -xf -
-if ! make -C "$HEADERS" M="$TMP/kmod" -j"$(nproc)" modules >"$TMP/kmod.log" 2>&1 ||
+if [ -n "$DKMS_SRC" ]; then
+	: # built and installed by dkms above
+elif ! make -C "$HEADERS" M="$TMP/kmod" -j"$(nproc)" modules >"$TMP/kmod.log" 2>&1 ||
 	[ ! -f "$TMP/kmod/$KMOD_NAME.ko" ]; then
 	# The diagnostics, without gcc's notes and excerpts; the end when none.
 	grep -E '(error|warning):' "$TMP/kmod.log" | sed "s|$TMP/kmod/||g" >&2 ||
@@ -159,13 +196,29 @@ while read -r applet; do
 	[ -e "$R/$applet" ] || [ -L "$R/$applet" ] || ln -s /bin/busybox "$R/$applet"
 done < <(/bin/busybox --list-full)
 install -m 755 "$HERE/init" "$R/init"
-cp "$TMP/kmod/$KMOD_NAME.ko" "$R/msharefs_kmod.ko"
+if [ -n "$DKMS_SRC" ]; then
+	# The module where dkms installed it, found by kmod's modprobe through
+	# the modules.dep that depmod writes for the guest's tree.
+	mkdir -p "$R/lib/modules"
+	cp -a "$TMP/modules/lib/modules/$RELEASE" "$R/lib/modules/"
+	depmod -b "$R" "$RELEASE" 2>"$TMP/depmod.log" || { cat "$TMP/depmod.log" >&2; die "depmod for the guest failed"; }
+	KMOD_TOOL=$(command -v kmod) || die "no kmod(8) here"
+	cp "$KMOD_TOOL" "$R/sbin/kmod"
+	for t in modprobe modinfo lsmod rmmod insmod depmod; do
+		rm -f "$R/sbin/$t" "$R/bin/$t"
+		ln -s kmod "$R/sbin/$t"
+	done
+	touch "$R/etc/msharefs-kmod-modprobe"
+else
+	cp "$TMP/kmod/$KMOD_NAME.ko" "$R/msharefs_kmod.ko"
+fi
 printf '%s\n' "${KMOD_NAME//-/_}" >"$R/etc/msharefs-kmod-name"
 printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' >"$R/etc/passwd"
 printf 'root:x:0:\nnogroup:x:65534:\n' >"$R/etc/group"
 printf '%q ' "$@" >"$R/cmd"
 echo >>"$R/cmd"
 ELFS=("$R/bin/busybox")
+[ ! -f "$R/sbin/kmod" ] || ELFS+=("$R/sbin/kmod")
 cp "$DAEMON" "$R/bin/msharefsd"
 ELFS+=("$R/bin/msharefsd")
 if [ -x "$KEEPER" ]; then
