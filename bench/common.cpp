@@ -252,6 +252,63 @@ void print_ratios(const std::vector<Table> &tables)
 	fflush(stdout);
 }
 
+namespace {
+
+// A log scale when every figure is positive and they span more than 50x, so
+// that small figures next to large ones stay readable.
+bool wants_log_scale(const std::vector<double> &values)
+{
+	double lo = INFINITY;
+	double hi = 0;
+	for (double v : values) {
+		if (std::isnan(v))
+			continue;
+		if (v <= 0)
+			return false;
+		lo = std::min(lo, v);
+		hi = std::max(hi, v);
+	}
+	return hi > 0 && hi / lo > 50;
+}
+
+std::string gnuplot_text(std::string s)
+{
+	for (char &c : s)
+		if (c == '"' || c == '\'')
+			c = '`';
+	return s;
+}
+
+// A bar chart panel: the rows of one metric (the variant's text before
+// ": ", else the unit), each figure next to its baseline.
+struct BarPanel {
+	std::string metric;
+	std::string unit;
+	std::string baseline_name;
+	std::vector<std::pair<std::string, std::pair<double, double>>> bars;
+};
+
+std::vector<BarPanel> bar_panels(const std::vector<Row> &rows)
+{
+	std::vector<BarPanel> panels;
+	for (const Row &r : rows) {
+		const size_t colon = r.variant.find(": ");
+		const std::string metric = colon == std::string::npos ? r.unit : r.variant.substr(0, colon);
+		const std::string label = colon == std::string::npos ? r.variant : r.variant.substr(colon + 2);
+		auto it = std::find_if(panels.begin(), panels.end(), [&](const BarPanel &p) {
+			return p.metric == metric && p.unit == r.unit && p.baseline_name == r.baseline_name;
+		});
+		if (it == panels.end()) {
+			panels.push_back({metric, r.unit, r.baseline_name, {}});
+			it = panels.end() - 1;
+		}
+		it->bars.push_back({label, {r.value, r.baseline}});
+	}
+	return panels;
+}
+
+} // namespace
+
 bool Table::write_plot(const std::string &dir) const
 {
 	const std::string png = dir + "/" + scenario + ".png";
@@ -261,38 +318,57 @@ bool Table::write_plot(const std::string &dir) const
 		warn("cannot write %s: %s", data.c_str(), strerror(errno));
 		return false;
 	}
-	std::string script = "set terminal pngcairo size 1000,600 font 'sans,10'\nset output '" + png +
-			     "'\nset title \"" + title + "\" noenhanced\nset key outside right noenhanced\n"
-			     "set grid\n";
-	size_t blocks = 0;
+	const std::vector<BarPanel> panels = series.empty() ? bar_panels(rows) : std::vector<BarPanel>();
+	const size_t height = series.empty() ? 150 + 330 * std::max<size_t>(panels.size(), 1) : 600;
+	std::string script = "set terminal pngcairo size 1000," + std::to_string(height) +
+			     " font 'sans,10'\nset output '" + png + "'\nset key outside right noenhanced\nset grid\n";
 	if (!series.empty()) {
-		script += "set logscale x 2\nset xlabel '" + x_label + "'\nset ylabel '" + y_label + "'\nplot ";
+		std::vector<double> ys;
+		for (const auto &[name, points] : series)
+			for (const auto &[x, y] : points)
+				ys.push_back(y);
+		const bool log_y = wants_log_scale(ys);
+		script += "set title \"" + gnuplot_text(title) + "\" noenhanced\nset logscale x 2\n" +
+			  (log_y ? "set logscale y 10\n" : "") + "set xlabel '" + gnuplot_text(x_label) +
+			  "'\nset ylabel '" + gnuplot_text(y_label) + (log_y ? " (log scale)" : "") + "'\nplot ";
+		size_t block = 0;
 		for (const auto &[name, points] : series) {
 			for (const auto &[x, y] : points)
 				if (!std::isnan(y))
 					fprintf(d, "%g %g\n", x, y);
 			fprintf(d, "\n\n");
-			script += std::string(blocks ? ", " : "") + "'" + data + "' index " + std::to_string(blocks) +
-				  " with linespoints lw 2 title '" + name + "'";
-			blocks++;
+			script += std::string(block ? ", " : "") + "'" + data + "' index " + std::to_string(block) +
+				  " with linespoints lw 2 title '" + gnuplot_text(name) + "'";
+			block++;
 		}
-	} else {
-		// Clustered bars: each row's figure and its baseline.
-		script += "set style data histograms\nset style histogram clustered gap 1\n"
-			  "set style fill solid 0.8 border -1\nset xtics rotate by -30 noenhanced\n"
-			  "set ylabel '" + (rows.empty() ? std::string() : rows[0].unit) + "'\n"
-			  "plot '" + data + "' using 2:xtic(1) title 'msharefs', '' using 3 title 'baseline'\n";
-		for (const Row &r : rows) {
-			std::string label = r.variant;
-			for (char &c : label)
-				if (c == '"')
-					c = '\'';
-			fprintf(d, "\"%s\" %g %g\n", label.c_str(), std::isnan(r.value) ? 0 : r.value,
-				std::isnan(r.baseline) ? 0 : r.baseline);
-		}
-	}
-	if (!series.empty())
 		script += "\n";
+	} else {
+		// One panel per metric: clustered bars, figure and baseline.
+		script += "set multiplot layout " + std::to_string(panels.size()) + ",1 title \"" +
+			  gnuplot_text(title) + "\" noenhanced\nset style data histograms\n"
+			  "set style histogram clustered gap 1\nset style fill solid 0.8 border -1\n"
+			  "set xtics rotate by -20 noenhanced\nset bmargin 6\n";
+		size_t block = 0;
+		for (const BarPanel &panel : panels) {
+			std::vector<double> values;
+			for (const auto &[label, vb] : panel.bars) {
+				fprintf(d, "\"%s\" %g %g\n", gnuplot_text(label).c_str(), std::isnan(vb.first) ? 0 : vb.first,
+					std::isnan(vb.second) ? 0 : vb.second);
+				values.push_back(vb.first);
+				values.push_back(vb.second);
+			}
+			fprintf(d, "\n\n");
+			const bool log_y = wants_log_scale(values);
+			const std::string ylabel = panel.metric == panel.unit ? panel.unit : panel.metric +
+										   (panel.unit.empty() ? "" : " (" + panel.unit + ")");
+			script += std::string(log_y ? "set logscale y 10\n" : "unset logscale y\n") + "set ylabel \"" +
+				  gnuplot_text(ylabel) + (log_y ? ", log scale" : "") + "\" noenhanced\nplot '" + data +
+				  "' index " + std::to_string(block) + " using 2:xtic(1) title 'variant', '' index " +
+				  std::to_string(block) + " using 3 title \"" + gnuplot_text(panel.baseline_name) + "\"\n";
+			block++;
+		}
+		script += "unset multiplot\n";
+	}
 	fclose(d);
 	FILE *g = popen("gnuplot 2>&1", "w");
 	if (!g) {
