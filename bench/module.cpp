@@ -8,6 +8,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
+#include <string>
+#include <vector>
 #include <unistd.h>
 
 namespace msharefs::bench {
@@ -22,13 +25,22 @@ bool run_module(const Config &cfg, Table *t)
 		progress("module: skipped (no run-guest.sh or kmod_selftest)");
 		return true;
 	}
+	// The guest's kernel log and the harness's lines, shown if it fails.
+	char guest_log[] = "/tmp/mshare-bench-guest.XXXXXX";
+	const int log_fd = mkstemp(guest_log);
+	if (log_fd < 0) {
+		warn("module: cannot create a file in /tmp: %s", strerror(errno));
+		return false;
+	}
+	close(log_fd);
 	std::string cmd = "MSHAREFS_BUILD='" + cfg.build_dir + "' '" + cfg.run_guest + "' --no-daemon --mem " +
 			  (cfg.quick ? "3G" : "6G --timeout 1200") + " --add '" + cfg.kmod_selftest +
-			  "' -- /kmod_selftest" + (cfg.quick ? "" : " --measure") + " 2>/dev/null";
+			  "' -- /kmod_selftest" + (cfg.quick ? "" : " --measure") + " 2>'" + guest_log + "'";
 	progress("module: booting the guest (%s)", cfg.quick ? "about 30 s" : "about 4 minutes");
 	FILE *p = popen(cmd.c_str(), "r");
 	if (!p) {
 		warn("module: cannot run %s: %s", cfg.run_guest.c_str(), strerror(errno));
+		unlink(guest_log);
 		return false;
 	}
 	char line[512];
@@ -44,17 +56,20 @@ bool run_module(const Config &cfg, Table *t)
 			   &gib, &n, &kmod_kb, &shm_kb, &kmod_faults, &shm_faults) == 6) {
 			progress("module: %u GiB, %d attachers: %.1f kB vs %.1f kB", gib, n, kmod_kb, shm_kb);
 			const std::string at = std::to_string(gib) + " GiB, " + std::to_string(n) + " attachers";
-			t->rows.push_back({"page tables per extra attacher, " + at, kmod_kb, "memfd 4K", shm_kb, "kB", 1,
+			t->rows.push_back({"page tables per extra attacher: " + at, kmod_kb, "memfd 4K", shm_kb, "kB", 1,
 					   ""});
-			t->rows.push_back({"faults for a new attacher to read all, " + at, static_cast<double>(kmod_faults),
+			t->rows.push_back({"faults for a new attacher to read all: " + at, static_cast<double>(kmod_faults),
 					   "memfd 4K", static_cast<double>(shm_faults), "", 0, ""});
 			pt_rows++;
+		} else if (strncmp(line, "not ok - ", 9) == 0) {
+			line[strcspn(line, "\n")] = '\0';
+			warn("module: the guest's selftest: %s", line);
 		} else if (sscanf(line,
 				  "measure: PROTECT %u GiB with %d attachers: kmod %lf ms (once, for all) | "
 				  "one process's mprotect: %lf ms",
 				  &gib, &n, &kmod_ms, &plain_ms) == 4) {
-			t->rows.push_back({"PROTECT " + std::to_string(gib) + " GiB, " + std::to_string(n) +
-						   " attachers (guest time)",
+			t->rows.push_back({"PROTECT, guest time: " + std::to_string(gib) + " GiB, " + std::to_string(n) +
+						   " attachers",
 					   kmod_ms, "one mprotect x N", plain_ms * n, "ms", 2, "TCG: shape only"});
 		}
 	}
@@ -63,10 +78,21 @@ bool run_module(const Config &cfg, Table *t)
 			   "attachers point at one set of PMD tables");
 	t->notes.push_back("PROTECT times are TCG emulation times: only the ratio's shape means anything");
 	if (status != 0 || pt_rows == 0) {
-		warn("module: the guest run failed (status %d, %d figures); run %s by hand to see why",
-		     WEXITSTATUS(status), pt_rows, cfg.run_guest.c_str());
+		warn("module: the guest run failed (status %d, %d figures); the end of its log:", WEXITSTATUS(status),
+		     pt_rows);
+		std::vector<std::string> tail;
+		std::ifstream log(guest_log);
+		for (std::string l; std::getline(log, l);) {
+			tail.push_back(l);
+			if (tail.size() > 20)
+				tail.erase(tail.begin());
+		}
+		for (const std::string &l : tail)
+			fprintf(stderr, "  %s\n", l.c_str());
+		unlink(guest_log);
 		return false;
 	}
+	unlink(guest_log);
 	return true;
 }
 

@@ -13,6 +13,7 @@
 #include <cstdio>
 #include <cstring>
 #include <dirent.h>
+#include <fcntl.h>
 #include <fstream>
 #include <map>
 #include <set>
@@ -35,20 +36,20 @@ struct FileIdentity {
 	auto operator<=>(const FileIdentity &) const = default;
 };
 
-// Pids (other than this daemon) whose memory maps show one of the files.
-std::vector<int32_t> pids_mapping(const std::vector<FileIdentity> &ids)
+// A process's mapping of one of the files: [start, end) at file offset.
+struct FileMapping {
+	int32_t pid;
+	uint64_t start, end, offset;
+};
+
+// The mappings (of processes other than this daemon) of one of the files,
+// from /proc/PID/maps.
+std::vector<FileMapping> mappings_of(const std::vector<FileIdentity> &ids)
 {
-	std::vector<int32_t> pids;
+	std::vector<FileMapping> found;
 	DIR *proc = opendir("/proc");
 	if (!proc)
-		return pids;
-	std::vector<std::string> wanted;
-	for (const FileIdentity &id : ids) {
-		char text[64];
-		std::snprintf(text, sizeof(text), "%02x:%02x %lu ", major(id.dev), minor(id.dev),
-			      static_cast<unsigned long>(id.ino));
-		wanted.emplace_back(text);
-	}
+		return found;
 	const int self = getpid();
 	while (dirent *e = readdir(proc)) {
 		char *end = nullptr;
@@ -58,22 +59,62 @@ std::vector<int32_t> pids_mapping(const std::vector<FileIdentity> &ids)
 		std::ifstream maps(std::string("/proc/") + e->d_name + "/maps");
 		std::string line;
 		while (std::getline(maps, line)) {
-			// start-end perms offset dev inode path
-			size_t field = 0, at = 0;
-			while (field < 3 && (at = line.find(' ', at)) != std::string::npos) {
-				at++;
-				field++;
-			}
-			const std::string_view rest = field == 3 ? std::string_view(line).substr(at) : "";
-			if (std::any_of(wanted.begin(), wanted.end(),
-					[&](const std::string &w) { return rest.starts_with(w); })) {
-				pids.push_back(static_cast<int32_t>(pid));
-				break;
-			}
+			// start-end perms offset major:minor inode path
+			unsigned long long start = 0, stop = 0, offset = 0, ino = 0;
+			unsigned int dev_major = 0, dev_minor = 0;
+			if (std::sscanf(line.c_str(), "%llx-%llx %*s %llx %x:%x %llu", &start, &stop, &offset,
+					&dev_major, &dev_minor, &ino) != 6)
+				continue;
+			const FileIdentity id{makedev(dev_major, dev_minor), static_cast<ino_t>(ino)};
+			if (std::find(ids.begin(), ids.end(), id) != ids.end())
+				found.push_back({static_cast<int32_t>(pid), start, stop, offset});
 		}
 	}
 	closedir(proc);
+	return found;
+}
+
+std::vector<int32_t> pids_of(const std::vector<FileMapping> &mappings)
+{
+	std::vector<int32_t> pids;
+	for (const FileMapping &m : mappings)
+		pids.push_back(m.pid);
+	std::sort(pids.begin(), pids.end());
+	pids.erase(std::unique(pids.begin(), pids.end()), pids.end());
 	return pids;
+}
+
+// The pages of the region's mappings that one process has present in its
+// window of the FUSE file (the page cache it maps: written pages may not
+// have reached the region's objects yet), from /proc/PID/pagemap. Adds the
+// 2 MiB chunks they fall in to *chunks; returns the bytes.
+template <typename Mappings>
+uint64_t present_in_window(const FileMapping &w, const Mappings &mappings, std::set<uint64_t> *chunks)
+{
+	const int fd = open(("/proc/" + std::to_string(w.pid) + "/pagemap").c_str(), O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	uint64_t present = 0;
+	std::vector<uint64_t> entries;
+	for (const Mapping &m : mappings) {
+		// The part of the mapping this window shows.
+		const uint64_t lo = std::max(m.region_offset, w.offset);
+		const uint64_t hi = std::min(m.end(), w.offset + (w.end - w.start));
+		for (uint64_t at = lo; at < hi; at += kMincoreStep) {
+			const uint64_t len = std::min(kMincoreStep, hi - at);
+			const uint64_t addr = w.start + (at - w.offset);
+			entries.assign(len / kPageSize, 0);
+			const ssize_t got = pread(fd, entries.data(), entries.size() * sizeof(uint64_t),
+						  static_cast<off_t>(addr / kPageSize * sizeof(uint64_t)));
+			for (ssize_t i = 0; got > 0 && i < got / static_cast<ssize_t>(sizeof(uint64_t)); i++)
+				if (entries[static_cast<size_t>(i)] >> 63) { // present
+					present += kPageSize;
+					chunks->insert((at + static_cast<uint64_t>(i) * kPageSize) / kChunk);
+				}
+		}
+	}
+	close(fd);
+	return present;
 }
 
 // Adds the 2 MiB chunks of the window that object memory in
@@ -162,10 +203,11 @@ RegionStats Filesystem::region_stats_locked(const NodeRecord &node)
 		std::vector<FileIdentity> ids = {{mount_dev_, static_cast<ino_t>(node.ino)}};
 		if (kmod_->identity(node.ino, &dev, &file_ino) == 0)
 			ids.push_back({dev, file_ino});
-		attachers = pids_mapping(ids);
+		attachers = pids_of(mappings_of(ids));
 	} else {
 		// Windows of the FUSE file (the compat path) and runtime windows.
-		std::vector<int32_t> compat = pids_mapping({{mount_dev_, static_cast<ino_t>(node.ino)}});
+		const std::vector<FileMapping> windows = mappings_of({{mount_dev_, static_cast<ino_t>(node.ino)}});
+		std::vector<int32_t> compat = pids_of(windows);
 		std::vector<int32_t> runtime = runtime_ ? runtime_->attacher_pids(node.ino) : std::vector<int32_t>{};
 		std::set<uint64_t> pmd_ranges, all_chunks(base_chunks);
 		all_chunks.insert(huge_chunks.begin(), huge_chunks.end());
@@ -175,12 +217,23 @@ RegionStats Filesystem::region_stats_locked(const NodeRecord &node)
 		for (uint64_t g : pmd_ranges)
 			(shared_pmd_candidates.count(g) ? runtime_chunks.shared_pmd_tables
 							: runtime_chunks.private_pmd_tables)++;
-		// The page cache is mapped with base pages.
-		const ResidentChunks compat_chunks{all_chunks.size(), 0, pmd_ranges.size(), 0};
-		const PageTableFigures r = estimate_page_tables(runtime_chunks, runtime.size());
-		const PageTableFigures c = estimate_page_tables(compat_chunks, compat.size());
-		s.page_table_bytes_used = r.used + c.used;
-		s.page_table_bytes_saved = r.saved + c.saved;
+		PageTableFigures r = estimate_page_tables(runtime_chunks, runtime.size());
+		// A compat window maps the FUSE file's page cache with base pages,
+		// each with its own tables for the pages it has present (pages
+		// written there reach the objects at writeback only).
+		for (const FileMapping &w : windows) {
+			std::set<uint64_t> chunks;
+			const uint64_t present = present_in_window(w, node.mappings, &chunks);
+			s.resident_bytes = std::max(s.resident_bytes, present);
+			std::set<uint64_t> pmds;
+			for (uint64_t c : chunks)
+				pmds.insert(c * kChunk / kPmdSpan);
+			const PageTableFigures c = estimate_page_tables({chunks.size(), 0, pmds.size(), 0}, 1);
+			r.used += c.used;
+			r.saved += c.saved;
+		}
+		s.page_table_bytes_used = r.used;
+		s.page_table_bytes_saved = r.saved;
 		s.page_table_figures = "estimated";
 		attachers = std::move(compat);
 		attachers.insert(attachers.end(), runtime.begin(), runtime.end());

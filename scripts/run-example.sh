@@ -71,6 +71,8 @@ run_pair() {
 		fi
 	done
 	[ $ready -eq 1 ] || die "$creator did not get ready"
+	echo "\$ msharectl ls"
+	"$bin/tools/msharectl" ls || die "msharectl ls failed"
 	"$bin/examples/$attacher" "$name" || die "$attacher failed"
 	cat <&3
 	exec 3<&-

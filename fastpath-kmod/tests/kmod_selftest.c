@@ -74,6 +74,25 @@ static long meminfo_kb(const char *key)
 	return v;
 }
 
+/*
+ * MemFree once it has stopped moving (up to 5 s): memory of processes that
+ * earlier tests killed is returned after they are reaped, and must not count
+ * as memory this test freed or failed to use.
+ */
+static long settled_memfree_kb(void)
+{
+	long last = meminfo_kb("MemFree"), now;
+
+	for (int i = 0; i < 25; i++) {
+		usleep(200000);
+		now = meminfo_kb("MemFree");
+		if (labs(now - last) < 2048)
+			return now;
+		last = now;
+	}
+	return last;
+}
+
 static long minflt_of(pid_t pid)
 {
 	char path[64], buf[1024], *p;
@@ -445,7 +464,7 @@ static double protect_latency(uint64_t size, int n)
 
 static void test_teardown(void)
 {
-	long before = meminfo_kb("MemFree"), after;
+	long before = settled_memfree_kb(), after;
 	int fd = region_create(GiB);
 	char *w;
 

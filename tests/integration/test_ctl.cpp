@@ -221,6 +221,26 @@ TEST_CASE("stat and ls show a region's size, owner, mappings, backend, attachers
 	CHECK(two.finish().exit_code == 0);
 }
 
+TEST_CASE("a page written through a window counts as resident at once")
+{
+	// On the compat path such a page sits in the FUSE file's page cache until
+	// writeback; the figures must show it before then too.
+	Daemon daemon;
+	int fd = create_region("ctl-fresh", kStart, kGiB);
+	REQUIRE(fd >= 0);
+	Fd closer(fd);
+	Window w(fd);
+	REQUIRE(w);
+	const RegionStats untouched = stat_json("ctl-fresh");
+	CHECK(untouched.resident_bytes == 0);
+	w.get()[0] = 1;
+	w.get()[kMiB] = 2;
+	const RegionStats written = stat_json("ctl-fresh");
+	CHECK(written.resident_bytes >= 2 * 4096);
+	CHECK(written.resident_bytes <= 4 * kMiB);
+	CHECK(written.page_table_bytes_used >= 2 * 4096); // a PTE table and a PMD table at least
+}
+
 TEST_CASE("the page-table figures follow the kernel's PageTables")
 {
 	// Extra attachers of a populated region: what they add to the region's
