@@ -17,6 +17,7 @@
 #include <fstream>
 #include <map>
 #include <set>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
@@ -84,10 +85,74 @@ std::vector<int32_t> pids_of(const std::vector<FileMapping> &mappings)
 	return pids;
 }
 
+// PAGEMAP_SCAN (Linux 6.7): the present ranges of a process's memory in one
+// call, holes skipped by the kernel's page-table walk. Declared here because
+// older uapi headers lack it.
+struct PageRegion {
+	uint64_t start, end, categories;
+};
+struct PagemapScanArg {
+	uint64_t size, flags, start, end, walk_end, vec, vec_len, max_pages, category_inverted, category_mask,
+		category_anyof_mask, return_mask;
+};
+constexpr unsigned long kPagemapScan = _IOWR('f', 16, PagemapScanArg);
+constexpr uint64_t kPageIsPresent = 1 << 3;
+
+// Adds the present pages of [addr, end) in the process of pagemap_fd to
+// *chunks (2 MiB chunks of the region, window at region offset
+// region_at_addr); returns their bytes.
+uint64_t present_pages(int pagemap_fd, uint64_t addr, uint64_t end, uint64_t region_at_addr,
+		       std::set<uint64_t> *chunks)
+{
+	uint64_t present = 0;
+	auto add = [&](uint64_t from, uint64_t to) {
+		present += to - from;
+		for (uint64_t c = (region_at_addr + (from - addr)) / kChunk;
+		     c <= (region_at_addr + (to - 1 - addr)) / kChunk; c++)
+			chunks->insert(c);
+	};
+	std::vector<PageRegion> regions(512);
+	PagemapScanArg arg{};
+	arg.size = sizeof(arg);
+	arg.start = addr;
+	arg.end = end;
+	arg.vec = reinterpret_cast<uintptr_t>(regions.data());
+	arg.vec_len = regions.size();
+	arg.category_mask = kPageIsPresent;
+	arg.return_mask = kPageIsPresent;
+	bool unsupported = false;
+	while (arg.start < end) {
+		const int n = ioctl(pagemap_fd, kPagemapScan, &arg);
+		if (n < 0) {
+			unsupported = errno == ENOTTY || errno == EINVAL;
+			break;
+		}
+		for (int i = 0; i < n; i++)
+			add(regions[static_cast<size_t>(i)].start, regions[static_cast<size_t>(i)].end);
+		if (arg.walk_end <= arg.start)
+			break;
+		arg.start = arg.walk_end;
+	}
+	if (!unsupported)
+		return present;
+	// A kernel without PAGEMAP_SCAN: one pagemap entry per page.
+	std::vector<uint64_t> entries;
+	for (uint64_t at = arg.start; at < end; at += kMincoreStep) {
+		const uint64_t len = std::min(kMincoreStep, end - at);
+		entries.assign(len / kPageSize, 0);
+		const ssize_t got = pread(pagemap_fd, entries.data(), entries.size() * sizeof(uint64_t),
+					  static_cast<off_t>(at / kPageSize * sizeof(uint64_t)));
+		for (ssize_t i = 0; got > 0 && i < got / static_cast<ssize_t>(sizeof(uint64_t)); i++)
+			if (entries[static_cast<size_t>(i)] >> 63) // present
+				add(at + static_cast<uint64_t>(i) * kPageSize, at + static_cast<uint64_t>(i + 1) * kPageSize);
+	}
+	return present;
+}
+
 // The pages of the region's mappings that one process has present in its
 // window of the FUSE file (the page cache it maps: written pages may not
-// have reached the region's objects yet), from /proc/PID/pagemap. Adds the
-// 2 MiB chunks they fall in to *chunks; returns the bytes.
+// have reached the region's objects yet). Adds the 2 MiB chunks they fall
+// in to *chunks; returns the bytes.
 template <typename Mappings>
 uint64_t present_in_window(const FileMapping &w, const Mappings &mappings, std::set<uint64_t> *chunks)
 {
@@ -95,23 +160,12 @@ uint64_t present_in_window(const FileMapping &w, const Mappings &mappings, std::
 	if (fd < 0)
 		return 0;
 	uint64_t present = 0;
-	std::vector<uint64_t> entries;
 	for (const Mapping &m : mappings) {
 		// The part of the mapping this window shows.
 		const uint64_t lo = std::max(m.region_offset, w.offset);
 		const uint64_t hi = std::min(m.end(), w.offset + (w.end - w.start));
-		for (uint64_t at = lo; at < hi; at += kMincoreStep) {
-			const uint64_t len = std::min(kMincoreStep, hi - at);
-			const uint64_t addr = w.start + (at - w.offset);
-			entries.assign(len / kPageSize, 0);
-			const ssize_t got = pread(fd, entries.data(), entries.size() * sizeof(uint64_t),
-						  static_cast<off_t>(addr / kPageSize * sizeof(uint64_t)));
-			for (ssize_t i = 0; got > 0 && i < got / static_cast<ssize_t>(sizeof(uint64_t)); i++)
-				if (entries[static_cast<size_t>(i)] >> 63) { // present
-					present += kPageSize;
-					chunks->insert((at + static_cast<uint64_t>(i) * kPageSize) / kChunk);
-				}
-		}
+		if (lo < hi)
+			present += present_pages(fd, w.start + (lo - w.offset), w.start + (hi - w.offset), lo, chunks);
 	}
 	close(fd);
 	return present;
@@ -119,25 +173,39 @@ uint64_t present_in_window(const FileMapping &w, const Mappings &mappings, std::
 
 // Adds the 2 MiB chunks of the window that object memory in
 // [object_offset, object_offset + size) keeps resident, as seen by mincore().
+// Only the object's data extents are looked at (SEEK_DATA/SEEK_HOLE; a file
+// system without them reports all of it as data).
 uint64_t resident_chunks(int fd, uint64_t object_offset, uint64_t size, uint64_t region_offset,
 			 std::set<uint64_t> *chunks)
 {
 	uint64_t resident = 0;
 	std::vector<unsigned char> vec;
-	for (uint64_t done = 0; done < size; done += kMincoreStep) {
-		const uint64_t len = std::min(kMincoreStep, size - done);
-		void *p = mmap(nullptr, len, PROT_NONE, MAP_SHARED | MAP_NORESERVE, fd,
-			       static_cast<off_t>(object_offset + done));
-		if (p == MAP_FAILED)
-			continue;
-		vec.assign((len + kPageSize - 1) / kPageSize, 0);
-		if (mincore(p, len, vec.data()) == 0)
-			for (size_t i = 0; i < vec.size(); i++)
-				if (vec[i] & 1) {
-					resident += kPageSize;
-					chunks->insert((region_offset + done + i * kPageSize) / kChunk);
-				}
-		munmap(p, len);
+	const uint64_t end = object_offset + size;
+	for (uint64_t pos = object_offset; pos < end;) {
+		const off_t data = lseek(fd, static_cast<off_t>(pos), SEEK_DATA);
+		if (data < 0)
+			break; // ENXIO: no data after pos
+		const uint64_t from = static_cast<uint64_t>(data) & ~(kPageSize - 1);
+		if (from >= end)
+			break;
+		const off_t hole = lseek(fd, data, SEEK_HOLE);
+		const uint64_t to = hole < 0 ? end : std::min(end, static_cast<uint64_t>(hole));
+		for (uint64_t at = from; at < to; at += kMincoreStep) {
+			const uint64_t len = std::min(kMincoreStep, to - at);
+			void *p = mmap(nullptr, len, PROT_NONE, MAP_SHARED | MAP_NORESERVE, fd, static_cast<off_t>(at));
+			if (p == MAP_FAILED)
+				continue;
+			vec.assign((len + kPageSize - 1) / kPageSize, 0);
+			if (mincore(p, len, vec.data()) == 0)
+				for (size_t i = 0; i < vec.size(); i++)
+					if (vec[i] & 1) {
+						resident += kPageSize;
+						chunks->insert((region_offset + (at - object_offset) + i * kPageSize) /
+							       kChunk);
+					}
+			munmap(p, len);
+		}
+		pos = std::max(to, pos + kPageSize);
 	}
 	return resident;
 }

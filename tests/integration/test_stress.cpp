@@ -843,7 +843,16 @@ bool Worker::work()
 	if (!attach())
 		return false;
 	window_.reset();
-	const Usage before = usage();
+	// What a window holds (its objects and layout) is let go once no thread
+	// of the runtime uses the window any more, a moment after munmap: the
+	// baseline is taken when it has gone.
+	Usage before = usage();
+	for (int i = 0; i < 200 && (before.object_fds || before.object_maps); i++) {
+		usleep(10000);
+		before = usage();
+	}
+	if (before.object_fds || before.object_maps)
+		return fail("the first window's objects are still held 2 s after its munmap: %s", before.str().c_str());
 	if (before.window_maps)
 		return fail("%d mappings in the window's range after munmap of the window", before.window_maps);
 	if (!attach())
