@@ -15,6 +15,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <fcntl.h>
+#include <functional>
+#include <memory>
 #include <linux/magic.h>
 #include <linux/userfaultfd.h>
 #include <pthread.h>
@@ -100,6 +102,39 @@ Runtime &Runtime::get()
 	return *rt;
 }
 
+namespace {
+
+// The runtime's threads run on small stacks instead of glibc's 8 MiB
+// default: each touches only the top of its stack, and a small stack placed
+// next to what the process already maps usually needs no page table of its
+// own, where an 8 MiB one always does.
+constexpr size_t kRuntimeStackBytes = 256 << 10;
+
+void *run_thread_body(void *arg)
+{
+	std::unique_ptr<std::function<void()>> body(static_cast<std::function<void()> *>(arg));
+	(*body)();
+	return nullptr;
+}
+
+// Starts a detached thread running body. 0 or errno.
+int start_runtime_thread(std::function<void()> body)
+{
+	pthread_attr_t attr;
+	pthread_attr_init(&attr);
+	pthread_attr_setstacksize(&attr, kRuntimeStackBytes);
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	auto *arg = new std::function<void()>(std::move(body));
+	pthread_t thread;
+	const int err = pthread_create(&thread, &attr, run_thread_body, arg);
+	pthread_attr_destroy(&attr);
+	if (err)
+		delete arg;
+	return err;
+}
+
+} // namespace
+
 int Runtime::start_locked()
 {
 	if (uffd_)
@@ -131,8 +166,10 @@ int Runtime::start_locked()
 	tgid_ = getpid();
 	const int uffd_fd = uffd_.get();
 	const int stop_fd = stop_.get();
-	handler_thread_ = std::thread([this, uffd_fd, stop_fd] { FaultHandler(*this).run(uffd_fd, stop_fd); });
-	control_thread_ = std::thread([this] { control_loop(); });
+	if (int err = start_runtime_thread([this, uffd_fd, stop_fd] { FaultHandler(*this).run(uffd_fd, stop_fd); }))
+		return err;
+	if (int err = start_runtime_thread([this] { control_loop(); }))
+		return err;
 	return 0;
 }
 
@@ -403,8 +440,6 @@ void Runtime::after_fork_child()
 	lock_.unlock();
 	if (!uffd_)
 		return;
-	handler_thread_.detach();
-	control_thread_.detach();
 	uffd_.reset();
 	ticket_fd_.reset();
 	if (ticket_)

@@ -27,7 +27,6 @@
 #include <mutex>
 #include <shared_mutex>
 #include <string>
-#include <thread>
 #include <vector>
 
 namespace msharefs::runtime {
@@ -174,8 +173,6 @@ private:
 	RuntimeTicket *ticket_ = nullptr;
 	UniqueFd stop_;	     // eventfd: stops both threads
 	UniqueFd control_epoll_;
-	std::thread handler_thread_;
-	std::thread control_thread_;
 	pid_t tgid_ = 0;
 };
 
