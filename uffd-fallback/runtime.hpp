@@ -16,6 +16,7 @@
 // fork handling; shim.cpp interposes libc for unmodified programs.
 #pragma once
 
+#include "arena.hpp"
 #include "msharefs/published_layout.hpp"
 #include "msharefs/runtime_protocol.hpp"
 #include "msharefs/unique_fd.hpp"
@@ -149,6 +150,7 @@ public:
 
 	std::shared_ptr<Window> window_at(uint64_t addr);
 	RuntimeTicket *ticket() { return ticket_; }
+	RuntimeArena &arena() { return arena_; }
 	int uffd() const { return uffd_.get(); }
 	pid_t tgid() const { return tgid_; }
 
@@ -170,7 +172,8 @@ private:
 	std::map<dev_t, std::string> daemon_sockets_;
 	UniqueFd uffd_;
 	UniqueFd ticket_fd_;
-	RuntimeTicket *ticket_ = nullptr;
+	RuntimeTicket *ticket_ = nullptr; // in arena_
+	RuntimeArena arena_;
 	UniqueFd stop_;	     // eventfd: stops both threads
 	UniqueFd control_epoll_;
 	pid_t tgid_ = 0;

@@ -546,4 +546,39 @@ void Window::reset()
 	addr_ = MAP_FAILED;
 }
 
+namespace {
+
+uint64_t page_tables_now()
+{
+	if (FILE *refresh = fopen("/proc/sys/vm/stat_refresh", "w")) {
+		fputs("1", refresh);
+		fclose(refresh);
+	}
+	FILE *in = fopen("/proc/meminfo", "r");
+	if (!in)
+		return 0;
+	char line[256];
+	unsigned long long kib = 0;
+	while (fgets(line, sizeof(line), in))
+		if (sscanf(line, "PageTables: %llu kB", &kib) == 1)
+			break;
+	fclose(in);
+	return kib * 1024;
+}
+
+} // namespace
+
+uint64_t settled_page_tables()
+{
+	uint64_t last = page_tables_now();
+	for (int i = 0; i < 40; i++) {
+		usleep(50000);
+		const uint64_t now = page_tables_now();
+		if (now == last)
+			return now;
+		last = now;
+	}
+	return last;
+}
+
 } // namespace msharefs::test

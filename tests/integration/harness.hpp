@@ -172,4 +172,10 @@ private:
 	size_t size_ = 0;
 };
 
+// /proc/meminfo PageTables in bytes, once it has stopped moving (up to 2 s),
+// with the per-CPU counters folded first (vm.stat_refresh): the tables of
+// processes that just exited are freed after an RCU grace period, not when
+// they are reaped, and unfolded counters drift by tens of KiB. 0 if absent.
+uint64_t settled_page_tables();
+
 } // namespace msharefs::test

@@ -120,9 +120,9 @@ long attacher_page_table_kib(const std::string &name)
 		});
 		long before = 0, after = 0;
 		if (read(ready[0], &c, 1) == 1) {
-			before = meminfo_kib("PageTables:");
+			before = static_cast<long>(settled_page_tables() / 1024);
 			if (write(go[1], "g", 1) == 1 && read(ready[0], &c, 1) == 1)
-				after = meminfo_kib("PageTables:");
+				after = static_cast<long>(settled_page_tables() / 1024);
 		}
 		close(go[1]);
 		close(hold[1]);

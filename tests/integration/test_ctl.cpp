@@ -56,38 +56,6 @@ bool has(const std::vector<int32_t> &pids, pid_t pid)
 
 const char *expected_backend() { return on_kmod() ? "kmod" : on_uffd() ? "uffd" : "compat"; }
 
-uint64_t meminfo_page_tables()
-{
-	std::ifstream in("/proc/meminfo");
-	std::string key;
-	uint64_t kib = 0;
-	while (in >> key) {
-		if (key == "PageTables:") {
-			in >> kib;
-			return kib * 1024;
-		}
-		in.ignore(256, '\n');
-	}
-	FAIL("no PageTables in /proc/meminfo");
-	return 0;
-}
-
-// PageTables once it has stopped moving: the tables of processes that just
-// exited (msharectl, a previous test's daemon) are freed after an RCU grace
-// period, not when they are reaped.
-uint64_t settled_page_tables()
-{
-	uint64_t last = meminfo_page_tables();
-	for (int i = 0; i < 40; i++) {
-		usleep(50000);
-		const uint64_t now = meminfo_page_tables();
-		if (now == last)
-			return now;
-		last = now;
-	}
-	return last;
-}
-
 void touch(char *p, uint64_t len)
 {
 	for (uint64_t off = 0; off < len; off += 4096)
