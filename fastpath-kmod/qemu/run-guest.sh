@@ -142,7 +142,6 @@ KMOD_SRC=${DKMS_SRC:-${MSHAREFS_KMOD_DIR:-$MSHAREFS_ROOT/fastpath-kmod}}
 [ -f "$KMOD_SRC/Kbuild" ] || die "no $KMOD_SRC/Kbuild: the kernel module is not there (yet)"
 KMOD_NAME=$(sed -n 's/^[[:space:]]*obj-m[[:space:]]*[:+]\{0,1\}=[[:space:]]*\([A-Za-z0-9_-]*\)\.o.*/\1/p' "$KMOD_SRC/Kbuild" | head -n 1)
 [ -n "$KMOD_NAME" ] || die "$KMOD_SRC/Kbuild: no 'obj-m := NAME.o' line"
-mkdir "$TMP/kmod"
 if [ -n "$DKMS_SRC" ]; then
 	# dkms add, build and install, with its trees in the scratch directory
 	# (the host's /var/lib/dkms and /lib/modules are not touched).
@@ -164,20 +163,20 @@ if [ -n "$DKMS_SRC" ]; then
 	DKMS_KO=$(find "$TMP/modules/lib/modules/$RELEASE" -name "$KMOD_NAME.ko*" | head -n 1)
 	[ -n "$DKMS_KO" ] || die "dkms install put no $KMOD_NAME.ko under lib/modules/$RELEASE"
 	say "dkms installed ${DKMS_KO#"$TMP"/modules}"
+else
+	mkdir "$TMP/kmod"
+	tar -C "$KMOD_SRC" --exclude=./qemu --exclude='*.o' --exclude='*.ko' --exclude='*.mod' \
+		--exclude='*.mod.c' --exclude='.*.cmd' --exclude=Module.symvers --exclude=modules.order \
+		--exclude=.tmp_versions -cf - . | tar -C "$TMP/kmod" -xf -
+	if ! make -C "$HEADERS" M="$TMP/kmod" -j"$(nproc)" modules >"$TMP/kmod.log" 2>&1 ||
+		[ ! -f "$TMP/kmod/$KMOD_NAME.ko" ]; then
+		# The diagnostics, without gcc's notes and excerpts; the end when none.
+		grep -E '(error|warning):' "$TMP/kmod.log" | sed "s|$TMP/kmod/||g" >&2 ||
+			tail -n 20 "$TMP/kmod.log" >&2
+		die "building $KMOD_NAME.ko against $HEADERS failed"
+	fi
+	grep -E 'warning:' "$TMP/kmod.log" | sed "s|$TMP/kmod/||g" >&2 || true
 fi
-tar -C "$KMOD_SRC" --exclude=./qemu --exclude='*.o' --exclude='*.ko' --exclude='*.mod' \
-	--exclude='*.mod.c' --exclude='.*.cmd' --exclude=Module.symvers --exclude=modules.order \
-	--exclude=.tmp_versions -cf - . | tar -C "$TMP/kmod" -xf -
-if [ -n "$DKMS_SRC" ]; then
-	: # built and installed by dkms above
-elif ! make -C "$HEADERS" M="$TMP/kmod" -j"$(nproc)" modules >"$TMP/kmod.log" 2>&1 ||
-	[ ! -f "$TMP/kmod/$KMOD_NAME.ko" ]; then
-	# The diagnostics, without gcc's notes and excerpts; the end when none.
-	grep -E '(error|warning):' "$TMP/kmod.log" | sed "s|$TMP/kmod/||g" >&2 ||
-		tail -n 20 "$TMP/kmod.log" >&2
-	die "building $KMOD_NAME.ko against $HEADERS failed"
-fi
-grep -E 'warning:' "$TMP/kmod.log" | sed "s|$TMP/kmod/||g" >&2 || true
 
 # 3. The daemon.
 DAEMON=$MSHAREFS_BUILD/fusefs/msharefsd
