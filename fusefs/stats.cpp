@@ -15,7 +15,6 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <fstream>
-#include <map>
 #include <set>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
@@ -210,6 +209,15 @@ uint64_t resident_chunks(int fd, uint64_t object_offset, uint64_t size, uint64_t
 	return resident;
 }
 
+// The 1 GiB ranges (one PMD table each) that 2 MiB chunks fall in.
+std::set<uint64_t> pmd_ranges_of(const std::set<uint64_t> &chunks)
+{
+	std::set<uint64_t> ranges;
+	for (uint64_t c : chunks)
+		ranges.insert(c * kChunk / kPmdSpan);
+	return ranges;
+}
+
 } // namespace
 
 RegionStats Filesystem::region_stats_locked(const NodeRecord &node)
@@ -232,7 +240,7 @@ RegionStats Filesystem::region_stats_locked(const NodeRecord &node)
 	s.backing = region_attribute_locked(node, "user.mshare.backing", &err);
 
 	std::set<uint64_t> base_chunks, huge_chunks;
-	std::map<uint64_t, uint64_t> shared_pmd_candidates; // 1 GiB index -> hugetlb bytes of one mapping
+	std::set<uint64_t> shared_pmd_ranges; // 1 GiB ranges a hugetlb mapping covers whole
 	for (const Mapping &m : node.mappings) {
 		s.mappings.push_back({m.region_offset, m.size, prot_string(m.prot), object_kind_name(m.kind)});
 		if (kmod_)
@@ -247,7 +255,7 @@ RegionStats Filesystem::region_stats_locked(const NodeRecord &node)
 		if (b == Backing::hugetlb)
 			for (uint64_t g = m.region_offset / kPmdSpan; g * kPmdSpan < m.end(); g++)
 				if (m.region_offset <= g * kPmdSpan && (g + 1) * kPmdSpan <= m.end())
-					shared_pmd_candidates[g] = 1;
+					shared_pmd_ranges.insert(g);
 	}
 
 	std::vector<int32_t> attachers;
@@ -261,9 +269,9 @@ RegionStats Filesystem::region_stats_locked(const NodeRecord &node)
 			s.page_table_figures = "exact";
 			// Plain 4 KiB shared memory: every window its own tables
 			// for the resident memory (taken as dense).
-			const uint64_t per_window = ((s.resident_bytes + kChunk - 1) / kChunk +
-						     (s.resident_bytes + kPmdSpan - 1) / kPmdSpan) * kPageSize;
-			const uint64_t plain = k.windows * per_window;
+			const uint64_t plain = estimate_page_tables({(s.resident_bytes + kChunk - 1) / kChunk, 0,
+								     (s.resident_bytes + kPmdSpan - 1) / kPmdSpan, 0},
+								    k.windows).used;
 			s.page_table_bytes_saved = plain > s.page_table_bytes_used ? plain - s.page_table_bytes_used : 0;
 		}
 		// Windows map the region file (/proc/PID/maps names the FUSE
@@ -277,13 +285,11 @@ RegionStats Filesystem::region_stats_locked(const NodeRecord &node)
 		const std::vector<FileMapping> windows = mappings_of({{mount_dev_, static_cast<ino_t>(node.ino)}});
 		std::vector<int32_t> compat = pids_of(windows);
 		std::vector<int32_t> runtime = runtime_ ? runtime_->attacher_pids(node.ino) : std::vector<int32_t>{};
-		std::set<uint64_t> pmd_ranges, all_chunks(base_chunks);
+		std::set<uint64_t> all_chunks(base_chunks);
 		all_chunks.insert(huge_chunks.begin(), huge_chunks.end());
-		for (uint64_t c : all_chunks)
-			pmd_ranges.insert(c * kChunk / kPmdSpan);
 		ResidentChunks runtime_chunks{base_chunks.size(), huge_chunks.size(), 0, 0};
-		for (uint64_t g : pmd_ranges)
-			(shared_pmd_candidates.count(g) ? runtime_chunks.shared_pmd_tables
+		for (uint64_t g : pmd_ranges_of(all_chunks))
+			(shared_pmd_ranges.count(g) ? runtime_chunks.shared_pmd_tables
 							: runtime_chunks.private_pmd_tables)++;
 		PageTableFigures r = estimate_page_tables(runtime_chunks, runtime.size());
 		// A compat window maps the FUSE file's page cache with base pages,
@@ -293,10 +299,8 @@ RegionStats Filesystem::region_stats_locked(const NodeRecord &node)
 			std::set<uint64_t> chunks;
 			const uint64_t present = present_in_window(w, node.mappings, &chunks);
 			s.resident_bytes = std::max(s.resident_bytes, present);
-			std::set<uint64_t> pmds;
-			for (uint64_t c : chunks)
-				pmds.insert(c * kChunk / kPmdSpan);
-			const PageTableFigures c = estimate_page_tables({chunks.size(), 0, pmds.size(), 0}, 1);
+			const PageTableFigures c =
+				estimate_page_tables({chunks.size(), 0, pmd_ranges_of(chunks).size(), 0}, 1);
 			r.used += c.used;
 			r.saved += c.saved;
 		}
