@@ -13,6 +13,7 @@
 #include <cmath>
 #include <fstream>
 #include <memory>
+#include <thread>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -207,6 +208,34 @@ TEST_CASE("a page written through a window counts as resident at once")
 	CHECK(written.resident_bytes >= 2 * 4096);
 	CHECK(written.resident_bytes <= 4 * kMiB);
 	CHECK(written.page_table_bytes_used >= 2 * 4096); // a PTE table and a PMD table at least
+}
+
+TEST_CASE("the documented creator's written pages count as resident while it waits")
+{
+	// As in scripts/run-example.sh (upstream alignment, 512 GiB region): the
+	// creator's two messages sit in the FUSE file's page cache on the compat
+	// path, not yet in the region's object; the figures must show them.
+	const char *creator = getenv("EXAMPLE_CREATOR");
+	const char *attacher = getenv("EXAMPLE_ATTACHER");
+	REQUIRE_MESSAGE(creator, "EXAMPLE_CREATOR is not set");
+	REQUIRE_MESSAGE(attacher, "EXAMPLE_ATTACHER is not set");
+	Daemon daemon(std::vector<std::string>{});
+	std::string creator_out;
+	ChildResult creator_result;
+	std::thread creator_thread(
+		[&] { creator_result = run_program({creator, "ctl-example", "30"}, &creator_out, 60); });
+	for (int i = 0; i < 500 && access(path("ctl-example").c_str(), F_OK) != 0; i++)
+		usleep(10000);
+	usleep(200000); // the creator writes its messages after creating the region
+	const RegionStats waiting = stat_json("ctl-example");
+	std::string attacher_out;
+	const ChildResult attacher_result = run_program({attacher, "ctl-example"}, &attacher_out, 30);
+	creator_thread.join();
+	INFO("creator output:\n" << creator_out);
+	CHECK(attacher_result.exit_code == 0);
+	CHECK(creator_result.exit_code == 0);
+	CHECK(waiting.resident_bytes >= 2 * 4096);
+	CHECK(waiting.page_table_bytes_used >= 2 * 4096);
 }
 
 TEST_CASE("the page-table figures follow the kernel's PageTables")
