@@ -104,6 +104,12 @@ Runtime &Runtime::get()
 
 namespace {
 
+// The runtime's threads run on small stacks instead of glibc's 8 MiB
+// default: each touches only the top of its stack, and a small stack placed
+// next to what the process already maps usually needs no page table of its
+// own, where an 8 MiB one always does.
+constexpr size_t kRuntimeStackBytes = 256 << 10;
+
 void *run_thread_body(void *arg)
 {
 	std::unique_ptr<std::function<void()>> body(static_cast<std::function<void()> *>(arg));
@@ -111,16 +117,12 @@ void *run_thread_body(void *arg)
 	return nullptr;
 }
 
-// Starts a detached thread running body on a stack of the arena (256 KiB,
-// not glibc's 8 MiB in a place of its own). 0 or errno.
-int start_runtime_thread(std::function<void()> body, void *stack)
+// Starts a detached thread running body. 0 or errno.
+int start_runtime_thread(std::function<void()> body)
 {
-	if (raw_mmap(stack, RuntimeArena::kStackBytes, PROT_READ | PROT_WRITE,
-		     MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_STACK, -1, 0) == MAP_FAILED)
-		return errno;
 	pthread_attr_t attr;
 	pthread_attr_init(&attr);
-	pthread_attr_setstack(&attr, stack, RuntimeArena::kStackBytes);
+	pthread_attr_setstacksize(&attr, kRuntimeStackBytes);
 	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
 	auto *arg = new std::function<void()>(std::move(body));
 	pthread_t thread;
@@ -148,10 +150,7 @@ int Runtime::start_locked()
 	ticket_fd_.reset(static_cast<int>(syscall(SYS_memfd_create, "msharefs-ticket", MFD_CLOEXEC)));
 	if (!ticket_fd_ || ftruncate(ticket_fd_.get(), sizeof(RuntimeTicket)) < 0)
 		return errno;
-	if (int err = arena_.reserve())
-		return err;
-	void *t = raw_mmap(arena_.ticket_slot(), sizeof(RuntimeTicket), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED,
-			   ticket_fd_.get(), 0);
+	void *t = raw_mmap(nullptr, sizeof(RuntimeTicket), PROT_READ | PROT_WRITE, MAP_SHARED, ticket_fd_.get(), 0);
 	if (t == MAP_FAILED)
 		return errno;
 	ticket_ = static_cast<RuntimeTicket *>(t);
@@ -167,10 +166,9 @@ int Runtime::start_locked()
 	tgid_ = getpid();
 	const int uffd_fd = uffd_.get();
 	const int stop_fd = stop_.get();
-	if (int err = start_runtime_thread([this, uffd_fd, stop_fd] { FaultHandler(*this).run(uffd_fd, stop_fd); },
-					   arena_.stack_slot(0)))
+	if (int err = start_runtime_thread([this, uffd_fd, stop_fd] { FaultHandler(*this).run(uffd_fd, stop_fd); }))
 		return err;
-	if (int err = start_runtime_thread([this] { control_loop(); }, arena_.stack_slot(1)))
+	if (int err = start_runtime_thread([this] { control_loop(); }))
 		return err;
 	return 0;
 }
@@ -444,7 +442,9 @@ void Runtime::after_fork_child()
 		return;
 	uffd_.reset();
 	ticket_fd_.reset();
-	ticket_ = nullptr; // start_locked maps the child's own over it
+	if (ticket_)
+		raw_munmap(ticket_, sizeof(RuntimeTicket));
+	ticket_ = nullptr;
 	stop_.reset();
 	control_epoll_.reset();
 	std::lock_guard<std::mutex> guard(lock_);

@@ -16,7 +16,6 @@
 // fork handling; shim.cpp interposes libc for unmodified programs.
 #pragma once
 
-#include "arena.hpp"
 #include "msharefs/published_layout.hpp"
 #include "msharefs/runtime_protocol.hpp"
 #include "msharefs/unique_fd.hpp"
@@ -150,7 +149,6 @@ public:
 
 	std::shared_ptr<Window> window_at(uint64_t addr);
 	RuntimeTicket *ticket() { return ticket_; }
-	RuntimeArena &arena() { return arena_; }
 	int uffd() const { return uffd_.get(); }
 	pid_t tgid() const { return tgid_; }
 
@@ -172,8 +170,7 @@ private:
 	std::map<dev_t, std::string> daemon_sockets_;
 	UniqueFd uffd_;
 	UniqueFd ticket_fd_;
-	RuntimeTicket *ticket_ = nullptr; // in arena_
-	RuntimeArena arena_;
+	RuntimeTicket *ticket_ = nullptr;
 	UniqueFd stop_;	     // eventfd: stops both threads
 	UniqueFd control_epoll_;
 	pid_t tgid_ = 0;

@@ -67,25 +67,12 @@ Window::Window(uint64_t base, uint64_t size, int prot, uint64_t ino, UniqueFd re
 {
 }
 
-namespace {
-
-void unmap_layout_page(PublishedLayoutPage *p)
-{
-	RuntimeArena &arena = Runtime::get().arena();
-	if (arena.is_layout_slot(p))
-		arena.release_layout_slot();
-	else
-		raw_munmap(p, kPublishedLayoutBytes);
-}
-
-} // namespace
-
 Window::~Window()
 {
 	for (PublishedLayoutPage *p : old_pages_)
-		unmap_layout_page(p);
+		raw_munmap(p, kPublishedLayoutBytes);
 	if (PublishedLayoutPage *p = page_.load())
-		unmap_layout_page(p);
+		raw_munmap(p, kPublishedLayoutBytes);
 }
 
 int Window::handshake(int uffd, int ticket_fd)
@@ -110,15 +97,9 @@ int Window::handshake(int uffd, int ticket_fd)
 		return reply.status;
 	if (fds.size() != 1)
 		return EPROTO;
-	RuntimeArena &arena = Runtime::get().arena();
-	void *slot = arena.take_layout_slot();
-	void *p = raw_mmap(slot, kPublishedLayoutBytes, PROT_READ, MAP_SHARED | (slot ? MAP_FIXED : 0), fds[0].get(), 0);
-	if (p == MAP_FAILED) {
-		const int err = errno;
-		if (slot)
-			arena.release_layout_slot();
-		return err;
-	}
+	void *p = raw_mmap(nullptr, kPublishedLayoutBytes, PROT_READ, MAP_SHARED, fds[0].get(), 0);
+	if (p == MAP_FAILED)
+		return errno;
 	if (PublishedLayoutPage *old = page_.exchange(static_cast<PublishedLayoutPage *>(p)))
 		old_pages_.push_back(old);
 	uffd_ = uffd;
