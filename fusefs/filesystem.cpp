@@ -1291,6 +1291,7 @@ void Filesystem::start_runtime_service()
 	RuntimeService::Hooks hooks;
 	hooks.republish = [this](uint64_t ino) { return publish_region(ino); };
 	hooks.object_fd = [this](uint64_t ino, uint64_t id, UniqueFd *fd) { return runtime_object_fd(ino, id, fd); };
+	hooks.mount_device = [this] { return mount_dev_; };
 	auto service = std::make_unique<RuntimeService>("/dev/shm/" + options_.state_name + "runtime", std::move(hooks));
 	if (int err = service->start()) {
 		fprintf(stderr, "msharefsd: runtime socket: %s; programs fall back to the page cache\n",

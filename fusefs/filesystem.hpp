@@ -113,6 +113,7 @@ public:
 	int ioctl_lock(IoctlCall &call);
 	int ioctl_unlock(IoctlCall &call);
 	int ioctl_runtime(IoctlCall &call);
+	int check_object_access(const NodeRecord &node, uint64_t off, uint64_t size, uint32_t prot);
 
 private:
 	std::string name_key(uint64_t parent, std::string_view name) const;

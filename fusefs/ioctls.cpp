@@ -332,6 +332,23 @@ static int check_protect(const NodeRecord *node, const mshare_protect &a, uint64
 	return a.prot & ~(PROT_READ | PROT_WRITE | PROT_EXEC) ? EINVAL : 0;
 }
 
+// PROTECT grants no more than each object allows: write access to a file
+// mapped from a read-only descriptor is EACCES, as CREATE_MAPPING's is.
+int Filesystem::check_object_access(const NodeRecord &node, uint64_t off, uint64_t size, uint32_t prot)
+{
+	if (!(prot & PROT_WRITE))
+		return 0;
+	for (const Mapping &m : node.mappings) {
+		if (!m.has_file || m.region_offset >= off + size || m.region_offset + m.size <= off)
+			continue;
+		ObjectTable::const_accessor acc;
+		if (objects_.find(acc, ObjectKey{node.ino, m.object_id}) && acc->second &&
+		    (fcntl(acc->second->fd(), F_GETFL) & O_ACCMODE) != O_RDWR)
+			return EACCES;
+	}
+	return 0;
+}
+
 // PROTECT: the module changes the shared entries for every attacher at once;
 // the page cache path cannot change protections in other processes.
 int Filesystem::ioctl_protect(IoctlCall &call)
@@ -355,6 +372,8 @@ int Filesystem::ioctl_protect(IoctlCall &call)
 		NodeRecord *node = registry_->find(call.ino);
 		if (!node)
 			return ENOENT;
+		if (int err = check_object_access(*node, off, a.size, a.prot))
+			return err;
 		Layout layout(std::vector<Mapping>(node->mappings.begin(), node->mappings.end()));
 		if (int err = layout.protect(off, a.size, a.prot))
 			return err;

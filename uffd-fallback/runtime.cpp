@@ -44,6 +44,14 @@ constexpr uint64_t kFeatures = UFFD_FEATURE_MISSING_SHMEM | UFFD_FEATURE_MISSING
 			       UFFD_FEATURE_EXACT_ADDRESS | UFFD_FEATURE_PAGEFAULT_FLAG_WP |
 			       UFFD_FEATURE_EVENT_REMAP; // registration moves with mremap (Window::install)
 
+#ifndef UFFD_USER_MODE_ONLY
+#define UFFD_USER_MODE_ONLY 1
+#endif
+
+// A process without CAP_SYS_PTRACE (vm.unprivileged_userfaultfd = 0, no
+// access to /dev/userfaultfd) gets a userfaultfd for user-mode faults only:
+// a system call that touches a window page not yet mapped fails EFAULT
+// instead of waiting for the handler.
 int open_userfaultfd()
 {
 	UniqueFd fd(static_cast<int>(syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK)));
@@ -52,6 +60,8 @@ int open_userfaultfd()
 		if (dev)
 			fd.reset(ioctl(dev.get(), _IO(0xAA, 0x00), O_CLOEXEC | O_NONBLOCK));
 	}
+	if (!fd)
+		fd.reset(static_cast<int>(syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY)));
 	if (!fd)
 		return -1;
 	uffdio_api api{};
@@ -147,8 +157,11 @@ int Runtime::start_locked()
 	UniqueFd uffd(open_userfaultfd());
 	if (!uffd)
 		return errno ? errno : ENOSYS;
-	ticket_fd_.reset(static_cast<int>(syscall(SYS_memfd_create, "msharefs-ticket", MFD_CLOEXEC)));
-	if (!ticket_fd_ || ftruncate(ticket_fd_.get(), sizeof(RuntimeTicket)) < 0)
+	// Sealed against shrinking: the daemon maps it and must never SIGBUS.
+	ticket_fd_.reset(static_cast<int>(
+		syscall(SYS_memfd_create, "msharefs-ticket", MFD_CLOEXEC | MFD_ALLOW_SEALING)));
+	if (!ticket_fd_ || ftruncate(ticket_fd_.get(), sizeof(RuntimeTicket)) < 0 ||
+	    fcntl(ticket_fd_.get(), F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0)
 		return errno;
 	void *t = raw_mmap(nullptr, sizeof(RuntimeTicket), PROT_READ | PROT_WRITE, MAP_SHARED, ticket_fd_.get(), 0);
 	if (t == MAP_FAILED)

@@ -87,6 +87,7 @@ public:
 private:
 	int request_object(uint64_t object_id, UniqueFd *fd);
 	int handshake(int uffd, int ticket_fd);
+	static bool served_by_daemon(int sock, int region_fd);
 	int install(const Run &run, uint32_t vma_prot);
 	bool register_run(int uffd, const Run &run, bool writable_vma);
 	static bool register_range(int uffd, uint64_t start, uint64_t len, bool writable_vma);
