@@ -236,6 +236,7 @@ void RuntimeService::handle(std::shared_ptr<Attacher> a)
 	}
 	case RuntimeMsgType::ready: {
 		reply.type = RuntimeMsgType::ready;
+		reply.status = 0;
 		std::lock_guard<std::mutex> guard(lock_);
 		View *v = view_locked(a->ino, &reply.status);
 		if (v && published_seq(v->page) != msg.a)
