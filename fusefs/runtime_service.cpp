@@ -41,9 +41,9 @@ struct RuntimeService::Attacher {
 	uint64_t ino = 0;
 	uint64_t base = 0;
 	uint64_t size = 0;
-	int32_t tgid = 0;		 // SO_PEERCRED, at connect
+	int32_t tgid = 0; // SO_PEERCRED, at connect
 	uid_t uid = 0;
-	int access = O_RDONLY;	 // the region fd's: what object descriptors get
+	int access = O_RDONLY; // the region fd's: what object descriptors get
 	bool live = false;	      // guarded by lock_
 	bool gone = false;	      // guarded by lock_
 	uint64_t answered_cookie = 0; // guarded by lock_
@@ -194,9 +194,9 @@ void RuntimeService::handle(std::shared_ptr<Attacher> a)
 		return;
 	RuntimeMessage reply{};
 	reply.ino = msg.ino;
-	reply.status = EINVAL;
 	auto refuse = [&](RuntimeMsgType type) {
 		reply.type = type;
+		reply.status = EINVAL;
 		a->send(reply);
 		drop(a);
 	};
@@ -236,7 +236,6 @@ void RuntimeService::handle(std::shared_ptr<Attacher> a)
 	}
 	case RuntimeMsgType::ready: {
 		reply.type = RuntimeMsgType::ready;
-		reply.status = 0;
 		std::lock_guard<std::mutex> guard(lock_);
 		View *v = view_locked(a->ino, &reply.status);
 		if (v && published_seq(v->page) != msg.a)

@@ -298,7 +298,7 @@ TEST_CASE("runtime: another user cannot attach to root's 0600 region by its inod
 			Fd object;
 			if (c.object(first_object(layout.get()), &object) == 0) {
 				char buf[32] = {};
-				if (pread(object.get(), buf, sizeof(kSecret), 0) > 0 && strcmp(buf, kSecret) == 0)
+				if (pread(object.get(), buf, sizeof(buf) - 1, 0) > 0 && strcmp(buf, kSecret) == 0)
 					return 2; // read root's data
 			}
 			return 1;
