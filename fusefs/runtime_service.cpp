@@ -42,7 +42,6 @@ struct RuntimeService::Attacher {
 	uint64_t base = 0;
 	uint64_t size = 0;
 	int32_t tgid = 0; // SO_PEERCRED, at connect
-	uid_t uid = 0;
 	int access = O_RDONLY; // the region fd's: what object descriptors get
 	bool live = false;	      // guarded by lock_
 	bool gone = false;	      // guarded by lock_
@@ -152,7 +151,6 @@ void RuntimeService::accept_one()
 	if (getsockopt(sock.get(), SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 || cred.pid <= 0)
 		return; // a peer the daemon cannot name is not served
 	a->tgid = cred.pid;
-	a->uid = cred.uid;
 	const int fd = sock.get();
 	a->sock = std::move(sock);
 	epoll_event ev{};

@@ -682,3 +682,36 @@ TEST_CASE("runtime: a non-root program under the shim uses the regions it may op
 	CHECK(strcmp(w.at(kPage), "written by nobody") == 0);
 	CHECK(w.get()[512 * kMiB] == 7);
 }
+
+TEST_CASE("runtime: an attacher that does not answer a sync is dropped, and holds up one change at most")
+{
+	Daemon d;
+	Fd fd(region_with_secret("r", 0600));
+	const RuntimeInfo info = runtime_info(fd.get());
+	RawClient mute(info.socket);
+	Fd uffd = userfaultfd_for_anyone();
+	Fd t = ticket(sizeof(msharefs::RuntimeTicket));
+	Fd layout;
+	REQUIRE(mute.attach(info.ino, {uffd.get(), t.get(), fd.get()}, &layout) == 0);
+	// Live: ready at the published sequence number, then silence.
+	void *p = mmap(nullptr, msharefs::kPublishedLayoutBytes, PROT_READ, MAP_SHARED, layout.get(), 0);
+	REQUIRE(p != MAP_FAILED);
+	RuntimeMessage ready{};
+	ready.type = RuntimeMsgType::ready;
+	ready.ino = info.ino;
+	ready.a = msharefs::published_seq(static_cast<const msharefs::PublishedLayoutPage *>(p));
+	munmap(p, msharefs::kPublishedLayoutBytes);
+	REQUIRE(msharefs::send_runtime_message(mute.sock(), ready) == 0);
+	RuntimeMessage reply{};
+	REQUIRE(msharefs::recv_runtime_message(mute.sock(), &reply) == 0);
+	REQUIRE(reply.status == 0);
+	// The first change waits for it (up to the timeout), then it is gone.
+	auto timed_unmap = [&](uint64_t off) {
+		const auto start = std::chrono::steady_clock::now();
+		CHECK(unmap(fd.get(), kStart + off, kPage) == 0);
+		return std::chrono::steady_clock::now() - start;
+	};
+	CHECK(timed_unmap(kMiB) < std::chrono::seconds(15));
+	CHECK(timed_unmap(2 * kMiB) < std::chrono::seconds(2));
+	CHECK(mute.dropped());
+}
