@@ -3,9 +3,13 @@
 #include "msharefs/runtime_protocol.hpp"
 
 #include <cerrno>
+#include <condition_variable>
 #include <cstring>
+#include <deque>
 #include <fcntl.h>
+#include <mutex>
 #include <string>
+#include <thread>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
@@ -27,7 +31,46 @@ std::string fd_target(int fd)
 	return n > 0 ? std::string(buf, static_cast<size_t>(n)) : std::string();
 }
 
+// Client descriptors waiting to be closed, and the thread that closes them.
+struct Closer {
+	std::mutex lock;
+	std::condition_variable queued;
+	std::deque<UniqueFd> fds;
+
+	Closer()
+	{
+		std::thread([this] { run(); }).detach();
+	}
+	[[noreturn]] void run()
+	{
+		for (;;) {
+			UniqueFd fd;
+			{
+				std::unique_lock<std::mutex> guard(lock);
+				queued.wait(guard, [&] { return !fds.empty(); });
+				fd = std::move(fds.front());
+				fds.pop_front();
+			}
+			fd.reset();
+		}
+	}
+};
+
 } // namespace
+
+void close_client_descriptors(std::vector<UniqueFd> fds)
+{
+	if (fds.empty())
+		return;
+	static Closer *closer = new Closer(); // lives as long as the daemon
+	{
+		std::lock_guard<std::mutex> guard(closer->lock);
+		for (UniqueFd &fd : fds)
+			if (fd)
+				closer->fds.push_back(std::move(fd));
+	}
+	closer->queued.notify_one();
+}
 
 int check_userfaultfd(int fd)
 {

@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <sys/types.h>
+#include <vector>
 
 namespace msharefs {
 
@@ -23,5 +24,20 @@ int check_region_fd(int fd, dev_t mount_dev, uint64_t ino, int *mode);
 // A new descriptor of fd's file: fd itself duplicated if it has no more
 // than `mode` access, else the file reopened O_RDONLY. 0 or errno.
 int descriptor_with_access(int fd, int mode, UniqueFd *out);
+
+// Closes descriptors a client sent on a thread of their own, never on the
+// caller's: closing a file of a FUSE filesystem waits for its server (FLUSH),
+// which the client may run itself and never answer.
+void close_client_descriptors(std::vector<UniqueFd> fds);
+
+// The descriptors of one received message; what is left in it when it goes
+// is closed by close_client_descriptors.
+struct ReceivedFds {
+	std::vector<UniqueFd> fds;
+	ReceivedFds() = default;
+	ReceivedFds(const ReceivedFds &) = delete;
+	ReceivedFds &operator=(const ReceivedFds &) = delete;
+	~ReceivedFds() { close_client_descriptors(std::move(fds)); }
+};
 
 } // namespace msharefs

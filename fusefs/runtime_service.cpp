@@ -186,7 +186,8 @@ void RuntimeService::drop_locked(const std::shared_ptr<Attacher> &a)
 void RuntimeService::handle(std::shared_ptr<Attacher> a)
 {
 	RuntimeMessage msg{};
-	std::vector<UniqueFd> fds;
+	ReceivedFds received;
+	std::vector<UniqueFd> &fds = received.fds;
 	const int err = recv_runtime_message(a->sock.get(), &msg, &fds, MSG_DONTWAIT);
 	if (err == EAGAIN || err == EINTR)
 		return;

@@ -11,6 +11,8 @@
 
 #include <doctest/doctest.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
@@ -19,6 +21,9 @@
 #include <fcntl.h>
 #include <fstream>
 #include <grp.h>
+#include <linux/fuse.h>
+#include <mutex>
+#include <thread>
 #include <set>
 #include <sstream>
 #include <string>
@@ -48,6 +53,18 @@ constexpr const char *kSecret = "TOP-SECRET-of-root";
 #ifndef UFFD_USER_MODE_ONLY
 #define UFFD_USER_MODE_ONLY 1
 #endif
+
+// Waits up to timeout_ms for pred.
+bool eventually(const std::function<bool()> &pred, int timeout_ms)
+{
+	const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+	while (!pred()) {
+		if (std::chrono::steady_clock::now() > deadline)
+			return false;
+		usleep(10000);
+	}
+	return true;
+}
 
 // Exit codes of the children below.
 constexpr int kNoUser = 100;
@@ -262,6 +279,148 @@ std::vector<int> object_descriptors(uint64_t start, uint64_t size)
 	closedir(d);
 	return fds;
 }
+
+// A FUSE filesystem served by the test itself: one file, "f", and every
+// FLUSH left unanswered, as a hostile client could serve its own.
+class SilentFuse {
+public:
+	static constexpr const char *kDir = "/dev/shm/silent-fuse";
+	SilentFuse()
+	{
+		mkdir(kDir, 0755);
+		dev_.reset(open("/dev/fuse", O_RDWR | O_CLOEXEC));
+		REQUIRE(dev_.get() >= 0);
+		const std::string opts = "fd=" + std::to_string(dev_.get()) +
+					 ",rootmode=40000,user_id=0,group_id=0,allow_other";
+		REQUIRE_MESSAGE(mount("silent", kDir, "fuse.silent", MS_NOSUID | MS_NODEV, opts.c_str()) == 0,
+				strerror(errno));
+		server_ = std::thread([this] { serve(); });
+		struct stat st {};
+		REQUIRE(stat(kDir, &st) == 0); // answered by the server (INIT, then GETATTR)
+		conn_ = minor(st.st_dev);
+		// The connection's abort file (fusectl, mounted in this namespace).
+		mkdir("/sys/fs/fuse", 0755);
+		mkdir("/sys/fs/fuse/connections", 0755);
+		mount("fusectl", "/sys/fs/fuse/connections", "fusectl", 0, nullptr);
+	}
+	~SilentFuse() { abort(); }
+	// Ends the connection: every request waiting on it fails.
+	void abort()
+	{
+		if (!server_.joinable())
+			return;
+		const std::string abort_file = "/sys/fs/fuse/connections/" + std::to_string(conn_) + "/abort";
+		Fd file(open(abort_file.c_str(), O_WRONLY));
+		REQUIRE_MESSAGE(file.get() >= 0, abort_file << ": " << strerror(errno));
+		(void)!write(file.get(), "1", 1);
+		server_.join();
+		umount2(kDir, MNT_DETACH);
+		rmdir(kDir);
+	}
+	// True once a thread of process pid has sent a FLUSH.
+	bool flushed_by(pid_t pid) const
+	{
+		std::lock_guard<std::mutex> guard(lock_);
+		for (pid_t tid : flushers_) {
+			std::ifstream status("/proc/" + std::to_string(tid) + "/status");
+			std::string line;
+			while (std::getline(status, line))
+				if (line.rfind("Tgid:", 0) == 0 && std::stol(line.substr(5)) == pid)
+					return true;
+		}
+		return false;
+	}
+	std::string file() const { return std::string(kDir) + "/f"; }
+
+private:
+	template <class T> void reply(uint64_t unique, int error, const T *out)
+	{
+		std::vector<char> buf(sizeof(fuse_out_header) + (out ? sizeof(T) : 0));
+		auto *h = reinterpret_cast<fuse_out_header *>(buf.data());
+		h->len = static_cast<uint32_t>(buf.size());
+		h->error = -error;
+		h->unique = unique;
+		if (out)
+			memcpy(buf.data() + sizeof(*h), out, sizeof(T));
+		(void)!write(dev_.get(), buf.data(), buf.size());
+	}
+	static fuse_attr attr_of(uint64_t node)
+	{
+		fuse_attr a{};
+		a.ino = node;
+		a.mode = node == FUSE_ROOT_ID ? (S_IFDIR | 0755) : (S_IFREG | 0644);
+		a.nlink = 1;
+		a.size = node == FUSE_ROOT_ID ? 0 : kPage;
+		return a;
+	}
+	void serve()
+	{
+		std::vector<char> buf(1 << 20 | 4096);
+		for (;;) {
+			const ssize_t n = read(dev_.get(), buf.data(), buf.size());
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n < static_cast<ssize_t>(sizeof(fuse_in_header)))
+				return; // aborted or unmounted
+			const auto *in = reinterpret_cast<const fuse_in_header *>(buf.data());
+			const char *arg = buf.data() + sizeof(*in);
+			switch (in->opcode) {
+			case FUSE_INIT: {
+				struct stat st {};
+				fstat(dev_.get(), &st);
+				fuse_init_out out{};
+				out.major = FUSE_KERNEL_VERSION;
+				out.minor = std::min<uint32_t>(reinterpret_cast<const fuse_init_in *>(arg)->minor,
+							       FUSE_KERNEL_MINOR_VERSION);
+				out.max_write = 4096;
+				out.max_readahead = 4096;
+				reply(in->unique, 0, &out);
+				break;
+			}
+			case FUSE_LOOKUP: {
+				if (strcmp(arg, "f") != 0) {
+					reply<int>(in->unique, ENOENT, nullptr);
+					break;
+				}
+				fuse_entry_out out{};
+				out.nodeid = 2;
+				out.attr = attr_of(2);
+				out.attr_valid = out.entry_valid = 3600;
+				reply(in->unique, 0, &out);
+				break;
+			}
+			case FUSE_GETATTR: {
+				fuse_attr_out out{};
+				out.attr = attr_of(in->nodeid);
+				out.attr_valid = 3600;
+				reply(in->unique, 0, &out);
+				break;
+			}
+			case FUSE_OPEN: {
+				fuse_open_out out{};
+				out.fh = 1;
+				reply(in->unique, 0, &out);
+				break;
+			}
+			case FUSE_FLUSH: {
+				std::lock_guard<std::mutex> guard(lock_);
+				flushers_.insert(static_cast<pid_t>(in->pid)); // never answered
+				break;
+			}
+			case FUSE_RELEASE:
+				reply<int>(in->unique, 0, nullptr);
+				break;
+			default:
+				reply<int>(in->unique, ENOSYS, nullptr);
+			}
+		}
+	}
+	Fd dev_;
+	std::thread server_;
+	mutable std::mutex lock_;
+	std::set<pid_t> flushers_;
+	std::atomic<unsigned> conn_{0};
+};
 
 } // namespace
 
@@ -714,4 +873,36 @@ TEST_CASE("runtime: an attacher that does not answer a sync is dropped, and hold
 	CHECK(timed_unmap(kMiB) < std::chrono::seconds(15));
 	CHECK(timed_unmap(2 * kMiB) < std::chrono::seconds(2));
 	CHECK(mute.dropped());
+}
+
+TEST_CASE("runtime: a descriptor of a FUSE file whose server never answers does not stop the service")
+{
+	Daemon d;
+	Fd fd(region_with_secret("r", 0600));
+	const RuntimeInfo info = runtime_info(fd.get());
+	SilentFuse silent;
+	// A client sends a file of it as the region: refused, and the daemon's
+	// close of it waits for a FLUSH that is never answered. (So does the
+	// client's own exit, until the connection is aborted.)
+	const pid_t client = spawn([&] {
+		Fd foreign(open(silent.file().c_str(), O_RDONLY | O_CLOEXEC));
+		if (!foreign)
+			return 2;
+		RawClient c(info.socket);
+		Fd uffd = userfaultfd_for_anyone();
+		Fd t = ticket(sizeof(msharefs::RuntimeTicket));
+		return c.attach(info.ino, {uffd.get(), t.get(), foreign.get()}) == EACCES ? 0 : 1;
+	});
+	CHECK(eventually([&] { return silent.flushed_by(d.pid()); }, 5000));
+	// Everyone else is still served.
+	ChildResult r = run_in_child(
+		[&] {
+			Window w(fd.get());
+			return w && strcmp(w.get(), kSecret) == 0 ? 0 : 1;
+		},
+		10);
+	CHECK(r.exit_code == 0);
+	CHECK(!r.timed_out);
+	silent.abort();
+	CHECK(wait_for(client, 10).exit_code == 0);
 }
