@@ -1,5 +1,6 @@
 #include "filesystem.hpp"
 
+#include "ownership.hpp"
 #include "process.hpp"
 
 #include <linux/fuse.h>
@@ -480,6 +481,14 @@ int Filesystem::size_region(NodeRecord &node, uint64_t start, uint64_t size)
 	return 0;
 }
 
+// ftruncate and fallocate: only the owner sizes a region [EPERM].
+int Filesystem::sizing_by_owner(NodeRecord &node, fuse_req_t req, uint64_t size)
+{
+	if (node.kind == NodeKind::region && !is_owner(node, fuse_req_ctx(req)->pid))
+		return EPERM;
+	return size_region(node, 0, size);
+}
+
 void Filesystem::setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set)
 {
 	std::unique_lock<std::shared_mutex> lock(registry_lock_);
@@ -499,7 +508,7 @@ void Filesystem::setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int 
 	if (to_set & FUSE_SET_ATTR_SIZE) {
 		// Truncating an unsized region to nothing (O_TRUNC) changes nothing.
 		const bool no_op = !node->geometry.sized && attr->st_size == 0 && node->kind == NodeKind::region;
-		if (int err = no_op ? 0 : size_region(*node, 0, static_cast<uint64_t>(attr->st_size))) {
+		if (int err = no_op ? 0 : sizing_by_owner(*node, req, static_cast<uint64_t>(attr->st_size))) {
 			lock.unlock();
 			fuse_reply_err(req, err);
 			return;
@@ -895,7 +904,7 @@ void Filesystem::fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offse
 	}
 	std::unique_lock<std::shared_mutex> lock(registry_lock_);
 	NodeRecord *node = registry_->find(ino);
-	int err = node ? size_region(*node, 0, static_cast<uint64_t>(length)) : ENOENT;
+	int err = node ? sizing_by_owner(*node, req, static_cast<uint64_t>(length)) : ENOENT;
 	lock.unlock();
 	fuse_reply_err(req, err);
 }
@@ -1074,7 +1083,7 @@ void Filesystem::owner_watch_loop()
 			{
 				std::lock_guard<std::mutex> guard(owner_lock_);
 				auto it = owner_pidfds_.find(ino);
-				if (it == owner_pidfds_.end())
+				if (it == owner_pidfds_.end() || !owner_has_exited(it->second.get()))
 					continue;
 				epoll_ctl(owner_epoll_.get(), EPOLL_CTL_DEL, it->second.get(), nullptr);
 				owner_pidfds_.erase(it);

@@ -36,6 +36,8 @@
 #include <thread>
 #include <unordered_map>
 
+struct mshare_owner;
+
 namespace msharefs {
 
 struct Options {
@@ -112,6 +114,7 @@ public:
 	int ioctl_protect(IoctlCall &call);
 	int ioctl_lock(IoctlCall &call);
 	int ioctl_unlock(IoctlCall &call);
+	int ioctl_set_owner(IoctlCall &call);
 	int ioctl_runtime(IoctlCall &call);
 	int check_object_access(const NodeRecord &node, uint64_t off, uint64_t size, uint32_t prot);
 
@@ -124,6 +127,7 @@ private:
 	int make_node(fuse_req_t req, uint64_t parent, const char *name, NodeKind kind, mode_t mode,
 		      fuse_entry_param *entry);
 	int size_region(NodeRecord &node, uint64_t start, uint64_t size);
+	int sizing_by_owner(NodeRecord &node, fuse_req_t req, uint64_t size);
 	void drop_name(NodeRecord &node);
 	void destroy_region(NodeRecord &node);
 	std::string object_shm_name(uint64_t ino, uint64_t object_id) const;
@@ -163,6 +167,9 @@ private:
 	void watch_owner(const NodeRecord &node);
 	void owner_watch_loop();
 	void orphan_region(uint64_t ino);
+	// ownership.cpp
+	int transfer_owner(uint64_t ino, pid_t caller, const struct mshare_owner &arg);
+	void follow_owner(uint64_t ino, UniqueFd pidfd);
 
 	Options options_;
 	std::shared_mutex registry_lock_;
