@@ -484,7 +484,7 @@ int Filesystem::size_region(NodeRecord &node, uint64_t start, uint64_t size)
 // ftruncate and fallocate: only the owner sizes a region [EPERM].
 int Filesystem::sizing_by_owner(NodeRecord &node, fuse_req_t req, uint64_t size)
 {
-	if (node.kind == NodeKind::region && !is_owner(node, fuse_req_ctx(req)->pid))
+	if (node.kind == NodeKind::region && !node.orphaned && !is_owner(node, fuse_req_ctx(req)->pid))
 		return EPERM;
 	return size_region(node, 0, size);
 }

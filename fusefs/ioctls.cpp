@@ -84,6 +84,7 @@ void Filesystem::ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *,
 	}
 	bool sized = false;
 	bool owner = false;
+	bool orphaned = false;
 	{
 		std::shared_lock<std::shared_mutex> lock(registry_lock_);
 		NodeRecord *node = registry_->find(ino);
@@ -94,6 +95,7 @@ void Filesystem::ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *,
 		}
 		sized = node->geometry.sized;
 		owner = is_owner(*node, fuse_req_ctx(req)->pid);
+		orphaned = node->orphaned;
 	}
 	if (cmd == MSHAREFS_IOC_RUNTIME) {
 		struct msharefs_runtime_info info {};
@@ -122,7 +124,8 @@ void Filesystem::ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *,
 		return;
 	}
 	if (h->owner_only && !owner) {
-		fuse_reply_err(req, EPERM);
+		// An orphaned region takes no changes from anyone [EINVAL].
+		fuse_reply_err(req, orphaned ? EINVAL : EPERM);
 		return;
 	}
 	IoctlCall call{req, ino, op, in_buf, {}, 0};

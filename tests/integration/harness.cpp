@@ -1,5 +1,7 @@
 #include "harness.hpp"
 
+#include <msharefs/region_stats.hpp>
+
 #include <cerrno>
 #include <chrono>
 #include <csignal>
@@ -16,6 +18,7 @@
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <sys/xattr.h>
 #include <thread>
 #include <unistd.h>
 
@@ -510,6 +513,16 @@ static std::vector<std::string> module_regions()
 	if (f)
 		fclose(f);
 	return out;
+}
+
+int32_t region_owner(const std::string &name)
+{
+	std::vector<char> buf(1 << 16);
+	const ssize_t n = getxattr(path(name).c_str(), msharefs::kStatsAttribute, buf.data(), buf.size());
+	if (n <= 0)
+		return -1;
+	const auto s = msharefs::region_stats_from_json(std::string_view(buf.data(), static_cast<size_t>(n)));
+	return s ? s->owner_pid : -1;
 }
 
 std::vector<std::string> region_objects()

@@ -134,6 +134,10 @@ template <class F> Fault fault_of(F &&f)
 	return detail::release_faults(old_segv, old_bus, faulted);
 }
 
+// The owner of region NAME as the daemon reports it (user.mshare.stats):
+// its pid, 0 once the owner has exited, -1 if the stats cannot be read.
+int32_t region_owner(const std::string &name);
+
 // Names in /dev/shm that belong to region objects (one per anonymous
 // mapping); on datapath=kmod, one entry per module region with memory.
 std::vector<std::string> region_objects();
