@@ -404,12 +404,14 @@ std::string Filesystem::region_attribute(uint64_t ino, const std::string &name, 
 
 std::string Filesystem::region_attribute_locked(const NodeRecord &node, const std::string &name, int *err)
 {
+	if (node.ino == kRootIno && name == kRegionAttributes[0])
+		return effective_data_path();
 	if (node.kind != NodeKind::region) {
 		*err = ENODATA;
 		return {};
 	}
 	if (name == kRegionAttributes[0])
-		return options_.data_path;
+		return window_data_paths_locked(node);
 	if (name != kRegionAttributes[1]) {
 		*err = ENODATA;
 		return {};
@@ -430,6 +432,27 @@ std::string Filesystem::region_attribute_locked(const NodeRecord &node, const st
 	return last ? value : "none";
 }
 
+// kmod, uffd (the runtime's socket is up) or pagecache.
+const char *Filesystem::effective_data_path() const
+{
+	return kmod_ ? "kmod" : runtime_ ? "uffd" : "pagecache";
+}
+
+// The region's data path, then on datapath=uffd each window as PID=uffd
+// (composed by the runtime) or PID=pagecache (a program without it).
+std::string Filesystem::window_data_paths_locked(const NodeRecord &node)
+{
+	std::string value = effective_data_path();
+	if (kmod_ || !runtime_)
+		return value;
+	const std::vector<int32_t> runtime = runtime_->attacher_pids(node.ino);
+	for (int32_t pid : region_stats_locked(node).attachers) {
+		const bool composed = std::find(runtime.begin(), runtime.end(), pid) != runtime.end();
+		value += " " + std::to_string(pid) + (composed ? "=uffd" : "=pagecache");
+	}
+	return value;
+}
+
 void Filesystem::getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
 {
 	int err = 0;
@@ -445,13 +468,14 @@ void Filesystem::getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size
 void Filesystem::listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 {
 	int err = 0;
-	region_attribute(ino, kRegionAttributes[0], &err);
+	region_attribute(ino, kRegionAttributes[1], &err); // ENODATA unless a region
 	std::string names;
 	if (!err) {
 		for (const char *n : kRegionAttributes)
 			names.append(n).push_back('\0');
 		names.append(kStatsAttribute).push_back('\0');
 	} else if (ino == kRootIno) {
+		names.append(kRegionAttributes[0]).push_back('\0');
 		names.append(kUnlinkedAttribute).push_back('\0');
 	}
 	if (err && err != ENODATA)

@@ -45,7 +45,7 @@ struct Options {
 	uint64_t alignment = 1ULL << 39;
 	uint32_t root_mode = 01777;
 	std::string state_name; // prefix of the mount's files in /dev/shm
-	std::string data_path = "pagecache";
+	std::string data_path = "auto"; // resolved to kmod or uffd before the Filesystem is made
 	std::string backing = "auto"; // anonymous memory on datapath=uffd (BackingStore)
 	bool foreground = false;
 	bool debug = false;
@@ -133,6 +133,8 @@ private:
 	std::string object_shm_name(uint64_t ino, uint64_t object_id) const;
 	std::string region_attribute(uint64_t ino, const std::string &name, int *err);
 	std::string region_attribute_locked(const NodeRecord &node, const std::string &name, int *err);
+	const char *effective_data_path() const;
+	std::string window_data_paths_locked(const NodeRecord &node);
 	// stats.cpp; registry_lock_ held shared for the _locked one.
 	std::string stats_attribute(uint64_t ino, const std::string &name, int *err);
 	RegionStats region_stats_locked(const NodeRecord &node);

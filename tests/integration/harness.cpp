@@ -218,13 +218,18 @@ Daemon::~Daemon() { stop(); }
 void Daemon::start()
 {
 	std::vector<std::string> argv{daemon_binary(), "-f"};
+	bool chosen = false;
 	for (const auto &o : options_) {
+		chosen = chosen || o.rfind("datapath=", 0) == 0;
+		if (o == kDefaultDataPath)
+			continue;
 		argv.push_back("-o");
 		argv.push_back(o);
 	}
-	if (const std::string path = data_path(); path != "pagecache") {
+	// The data path under test, named even where it is not the default.
+	if (!chosen) {
 		argv.push_back("-o");
-		argv.push_back("datapath=" + path);
+		argv.push_back("datapath=" + data_path());
 	}
 	argv.push_back(kMount);
 	pid_ = launch(argv);

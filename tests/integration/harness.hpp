@@ -29,6 +29,10 @@ inline constexpr uint64_t kMiB = 1ULL << 20;
 // (after printing why) when the tests cannot run here.
 bool enter_test_namespace();
 
+// A Daemon option that starts msharefsd without any datapath= (its
+// default); otherwise the data path under test (data_path()) is passed.
+inline constexpr const char *kDefaultDataPath = "datapath=default";
+
 // A running msharefsd on /sys/fs/mshare; stopped (umount) when destroyed.
 class Daemon {
 public:
