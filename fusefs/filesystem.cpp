@@ -3,6 +3,7 @@
 #include "ownership.hpp"
 #include "process.hpp"
 
+#include <linux/falloc.h>
 #include <linux/fuse.h>
 #include <linux/limits.h>
 #include <linux/msharefs.h>
@@ -914,6 +915,12 @@ void Filesystem::destroy_all()
 void Filesystem::fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length,
 			   fuse_file_info *fi)
 {
+	if (mode == (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE)) {
+		fuse_reply_err(req, fh_writable(fi) ? punch_range(ino, static_cast<uint64_t>(offset),
+								 static_cast<uint64_t>(length))
+						    : EBADF);
+		return;
+	}
 	if (mode != 0) {
 		fuse_reply_err(req, EOPNOTSUPP);
 		return;

@@ -143,6 +143,7 @@ private:
 	int map_file(IoctlCall &call, const MappingRequest &req, uint32_t fd, Mapping *m);
 	int add_mapping(IoctlCall &call, MappingRequest req, uint32_t fd);
 	int remove_range(uint64_t ino, uint64_t off, uint64_t size);
+	int punch_range(uint64_t ino, uint64_t off, uint64_t size); // advice.cpp
 	void invalidate(uint64_t ino, uint64_t off, uint64_t len);
 	void set_kernel_size(uint64_t ino, uint64_t size);
 	int kmod_create(NodeRecord &node);
