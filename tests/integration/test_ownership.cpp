@@ -9,6 +9,7 @@
 
 #include <msharefs/region_stats.hpp>
 
+#include <linux/falloc.h>
 #include <linux/msharefs.h>
 
 #include <cerrno>
@@ -444,4 +445,54 @@ TEST_CASE("CREATE_MAPPING and PROTECT: EACCES for PROT_WRITE of read-only files,
 		REQUIRE(create_mapping(region.get(), kStart, 2 * 4096, 0, PROT_READ, kFileMap, object.get()) == 0);
 		CHECK(protect(region.get(), kStart, 2 * 4096, kRW) == expected_protect());
 	}
+}
+
+TEST_CASE("fallocate(PUNCH_HOLE) of a region (mshare_advise MADV_DONTNEED) frees a range for every attacher; any "
+	  "O_RDWR opener may")
+{
+	Daemon d;
+	Fd fd(open(path("punched").c_str(), O_RDWR | O_CREAT | O_EXCL, 0600));
+	REQUIRE(fd.get() >= 0);
+	REQUIRE(set_size(fd.get(), kStart, kSize) == 0);
+	REQUIRE(create_mapping(fd.get(), kStart, 2 * kMapped, 0, kRW, kAnon) == 0);
+	Window w(fd.get());
+	REQUIRE(w);
+	std::memset(w.get(), 'a', 2 * kMapped);
+	int mine = -1;
+	void *window = MAP_FAILED;
+	Peer other({
+		[&](int64_t) {
+			munmap(reinterpret_cast<void *>(kStart), kSize); // the window fork gave it
+			mine = open(path("punched").c_str(), O_RDWR);
+			window = mine < 0 ? MAP_FAILED : attach(mine);
+			return window == MAP_FAILED ? errno : 0;
+		},
+		[&](int64_t) {
+			const char *p = static_cast<const char *>(window);
+			return p[0] == 'a' && p[kMapped] == 'a' ? 0 : 1;
+		},
+		[&](int64_t) {
+			return fallocate(mine, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, static_cast<off_t>(kMapped)) == 0
+				       ? 0
+				       : errno;
+		},
+		[&](int64_t) {
+			const char *p = static_cast<const char *>(window);
+			for (uint64_t off = 0; off < kMapped; off += 4096)
+				if (p[off] != 0)
+					return 1;
+			return p[kMapped] == 'a' ? 0 : 2;
+		},
+	});
+	REQUIRE(other.step() == 0);
+	CHECK(other.step() == 0);
+	CHECK(other.step() == 0); // not the owner, but open O_RDWR
+	CHECK(other.step() == 0); // its window reads zeros there now
+	bool zeros = true;
+	for (uint64_t off = 0; off < kMapped; off += 4096)
+		zeros = zeros && w.get()[off] == 0;
+	CHECK(zeros); // and so does the owner's
+	CHECK(w.get()[kMapped] == 'a');
+	CHECK(stats_of("punched").mappings.size() == 1); // the layout stays
+	CHECK(other.finish().exit_code == 0);
 }
