@@ -507,15 +507,16 @@ int Filesystem::size_region(NodeRecord &node, uint64_t start, uint64_t size)
 }
 
 // ftruncate and fallocate: only the owner sizes a region [EPERM].
-int Filesystem::sizing_by_owner(NodeRecord &node, fuse_req_t req, uint64_t size)
+int Filesystem::sizing_by_owner(NodeRecord &node, const OwnerId &caller, uint64_t size)
 {
-	if (node.kind == NodeKind::region && !node.orphaned && !is_owner(node, fuse_req_ctx(req)->pid))
+	if (node.kind == NodeKind::region && !node.orphaned && !is_owner(node, caller))
 		return EPERM;
 	return size_region(node, 0, size);
 }
 
 void Filesystem::setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set)
 {
+	const OwnerId caller = to_set & FUSE_SET_ATTR_SIZE ? process_of(fuse_req_ctx(req)->pid) : OwnerId{};
 	std::unique_lock<std::shared_mutex> lock(registry_lock_);
 	registry_->ensure_space();
 	NodeRecord *node = registry_->find(ino);
@@ -533,7 +534,7 @@ void Filesystem::setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int 
 	if (to_set & FUSE_SET_ATTR_SIZE) {
 		// Truncating an unsized region to nothing (O_TRUNC) changes nothing.
 		const bool no_op = !node->geometry.sized && attr->st_size == 0 && node->kind == NodeKind::region;
-		if (int err = no_op ? 0 : sizing_by_owner(*node, req, static_cast<uint64_t>(attr->st_size))) {
+		if (int err = no_op ? 0 : sizing_by_owner(*node, caller, static_cast<uint64_t>(attr->st_size))) {
 			lock.unlock();
 			fuse_reply_err(req, err);
 			return;
@@ -933,9 +934,10 @@ void Filesystem::fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offse
 		fuse_reply_err(req, EINVAL);
 		return;
 	}
+	const OwnerId caller = process_of(fuse_req_ctx(req)->pid);
 	std::unique_lock<std::shared_mutex> lock(registry_lock_);
 	NodeRecord *node = registry_->find(ino);
-	int err = node ? sizing_by_owner(*node, req, static_cast<uint64_t>(length)) : ENOENT;
+	int err = node ? sizing_by_owner(*node, caller, static_cast<uint64_t>(length)) : ENOENT;
 	lock.unlock();
 	fuse_reply_err(req, err);
 }

@@ -37,6 +37,9 @@
 #include <unordered_map>
 
 struct mshare_owner;
+namespace msharefs {
+struct OwnerId;
+}
 
 namespace msharefs {
 
@@ -127,7 +130,7 @@ private:
 	int make_node(fuse_req_t req, uint64_t parent, const char *name, NodeKind kind, mode_t mode,
 		      fuse_entry_param *entry);
 	int size_region(NodeRecord &node, uint64_t start, uint64_t size);
-	int sizing_by_owner(NodeRecord &node, fuse_req_t req, uint64_t size);
+	int sizing_by_owner(NodeRecord &node, const OwnerId &caller, uint64_t size);
 	void drop_name(NodeRecord &node);
 	void destroy_region(NodeRecord &node);
 	std::string object_shm_name(uint64_t ino, uint64_t object_id) const;

@@ -83,7 +83,7 @@ void Filesystem::ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *,
 		return;
 	}
 	bool sized = false;
-	bool owner = false;
+	OwnerId owner;
 	bool orphaned = false;
 	{
 		std::shared_lock<std::shared_mutex> lock(registry_lock_);
@@ -94,7 +94,7 @@ void Filesystem::ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *,
 			return;
 		}
 		sized = node->geometry.sized;
-		owner = is_owner(*node, fuse_req_ctx(req)->pid);
+		owner = owner_of(*node);
 		orphaned = node->orphaned;
 	}
 	if (cmd == MSHAREFS_IOC_RUNTIME) {
@@ -123,7 +123,7 @@ void Filesystem::ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *,
 		fuse_reply_err(req, EBADF);
 		return;
 	}
-	if (h->owner_only && !owner) {
+	if (h->owner_only && (owner.pid == 0 || process_of(fuse_req_ctx(req)->pid) != owner)) {
 		// An orphaned region takes no changes from anyone [EINVAL].
 		fuse_reply_err(req, orphaned ? EINVAL : EPERM);
 		return;

@@ -25,10 +25,10 @@
 
 namespace msharefs {
 
-bool is_owner(const NodeRecord &node, pid_t tid)
+OwnerId process_of(pid_t tid)
 {
 	const pid_t tgid = thread_group_of(tid);
-	return node.owner_pid != 0 && tgid == node.owner_pid && process_start_time(tgid) == node.owner_start_time;
+	return {tgid, process_start_time(tgid)};
 }
 
 int pid_of_pidfd(int pidfd, pid_t *pid)

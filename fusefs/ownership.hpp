@@ -8,9 +8,20 @@
 
 namespace msharefs {
 
-// True if the process of thread `tid` is the region's owner (the same
-// process, not a later one that reused its pid).
-bool is_owner(const NodeRecord &node, pid_t tid);
+// Who owns a region: its thread-group id and start time (against pid reuse).
+struct OwnerId {
+	pid_t pid = 0;
+	uint64_t start_time = 0;
+	bool operator==(const OwnerId &) const = default;
+};
+inline OwnerId owner_of(const NodeRecord &node) { return {node.owner_pid, node.owner_start_time}; }
+// The process of thread `tid` (the caller of a request), as an OwnerId to
+// compare with a region's. Reads /proc: call it without locks held.
+OwnerId process_of(pid_t tid);
+inline bool is_owner(const NodeRecord &node, const OwnerId &caller)
+{
+	return node.owner_pid != 0 && owner_of(node) == caller;
+}
 
 // The credentials the kernel checks a process's opens with.
 struct ProcessCredentials {
