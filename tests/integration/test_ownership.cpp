@@ -496,3 +496,43 @@ TEST_CASE("fallocate(PUNCH_HOLE) of a region (mshare_advise MADV_DONTNEED) frees
 	CHECK(stats_of("punched").mappings.size() == 1); // the layout stays
 	CHECK(other.finish().exit_code == 0);
 }
+
+TEST_CASE("a restarted daemon watches the owner a region was handed to, not its creator")
+{
+	Daemon d;
+	int fd = -1;
+	Peer old_owner({
+		[&](int64_t) {
+			fd = owned_region("kept");
+			return 0;
+		},
+		[&](int64_t new_owner) {
+			const int pidfd = pidfd_open(static_cast<pid_t>(new_owner));
+			return pidfd < 0 ? errno : set_owner(fd, pidfd);
+		},
+	});
+	int mine = -1;
+	Peer new_owner({
+		[&](int64_t) {
+			mine = open(path("kept").c_str(), O_RDWR);
+			return mine < 0 ? errno : 0;
+		},
+		[&](int64_t) { return create_mapping(mine, kStart + 4 * kMiB, kMiB, 0, kRW, kAnon); },
+	});
+	REQUIRE(old_owner.step() == 0);
+	REQUIRE(new_owner.step() == 0);
+	REQUIRE(old_owner.step(new_owner.pid()) == 0);
+	Fd observer(open(path("kept").c_str(), O_RDWR));
+	REQUIRE(observer.get() >= 0);
+
+	d.kill9();
+	d.restart();
+	CHECK(old_owner.finish().exit_code == 0);
+	usleep(300 * 1000);
+	CHECK(region_owner("kept") == new_owner.pid());
+	CHECK(payload_intact(observer.get()));
+	CHECK(new_owner.step() == 0); // the new owner still maps after the restart
+	CHECK(new_owner.finish().exit_code == 0);
+	CHECK_MESSAGE(eventually([&] { return region_owner("kept") == 0; }),
+		      "the region still has an owner 5 s after the new owner exited");
+}
