@@ -1,6 +1,7 @@
 /*
  * mshare_map(): a memfd mapped read-only at the start of a region and fresh
- * anonymous memory after it; the window shows both.
+ * anonymous memory after it; the window shows both. mshare_unmap() removes
+ * the anonymous range again.
  *
  * Build: cc mshare_map.c -lmshare
  */
@@ -40,6 +41,16 @@ int main(void)
 	strcpy(window + 2 * MIB, "anonymous memory");
 	printf("mshare_map: the memfd reads \"%s\", the anonymous mapping \"%s\"\n", window, window + 2 * MIB);
 	if (strcmp(window, text) != 0)
+		return 1;
+	/* mshare_unmap() takes the anonymous range away; mapped again, it is new memory. */
+	if (mshare_unmap(fd, 2 * MIB, 2 * MIB) < 0 ||
+	    mshare_map(fd, 2 * MIB, 2 * MIB, PROT_READ | PROT_WRITE, 0, -1, 0) < 0) {
+		perror("mshare_unmap, mshare_map");
+		return 1;
+	}
+	printf("mshare_map: after mshare_unmap and mshare_map again the range reads %s\n",
+	       window[2 * MIB] ? "old data" : "zeros");
+	if (window[2 * MIB])
 		return 1;
 	munmap(window, size);
 	close(memfd);
