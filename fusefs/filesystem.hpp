@@ -50,6 +50,9 @@ struct Options {
 	std::string state_name; // prefix of the mount's files in /dev/shm
 	std::string data_path = "auto"; // resolved to kmod or uffd before the Filesystem is made
 	std::string backing = "auto"; // anonymous memory on datapath=uffd (BackingStore)
+	// datapath=uffd: lend /dev/userfaultfd to runtime peers holding a region
+	// open (-o uffd_device=lend, the default), or not (keep).
+	bool lend_uffd_device = true;
 	bool foreground = false;
 	bool debug = false;
 };

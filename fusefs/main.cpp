@@ -28,6 +28,7 @@ struct CommandLineOptions {
 	char *data_path = nullptr;
 	char *root_mode = nullptr;
 	char *state = nullptr;
+	char *uffd_device = nullptr;
 };
 
 const fuse_opt kOptionSpecs[] = {
@@ -36,6 +37,7 @@ const fuse_opt kOptionSpecs[] = {
 	{"datapath=%s", offsetof(CommandLineOptions, data_path), 0},
 	{"root_mode=%s", offsetof(CommandLineOptions, root_mode), 0},
 	{"state=%s", offsetof(CommandLineOptions, state), 0},
+	{"uffd_device=%s", offsetof(CommandLineOptions, uffd_device), 0},
 	FUSE_OPT_END,
 };
 
@@ -72,6 +74,10 @@ void print_usage(const char *prog)
 		"    -o root_mode=OCTAL     mode of the mount's root (default 1777)\n"
 		"    -o state=NAME          prefix of this mount's state in /dev/shm\n"
 		"                           (default derived from the mount point)\n"
+		"    -o uffd_device=lend    datapath=uffd: lend /dev/userfaultfd to runtime\n"
+		"                           clients that hold a region open, so that system\n"
+		"                           calls on their windows work without root\n"
+		"                           (default); keep: lend it to no one\n"
 		"\n"
 		"Restart: if msharefsd is killed, start it again on the same mount point;\n"
 		"it takes the mount over with every region and its data, and requests\n"
@@ -281,6 +287,12 @@ int main(int argc, char *argv[])
 		options.backing = opts.backing;
 		if (!BackingStore::valid_policy(options.backing))
 			return fail("backing=" + options.backing + ": unknown (choose auto, hugetlb, thp or 4k)");
+	}
+	if (opts.uffd_device) {
+		const std::string lend = opts.uffd_device;
+		if (lend != "lend" && lend != "keep")
+			return fail("uffd_device=" + lend + ": unknown (choose lend or keep)");
+		options.lend_uffd_device = lend == "lend";
 	}
 	if (opts.root_mode) {
 		char *end = nullptr;

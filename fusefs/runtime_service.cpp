@@ -206,6 +206,17 @@ void RuntimeService::handle(std::shared_ptr<Attacher> a)
 			drop(a);
 		return;
 	}
+	if (msg.type == RuntimeMsgType::lend_uffd) {
+		// The connection's only request: answered, then closed.
+		reply.type = RuntimeMsgType::lend_uffd;
+		reply.status = check_lend(*a, msg, fds);
+		if (reply.status == 0)
+			a->send(reply, {uffd_device_.get()});
+		else
+			a->send(reply);
+		drop(a);
+		return;
+	}
 	if (msg.type != RuntimeMsgType::attach && (!fds.empty() || !a->ino || msg.ino != a->ino)) {
 		refuse(msg.type == RuntimeMsgType::object || msg.type == RuntimeMsgType::ready ? msg.type
 												: RuntimeMsgType::attached);
@@ -277,6 +288,19 @@ int RuntimeService::check_attach(Attacher &a, const RuntimeMessage &msg, std::ve
 	a.base = msg.a;
 	a.size = msg.b;
 	return 0;
+}
+
+// A lend_uffd on a fresh connection, with the peer's descriptor of the
+// region (as an attach's); ENODEV if the daemon lends no device.
+int RuntimeService::check_lend(const Attacher &a, const RuntimeMessage &msg, const std::vector<UniqueFd> &fds)
+{
+	if (a.ino || fds.size() != 1 || !msg.ino)
+		return EINVAL;
+	int mode = O_RDONLY;
+	const dev_t dev = hooks_.mount_device ? hooks_.mount_device() : 0;
+	if (int err = check_region_fd(fds[0].get(), dev, msg.ino, &mode))
+		return err;
+	return uffd_device_ ? 0 : ENODEV;
 }
 
 int RuntimeService::handle_attach(Attacher &a, const RuntimeMessage &msg, std::vector<UniqueFd> &fds)

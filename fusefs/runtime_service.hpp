@@ -44,6 +44,9 @@ public:
 	RuntimeService(std::string socket_name, Hooks hooks);
 	~RuntimeService();
 	int start(); // 0 or errno
+	// The /dev/userfaultfd descriptor lent to peers that hold a region open
+	// (lend_uffd in runtime_protocol.hpp); none (the default): ENODEV.
+	void lend_uffd_device(UniqueFd device) { uffd_device_ = std::move(device); }
 	const std::string &socket_name() const { return socket_name_; }
 
 	// Writes the region's layout where its attachers read it (nothing
@@ -77,6 +80,7 @@ private:
 	void handle(std::shared_ptr<Attacher> a);
 	int handle_attach(Attacher &a, const RuntimeMessage &msg, std::vector<UniqueFd> &fds);
 	int check_attach(Attacher &a, const RuntimeMessage &msg, std::vector<UniqueFd> &fds);
+	int check_lend(const Attacher &a, const RuntimeMessage &msg, const std::vector<UniqueFd> &fds);
 	int attacher_object_fd(const Attacher &a, uint64_t object_id, UniqueFd *fd);
 	View *view_locked(uint64_t ino, int *err);
 	int create_view_locked(uint64_t ino);
@@ -93,6 +97,7 @@ private:
 	UniqueFd epoll_;
 	UniqueFd wakeup_;
 	std::thread thread_;
+	UniqueFd uffd_device_;
 
 	std::mutex lock_;
 	std::condition_variable answered_;

@@ -152,6 +152,33 @@ int Window::handshake(int uffd, int ticket_fd)
 	return 0;
 }
 
+int Window::borrow_uffd_device(UniqueFd *device)
+{
+	UniqueFd sock(connect_runtime_socket(socket_name_));
+	if (!sock || !served_by_daemon(sock.get(), region_fd_.get()))
+		return ENOTCONN;
+	RuntimeMessage msg{};
+	msg.type = RuntimeMsgType::lend_uffd;
+	msg.ino = ino_;
+	if (int err = send_runtime_message(sock.get(), msg, {region_fd_.get()}))
+		return err == EPIPE ? ENOTCONN : err;
+	std::vector<UniqueFd> fds;
+	RuntimeMessage reply{};
+	if (int err = recv_runtime_message(sock.get(), &reply, &fds))
+		return err == ECONNRESET ? ENOTCONN : err;
+	if (reply.type != RuntimeMsgType::lend_uffd)
+		return EPROTO;
+	if (reply.status)
+		return reply.status;
+	// What the ioctl is made on must be the device, not any file.
+	struct stat st {}, dev {};
+	if (fds.size() != 1 || fstat(fds[0].get(), &st) < 0 || stat(kUserfaultfdDevice, &dev) < 0 ||
+	    !S_ISCHR(st.st_mode) || st.st_rdev != dev.st_rdev)
+		return EPROTO;
+	*device = std::move(fds[0]);
+	return 0;
+}
+
 int Window::attach(int uffd, int ticket_fd)
 {
 	if (int err = handshake(uffd, ticket_fd))

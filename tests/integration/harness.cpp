@@ -10,6 +10,7 @@
 #include <cstring>
 #include <dirent.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <stdexcept>
 #include <sched.h>
 #include <sys/socket.h>
@@ -337,7 +338,7 @@ ChildResult run_in_child(const std::function<int()> &fn, int timeout_s)
 	return wait_for(spawn(fn), timeout_s);
 }
 
-ChildResult run_program(const std::vector<std::string> &argv, std::string *output, int timeout_s)
+ChildResult run_program(const std::vector<std::string> &argv, std::string *output, int timeout_s, int as_uid)
 {
 	int pipefd[2];
 	if (pipe(pipefd) != 0)
@@ -349,6 +350,11 @@ ChildResult run_program(const std::vector<std::string> &argv, std::string *outpu
 		dup2(pipefd[1], 2);
 		close(pipefd[0]);
 		close(pipefd[1]);
+		const auto id = static_cast<uid_t>(as_uid);
+		if (as_uid >= 0 && (setgroups(0, nullptr) != 0 || setresgid(id, id, id) != 0 || setresuid(id, id, id) != 0)) {
+			perror("setresuid");
+			_exit(126);
+		}
 		std::vector<char *> args;
 		for (auto &a : argv)
 			args.push_back(const_cast<char *>(a.c_str()));

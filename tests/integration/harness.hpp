@@ -83,8 +83,10 @@ struct ChildResult {
 pid_t spawn(const std::function<int()> &fn);
 ChildResult wait_for(pid_t pid, int timeout_s = 60);
 ChildResult run_in_child(const std::function<int()> &fn, int timeout_s = 60);
-// Runs a program; its stdout and stderr are appended to *output.
-ChildResult run_program(const std::vector<std::string> &argv, std::string *output, int timeout_s = 60);
+// Runs a program; its stdout and stderr are appended to *output. With
+// as_uid >= 0 it runs as that uid and gid, without supplementary groups.
+ChildResult run_program(const std::vector<std::string> &argv, std::string *output, int timeout_s = 60,
+			int as_uid = -1);
 
 // Creates NAME, sizes it to [start, start+size) and maps one anonymous shared
 // mapping over all of it. Returns the fd (or -1 with errno).

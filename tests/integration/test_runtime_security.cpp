@@ -8,6 +8,7 @@
 
 #include <msharefs/published_layout.hpp>
 #include <msharefs/runtime_protocol.hpp>
+#include <msharefs/uffd.hpp>
 
 #include <doctest/doctest.h>
 
@@ -904,4 +905,140 @@ TEST_CASE("runtime: a descriptor of a FUSE file whose server never answers does 
 	CHECK(!r.timed_out);
 	silent.abort();
 	CHECK(wait_for(client, 10).exit_code == 0);
+}
+
+namespace {
+
+// window_syscalls (see its source) run as uid 65534 on region NAME: an
+// unmodified program under libmshare-preload.so (the test's LD_PRELOAD).
+ChildResult window_syscalls(const std::vector<std::string> &args, std::string *out, int timeout_s = 20)
+{
+	const char *bin = getenv("WINDOW_SYSCALLS");
+	REQUIRE_MESSAGE(bin, "WINDOW_SYSCALLS is not set");
+	std::vector<std::string> argv{bin};
+	argv.insert(argv.end(), args.begin(), args.end());
+	return run_program(argv, out, timeout_s, static_cast<int>(kNobody));
+}
+
+// Runs two window_syscalls programs at once; both must exit 0.
+void run_both(const std::vector<std::string> &first, const std::vector<std::string> &second)
+{
+	std::string out1, out2;
+	ChildResult r1;
+	std::thread t([&] { r1 = window_syscalls(first, &out1); });
+	usleep(100000);
+	ChildResult r2 = window_syscalls(second, &out2);
+	t.join();
+	INFO(first[0] << ":\n" << out1 << second[0] << ":\n" << out2);
+	CHECK(r1.exit_code == 0);
+	CHECK(r2.exit_code == 0);
+}
+
+std::string offset(uint64_t off) { return std::to_string(off); }
+
+// What the daemon answers a lend_uffd with the descriptors in fds: the
+// status, or -errno if no reply came; *device gets what came with it.
+int lend_uffd(const std::string &socket, uint64_t ino, const std::vector<int> &fds, Fd *device, bool *dropped)
+{
+	RawClient c(socket);
+	if (!c.connected())
+		return -ENOTCONN;
+	RuntimeMessage msg{};
+	msg.type = RuntimeMsgType::lend_uffd;
+	msg.ino = ino;
+	if (int err = msharefs::send_runtime_message(c.sock(), msg, fds))
+		return -err;
+	std::vector<Fd> got;
+	RuntimeMessage reply{};
+	if (int err = msharefs::recv_runtime_message(c.sock(), &reply, &got))
+		return -err;
+	if (!got.empty())
+		*device = std::move(got[0]);
+	*dropped = c.dropped();
+	return reply.type == RuntimeMsgType::lend_uffd ? reply.status : -EPROTO;
+}
+
+} // namespace
+
+TEST_CASE("runtime: a non-root program's system calls reach window pages it never touched")
+{
+	Daemon d; // default options: the daemon lends /dev/userfaultfd
+	const std::string region = path("shared");
+	Fd shared(region_with_secret("shared", 0666));
+	{
+		Window w(shared.get());
+		REQUIRE(w);
+		strcpy(w.at(600 * kMiB), "written by root");
+	}
+	std::string out;
+	ChildResult r = window_syscalls({"pipe-read", region, offset(300 * kMiB), "through a pipe"}, &out);
+	CHECK_MESSAGE(r.exit_code == 0, out);
+	out.clear();
+	r = window_syscalls({"pwrite", region, offset(600 * kMiB), "written by root"}, &out);
+	CHECK_MESSAGE(r.exit_code == 0, out);
+	// A process-shared semaphore (and a bare futex) in a fresh page, the
+	// waiter in one process, the poster in another.
+	run_both({"sem-wait", region, offset(700 * kMiB)}, {"sem-post", region, offset(700 * kMiB)});
+	run_both({"futex-wait", region, offset(800 * kMiB)}, {"futex-wake", region, offset(800 * kMiB)});
+	Window w(shared.get());
+	REQUIRE(w);
+	CHECK(strcmp(w.at(300 * kMiB), "through a pipe") == 0);
+}
+
+TEST_CASE("runtime: with -o uffd_device=keep a non-root read() into an untouched window page fails EFAULT")
+{
+	Daemon d({"align=1G", "uffd_device=keep"});
+	Fd shared(region_with_secret("shared", 0666));
+	std::string out;
+	ChildResult r = window_syscalls({"pipe-read", path("shared"), offset(300 * kMiB), "through a pipe"}, &out);
+	CHECK(r.exit_code == 3);
+	CHECK_MESSAGE(out.find("read: errno " + std::to_string(EFAULT)) != std::string::npos, out);
+}
+
+TEST_CASE("runtime: /dev/userfaultfd is lent only to a peer holding the region open")
+{
+	Daemon d;
+	Fd secret(region_with_secret("secret", 0600));
+	Fd own(create_region("nobodys", kStart + 2 * kGiB, kSize, 0666));
+	REQUIRE(own.get() >= 0);
+	REQUIRE(fchmod(own.get(), 0666) == 0);
+	const RuntimeInfo info = runtime_info(secret.get());
+	const uint64_t own_ino = runtime_info(own.get()).ino;
+	ChildResult r = as_user(kNobody, [&] {
+		Fd device;
+		bool dropped = false;
+		// No descriptor, another region's, an O_PATH one of root's: refused.
+		if (lend_uffd(info.socket, info.ino, {}, &device, &dropped) != EINVAL || device || !dropped)
+			return 1;
+		Fd other(open(path("nobodys").c_str(), O_RDONLY));
+		if (!other || lend_uffd(info.socket, info.ino, {other.get()}, &device, &dropped) != EACCES || device ||
+		    !dropped)
+			return 2;
+		Fd opath(open(path("secret").c_str(), O_PATH));
+		if (!opath || lend_uffd(info.socket, info.ino, {opath.get()}, &device, &dropped) != EACCES || device)
+			return 3;
+		// Its own region held open read-only: the device, from which a
+		// userfaultfd for kernel-mode faults too is made.
+		if (lend_uffd(info.socket, own_ino, {other.get()}, &device, &dropped) != 0 || !device || !dropped)
+			return 4;
+		struct stat st {};
+		if (fstat(device.get(), &st) != 0 || !S_ISCHR(st.st_mode))
+			return 5;
+		Fd uffd(ioctl(device.get(), USERFAULTFD_IOC_NEW, O_CLOEXEC));
+		return uffd ? 0 : 6;
+	});
+	CHECK(r.exit_code == 0);
+}
+
+TEST_CASE("runtime: with -o uffd_device=keep no device is lent (ENODEV)")
+{
+	Daemon d({"align=1G", "uffd_device=keep"});
+	Fd own(create_region("r", kStart, kSize, 0666));
+	REQUIRE(own.get() >= 0);
+	const RuntimeInfo info = runtime_info(own.get());
+	Fd device;
+	bool dropped = false;
+	CHECK(lend_uffd(info.socket, info.ino, {own.get()}, &device, &dropped) == ENODEV);
+	CHECK(!device);
+	CHECK(dropped);
 }

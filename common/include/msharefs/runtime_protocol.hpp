@@ -3,6 +3,10 @@
 // connection per attached window. Descriptors travel with SCM_RIGHTS.
 //
 //   runtime                              daemon
+//   (before the process's first userfaultfd, when it may not make a full
+//   one itself; a connection of its own, closed by the daemon after the reply)
+//   lend_uffd {ino} +[region fd]         ->
+//                                        <-  lend_uffd {status} +[/dev/userfaultfd]
 //   attach {ino, base, size} +[uffd, ticket, region fd]   ->
 //                                        <-  attached {status} +[published layout]
 //   object {object_id}                   ->
@@ -22,7 +26,12 @@
 // must be a userfaultfd, the ticket a memfd of at least sizeof(RuntimeTicket)
 // sealed against shrinking; anything else is answered EINVAL and the peer is
 // dropped, as is a peer whose socket is full (the daemon never waits to send)
-// or who does not answer a sync in time. The published layout is a read-only
+// or who does not answer a sync in time. A lend_uffd is checked as an
+// attach's region fd is; it is answered with a descriptor of the daemon's
+// /dev/userfaultfd (opened at start, kept unless -o uffd_device=keep), from
+// which the peer makes a userfaultfd that takes kernel-mode faults too
+// (USERFAULTFD_IOC_NEW: the device's permission is checked at open only), or
+// ENODEV when the daemon lends none. The published layout is a read-only
 // descriptor of a memfd sealed against writes, growing and shrinking. The
 // runtime accepts only a daemon whose SO_PEERCRED uid is 0 or the uid the
 // mount was made by (user_id= of its mount options).
@@ -55,6 +64,7 @@ enum class RuntimeMsgType : uint32_t {
 	ready,
 	sync,
 	done,
+	lend_uffd,
 };
 
 struct RuntimeMessage {
@@ -90,5 +100,10 @@ inline constexpr size_t kAttachUffd = 0;
 inline constexpr size_t kAttachTicket = 1;
 inline constexpr size_t kAttachRegion = 2;
 inline constexpr size_t kAttachFds = 3;
+
+// What a runtime makes its userfaultfd from when it may not call
+// userfaultfd(2) for a full one: the device msharefsd lends to peers that
+// hold one of its regions open (see lend_uffd above).
+inline constexpr const char *kUserfaultfdDevice = "/dev/userfaultfd";
 
 } // namespace msharefs
