@@ -2,8 +2,9 @@
 // socket is checked (the region descriptor it holds, its access, the type,
 // size and seals of what it sends), the layout it gets is read-only and
 // sealed, a client that stops reading is dropped without holding anyone up,
-// and non-root programs under libmshare-preload.so use the regions they may
-// open. Hostile clients speak the protocol directly (runtime_protocol.hpp).
+// non-root programs under libmshare-preload.so use the regions they may
+// open, and their system calls reach window pages through a userfaultfd made
+// from the /dev/userfaultfd the daemon lends them. Hostile clients speak the protocol directly (runtime_protocol.hpp).
 #include "harness.hpp"
 
 #include <msharefs/published_layout.hpp>
