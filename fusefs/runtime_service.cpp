@@ -90,15 +90,19 @@ int RuntimeService::start()
 	wakeup_.reset(eventfd(0, EFD_CLOEXEC));
 	if (!listen_ || !epoll_ || !wakeup_)
 		return errno;
+	// A path socket is bound under a temporary name, opened to every user
+	// (whatever the umask: each peer is checked) and only then renamed into
+	// place, so that no client ever finds it there and refused.
+	const bool in_path = socket_name_[0] == '/';
+	const std::string bound_name = in_path ? socket_name_ + ".new" : socket_name_;
 	socklen_t len = 0;
-	const sockaddr_un addr = runtime_socket_address(socket_name_, &len);
-	if (socket_name_[0] == '/')
-		unlink(socket_name_.c_str()); // left by a daemon that died
+	const sockaddr_un addr = runtime_socket_address(bound_name, &len);
+	if (in_path)
+		unlink(bound_name.c_str()); // left by a daemon that died
 	if (bind(listen_.get(), reinterpret_cast<const sockaddr *>(&addr), len) < 0 ||
 	    listen(listen_.get(), 64) < 0)
 		return errno;
-	// Every user may connect (whatever the umask): each peer is checked.
-	if (socket_name_[0] == '/' && chmod(socket_name_.c_str(), 0666) < 0)
+	if (in_path && (chmod(bound_name.c_str(), 0666) < 0 || rename(bound_name.c_str(), socket_name_.c_str()) < 0))
 		return errno;
 	epoll_event ev{};
 	ev.events = EPOLLIN;

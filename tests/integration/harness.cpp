@@ -13,6 +13,7 @@
 #include <grp.h>
 #include <stdexcept>
 #include <sched.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
@@ -151,7 +152,53 @@ pid_t launch(const std::vector<std::string> &argv)
 	return pid;
 }
 
+// The test process's own identity: root, or with MSHAREFS_TEST_UID the given
+// user (saved uid root, so that the harness can mount, stop and kill daemons).
+uid_t test_uid = 0;
+gid_t test_gid = 0;
+
+// 0 or errno. Runs the tests as $MSHAREFS_TEST_UID from here on.
+int become_test_user()
+{
+	const char *uid = getenv("MSHAREFS_TEST_UID");
+	if (!uid || !*uid)
+		return 0;
+	char *end = nullptr;
+	const long id = strtol(uid, &end, 10);
+	if (*end != '\0' || id <= 0)
+		return EINVAL;
+	test_uid = static_cast<uid_t>(id);
+	test_gid = static_cast<gid_t>(id);
+	if (setgroups(0, nullptr) != 0 || setresgid(test_gid, test_gid, 0) != 0 ||
+	    setresuid(test_uid, test_uid, 0) != 0)
+		return errno;
+	// Like any process of that user: its /proc files are its own.
+	prctl(PR_SET_DUMPABLE, 1, 0, 0, 0);
+	fprintf(stderr, "tests run as uid %u (euid %u)\n", static_cast<unsigned>(getuid()),
+		static_cast<unsigned>(geteuid()));
+	return 0;
+}
+
 } // namespace
+
+static int as_root_depth = 0; // nested scopes give root back at the outermost
+
+AsRoot::AsRoot()
+{
+	if (test_uid != 0 && as_root_depth++ == 0 && (seteuid(0) != 0 || setegid(0) != 0))
+		throw std::runtime_error("cannot regain root for the harness");
+}
+
+AsRoot::~AsRoot()
+{
+	if (test_uid != 0 && --as_root_depth == 0) {
+		setegid(test_gid);
+		seteuid(test_uid);
+		prctl(PR_SET_DUMPABLE, 1, 0, 0, 0);
+	}
+}
+
+bool running_as_user() { return test_uid != 0; }
 
 bool alive(pid_t pid)
 {
@@ -203,6 +250,10 @@ bool enter_test_namespace()
 	}
 	close(sv[1]);
 	launcher_socket = sv[0];
+	if (int err = become_test_user()) {
+		fprintf(stderr, "MSHAREFS_TEST_UID=%s: %s\n", getenv("MSHAREFS_TEST_UID"), strerror(err));
+		return false;
+	}
 	return true;
 }
 
@@ -218,6 +269,7 @@ Daemon::~Daemon() { stop(); }
 
 void Daemon::start()
 {
+	AsRoot root;
 	std::vector<std::string> argv{daemon_binary(), "-f"};
 	bool chosen = false;
 	for (const auto &o : options_) {
@@ -251,6 +303,7 @@ void Daemon::stop()
 {
 	if (pid_ < 0)
 		return;
+	AsRoot root;
 	if (umount2(kMount, 0) != 0) {
 		fprintf(stderr, "umount %s: %s; detaching\n", kMount, strerror(errno));
 		report_users();
@@ -267,6 +320,7 @@ void Daemon::stop()
 
 void Daemon::kill9()
 {
+	AsRoot root;
 	kill(pid_, SIGKILL);
 	wait_gone(pid_, 20);
 	pid_ = -1;
@@ -574,6 +628,7 @@ namespace {
 
 uint64_t page_tables_now()
 {
+	AsRoot root; // vm.stat_refresh is root's
 	if (FILE *refresh = fopen("/proc/sys/vm/stat_refresh", "w")) {
 		fputs("1", refresh);
 		fclose(refresh);

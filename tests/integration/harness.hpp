@@ -55,6 +55,18 @@ private:
 
 std::string path(const std::string &name);
 
+// With MSHAREFS_TEST_UID set, the tests run as that user (the harness still
+// mounts and stops daemons as root): the conformance suites as a non-root
+// program would meet them. AsRoot lends the harness root for one scope.
+bool running_as_user();
+class AsRoot {
+public:
+	AsRoot();
+	~AsRoot();
+	AsRoot(const AsRoot &) = delete;
+	AsRoot &operator=(const AsRoot &) = delete;
+};
+
 // The data path under test: $MSHAREFS_TEST_DATAPATH (pagecache; uffd, with
 // the test binaries run under libmshare-preload.so; or kmod, in the QEMU
 // guest with the module loaded), pagecache by default. Daemons start with
