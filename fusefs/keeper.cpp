@@ -1,5 +1,8 @@
 #include "keeper.hpp"
 
+#include "state_dir.hpp"
+
+#include <algorithm>
 #include <cerrno>
 #include <csignal>
 #include <cstring>
@@ -81,9 +84,8 @@ ssize_t receive_message(int sock, KeeperMessage *msg, int *fd)
 
 class Keeper {
 public:
-	Keeper(UniqueFd listener, std::string state_prefix, std::string socket_path)
-		: listener_(std::move(listener)), state_prefix_(std::move(state_prefix)),
-		  socket_path_(std::move(socket_path))
+	Keeper(UniqueFd listener, std::string state_root, std::string state_name)
+		: listener_(std::move(listener)), state_root_(std::move(state_root)), state_name_(std::move(state_name))
 	{
 	}
 
@@ -161,40 +163,21 @@ private:
 	[[noreturn]] void finish()
 	{
 		held_.clear();
-		remove_mount_state(state_prefix_);
+		remove_mount_state(state_root_, state_name_);
 		_exit(0);
 	}
 
 	UniqueFd listener_;
-	std::string state_prefix_;
-	std::string socket_path_;
+	std::string state_root_;
+	std::string state_name_;
 	std::vector<UniqueFd> clients_;
 	std::map<std::string, UniqueFd> held_;
 };
 
 } // namespace
 
-void remove_mount_state(const std::string &state_prefix)
-{
-	DIR *dir = opendir("/dev/shm");
-	if (!dir)
-		return;
-	while (dirent *de = readdir(dir)) {
-		if (std::strncmp(de->d_name, state_prefix.c_str(), state_prefix.size()) != 0)
-			continue;
-		if (de->d_type != DT_DIR) {
-			unlinkat(dirfd(dir), de->d_name, 0);
-			continue;
-		}
-		// A backing store's mount (BackingStore): its files go with it.
-		const std::string path = std::string("/dev/shm/") + de->d_name;
-		umount2(path.c_str(), MNT_DETACH);
-		rmdir(path.c_str());
-	}
-	closedir(dir);
-}
-
-pid_t spawn_keeper(const std::string &socket_path, const std::string &state_prefix, int fuse_fd)
+pid_t spawn_keeper(const std::string &socket_path, const std::string &state_root, const std::string &state_name,
+		   int fuse_fd)
 {
 	UniqueFd listener(socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
 	if (!listener)
@@ -220,10 +203,14 @@ pid_t spawn_keeper(const std::string &socket_path, const std::string &state_pref
 	for (int fd = 0; fd < 3; fd++)
 		dup2(devnull, fd);
 	int kept_fuse = fcntl(fuse_fd, F_DUPFD_CLOEXEC, 3);
-	for (int fd = 3; fd < 1024; fd++)
-		if (fd != listener.get() && fd != kept_fuse)
-			::close(fd);
-	Keeper keeper(std::move(listener), state_prefix, socket_path);
+	// Every descriptor but these two (the daemon raised RLIMIT_NOFILE, so
+	// there may be any number).
+	const unsigned low = static_cast<unsigned>(std::min(listener.get(), kept_fuse));
+	const unsigned high = static_cast<unsigned>(std::max(listener.get(), kept_fuse));
+	close_range(3, low - 1, 0);
+	close_range(low + 1, high - 1, 0);
+	close_range(high + 1, ~0U, 0);
+	Keeper keeper(std::move(listener), state_root, state_name);
 	keeper.hold("fuse", kept_fuse);
 	keeper.run();
 }

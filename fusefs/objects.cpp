@@ -63,7 +63,9 @@ int BackingObject::write(const char *buf, size_t len, uint64_t offset) const
 				continue;
 			if (errno == EINVAL && done == 0) // hugetlbfs
 				return write_through_mapping(buf, len, offset);
-			return EIO;
+			// The store is full: the caller's request fails, as on any
+			// file system, and nothing else changes.
+			return errno == ENOSPC || errno == EDQUOT ? ENOSPC : EIO;
 		}
 		done += static_cast<size_t>(n);
 	}

@@ -187,6 +187,12 @@ bool enter_test_namespace()
 		perror("tmpfs over /sys/fs or /dev/shm");
 		return false;
 	}
+	// The daemons' state root, private to this run like /dev/shm.
+	if ((mkdir(kStateRoot, 0755) != 0 && errno != EEXIST) ||
+	    mount("tmpfs", kStateRoot, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755") != 0) {
+		perror("tmpfs over " MSHAREFS_TEST_STATE_ROOT);
+		return false;
+	}
 	signal(SIGPIPE, SIG_IGN);
 	int sv[2];
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) {
@@ -517,14 +523,26 @@ std::vector<std::string> region_objects()
 	if (on_kmod())
 		return module_regions();
 	std::vector<std::string> out;
-	DIR *d = opendir("/dev/shm");
+	DIR *d = opendir((state_dir() + "/objects").c_str());
 	if (!d)
 		return out;
 	while (dirent *de = readdir(d))
-		if (strstr(de->d_name, ".obj."))
+		if (strncmp(de->d_name, "obj.", 4) == 0)
 			out.emplace_back(de->d_name);
 	closedir(d);
 	return out;
+}
+
+std::string state_dir()
+{
+	std::string found;
+	if (DIR *d = opendir(kStateRoot)) {
+		while (dirent *de = readdir(d))
+			if (de->d_type == DT_DIR && de->d_name[0] != '.')
+				found = std::string(kStateRoot) + "/" + de->d_name;
+		closedir(d);
+	}
+	return found;
 }
 
 Window::Window(int fd, int prot)

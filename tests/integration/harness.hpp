@@ -134,8 +134,15 @@ template <class F> Fault fault_of(F &&f)
 	return detail::release_faults(old_segv, old_bus, faulted);
 }
 
-// Names in /dev/shm that belong to region objects (one per anonymous
-// mapping); on datapath=kmod, one entry per module region with memory.
+// The daemons' state root (msharefsd's default statedir), a private tmpfs
+// in the test namespace.
+#define MSHAREFS_TEST_STATE_ROOT "/run/msharefs"
+inline constexpr const char *kStateRoot = MSHAREFS_TEST_STATE_ROOT;
+// The running mount's state directory in it ("" if there is none).
+std::string state_dir();
+
+// Names of 4 KiB region objects in the mount's state directory (one per
+// anonymous mapping); on datapath=kmod, one entry per module region with memory.
 std::vector<std::string> region_objects();
 
 // Closes on scope exit (declare it after the Daemon, so it closes first).
