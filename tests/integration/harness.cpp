@@ -121,6 +121,11 @@ int launcher_socket = -1;
 		if (pid == 0) {
 			signal(SIGCHLD, SIG_DFL);
 			std::vector<char *> args;
+			// "--umask=OCTAL" first: the daemon's umask.
+			if (!argv.empty() && argv[0].rfind("--umask=", 0) == 0) {
+				umask(static_cast<mode_t>(std::strtoul(argv[0].c_str() + 8, nullptr, 8)));
+				argv.erase(argv.begin());
+			}
 			for (auto &a : argv)
 				args.push_back(a.data());
 			args.push_back(nullptr);
@@ -214,13 +219,22 @@ std::string data_path()
 	return p && *p ? p : "pagecache";
 }
 
-Daemon::Daemon(std::vector<std::string> options) : options_(std::move(options)) { start(); }
+Daemon::Daemon(std::vector<std::string> options, int umask_for_daemon)
+	: options_(std::move(options)), umask_(umask_for_daemon)
+{
+	start();
+}
 
 Daemon::~Daemon() { stop(); }
 
 void Daemon::start()
 {
 	std::vector<std::string> argv{daemon_binary(), "-f"};
+	if (umask_ >= 0) {
+		char mask[24];
+		snprintf(mask, sizeof(mask), "--umask=%o", static_cast<unsigned>(umask_));
+		argv.insert(argv.begin(), mask);
+	}
 	for (const auto &o : options_) {
 		argv.push_back("-o");
 		argv.push_back(o);

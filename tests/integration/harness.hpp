@@ -32,7 +32,8 @@ bool enter_test_namespace();
 // A running msharefsd on /sys/fs/mshare; stopped (umount) when destroyed.
 class Daemon {
 public:
-	explicit Daemon(std::vector<std::string> options = {"align=1G"});
+	// umask_for_daemon >= 0: the daemon starts under that umask.
+	explicit Daemon(std::vector<std::string> options = {"align=1G"}, int umask_for_daemon = -1);
 	~Daemon();
 	Daemon(const Daemon &) = delete;
 	Daemon &operator=(const Daemon &) = delete;
@@ -46,6 +47,7 @@ public:
 private:
 	void start();
 	std::vector<std::string> options_;
+	int umask_ = -1;
 	pid_t pid_ = -1;
 };
 
