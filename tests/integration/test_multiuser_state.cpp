@@ -215,7 +215,7 @@ TEST_CASE("a state directory that is a link or not root's own is refused with on
 	const std::string state = std::string(kStateRoot) + "/attacked";
 	const std::string target = "/tmp/msharefs-test-link-target";
 	mkdir(target.c_str(), 0755);
-	auto refused = [&](const char *what) {
+	auto refused = [&](const std::string &what) {
 		INFO(what);
 		std::string out;
 		const ChildResult r = run_program(daemon_argv({"align=1G", "state=attacked"}), &out, 5);
@@ -246,6 +246,15 @@ TEST_CASE("a state directory that is a link or not root's own is refused with on
 	refused("a directory others may write");
 	rmdir(state.c_str());
 	rmdir(target.c_str());
+
+	// A state root others may write to is refused too.
+	std::string out;
+	const ChildResult r = run_program(daemon_argv({"align=1G", "statedir=/tmp"}), &out, 5);
+	if (mount_is_msharefs())
+		umount2(kMount, MNT_DETACH);
+	INFO(out);
+	CHECK(r.exit_code == 1);
+	CHECK(out.rfind("msharefsd: /tmp: mode 1777", 0) == 0);
 
 	// A proper start afterwards.
 	Daemon d({"align=1G", "state=attacked"});
@@ -374,6 +383,47 @@ TEST_CASE("a full object store fails only the write that needed room, with ENOSP
 	CHECK(pwrite(fd.get(), more.data(), more.size(), static_cast<off_t>(kMiB)) == static_cast<ssize_t>(kMiB));
 	CHECK(read_region("precious", 0, kMiB) == precious);
 	CHECK(alive(d.pid()));
+}
+
+TEST_CASE("a registry that cannot grow fails the next create with ENOSPC; the daemon and its regions stay")
+{
+	// A state root with room for the journal (64 MiB) and the first 4 MiB
+	// of the registry, not for its next 16 MiB.
+	const std::string root = "/run/msharefs-small";
+	REQUIRE((mkdir(root.c_str(), 0755) == 0 || errno == EEXIST));
+	REQUIRE(mount("tmpfs", root.c_str(), "tmpfs", 0, "mode=0755,size=72m") == 0);
+	{
+		Daemon d({"align=1G", "statedir=" + root});
+		const std::string data = fill(4096, 'k');
+		{
+			Fd fd(make_sized_region("kept"));
+			REQUIRE(fd.get() >= 0);
+			REQUIRE(create_mapping(fd.get(), kStart, kMiB, 0, kRW, kAnon) == 0);
+			REQUIRE(pwrite(fd.get(), data.data(), data.size(), 0) == 4096);
+		}
+		const std::string long_name(200, 'r');
+		int made = 0, err = 0;
+		for (; made < 100000; made++) {
+			const int fd = open(path(long_name.substr(0, 190) + std::to_string(made)).c_str(),
+					    O_RDWR | O_CREAT | O_EXCL, 0600);
+			if (fd < 0) {
+				err = errno;
+				break;
+			}
+			close(fd);
+		}
+		MESSAGE(made << " regions before the registry was full");
+		CHECK(err == ENOSPC);
+		CHECK(alive(d.pid()));
+		CHECK(read_region("kept", 0, 4096) == data);
+		// Removing regions makes room again.
+		for (int i = 0; i < 2000; i++)
+			CHECK(unlink(path(long_name.substr(0, 190) + std::to_string(i)).c_str()) == 0);
+		Fd again(open(path("after-room").c_str(), O_RDWR | O_CREAT | O_EXCL, 0600));
+		CHECK(again.get() >= 0);
+	}
+	umount2(root.c_str(), MNT_DETACH);
+	rmdir(root.c_str());
 }
 
 namespace {
