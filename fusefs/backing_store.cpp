@@ -178,17 +178,4 @@ std::shared_ptr<BackingObject> BackingStore::open(const std::string &name, Objec
 	return nullptr;
 }
 
-Backing BackingStore::backing_of(int fd)
-{
-	struct statfs sfs {};
-	struct stat st {};
-	if (fstatfs(fd, &sfs) < 0 || fstat(fd, &st) < 0)
-		return Backing::small;
-	if (static_cast<unsigned long>(sfs.f_type) == HUGETLBFS_MAGIC)
-		return Backing::hugetlb;
-	if (static_cast<unsigned long>(sfs.f_type) == TMPFS_MAGIC && static_cast<uint64_t>(st.st_blksize) >= kPmdSize)
-		return Backing::thp;
-	return Backing::small;
-}
-
 } // namespace msharefs

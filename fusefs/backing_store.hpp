@@ -22,8 +22,6 @@
 
 namespace msharefs {
 
-enum class Backing : uint8_t { small = 0, thp = 1, hugetlb = 2 };
-
 const char *backing_name(Backing b);
 
 class BackingStore {
@@ -46,8 +44,6 @@ public:
 	}
 	// Reopens an object a previous daemon created, wherever it lives.
 	std::shared_ptr<BackingObject> open(const std::string &name, ObjectKind kind);
-	// The backing of an object this store created.
-	static Backing backing_of(int fd);
 
 	static bool valid_policy(const std::string &policy);
 

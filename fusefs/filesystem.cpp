@@ -425,7 +425,7 @@ std::string Filesystem::region_attribute_locked(const NodeRecord &node, const st
 		const char *b = backing_name(Backing::small);
 		ObjectTable::const_accessor acc;
 		if (!kmod_ && objects_.find(acc, ObjectKey{node.ino, m.object_id}) && acc->second)
-			b = backing_name(BackingStore::backing_of(acc->second->fd()));
+			b = backing_name(acc->second->backing());
 		if (last != b)
 			value.append(last ? "+" : "").append(b);
 		last = b;
@@ -1241,7 +1241,7 @@ int Filesystem::demote_huge_page(uint64_t ino, uint64_t edge)
 		{
 			ObjectTable::const_accessor acc;
 			if (!objects_.find(acc, ObjectKey{ino, m->object_id}) || !acc->second ||
-			    BackingStore::backing_of(acc->second->fd()) != Backing::hugetlb)
+			    acc->second->backing() != Backing::hugetlb)
 				return 0;
 			huge = acc->second;
 		}
@@ -1289,7 +1289,8 @@ int Filesystem::demote_huge_page(uint64_t ino, uint64_t edge)
 		forget_objects(ino, {small_id});
 		return err;
 	}
-	::fallocate(huge->fd(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(huge_offset),
+	UniqueFd huge_fd = huge->open();
+	::fallocate(huge_fd.get(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(huge_offset),
 		  static_cast<off_t>(unit));
 	return 0;
 }
@@ -1384,7 +1385,7 @@ int Filesystem::runtime_object_fd(uint64_t ino, uint64_t object_id, UniqueFd *fd
 	ObjectTable::const_accessor acc;
 	if (!objects_.find(acc, ObjectKey{ino, object_id}) || !acc->second)
 		return ENOENT;
-	fd->reset(fcntl(acc->second->fd(), F_DUPFD_CLOEXEC, 0));
+	*fd = acc->second->open();
 	return *fd ? 0 : errno;
 }
 

@@ -84,8 +84,9 @@ ssize_t receive_message(int sock, KeeperMessage *msg, int *fd)
 
 class Keeper {
 public:
-	Keeper(UniqueFd listener, std::string state_root, std::string state_name)
-		: listener_(std::move(listener)), state_root_(std::move(state_root)), state_name_(std::move(state_name))
+	Keeper(UniqueFd listener, std::string state_root, std::string state_name, UniqueFd state_dir)
+		: listener_(std::move(listener)), state_root_(std::move(state_root)), state_name_(std::move(state_name)),
+		  state_dir_(std::move(state_dir))
 	{
 	}
 
@@ -163,13 +164,14 @@ private:
 	[[noreturn]] void finish()
 	{
 		held_.clear();
-		remove_mount_state(state_root_, state_name_);
+		remove_mount_state(state_root_, state_name_, state_dir_.get());
 		_exit(0);
 	}
 
 	UniqueFd listener_;
 	std::string state_root_;
 	std::string state_name_;
+	UniqueFd state_dir_; // this mount's, so that a later one's is left alone
 	std::vector<UniqueFd> clients_;
 	std::map<std::string, UniqueFd> held_;
 };
@@ -203,14 +205,22 @@ pid_t spawn_keeper(const std::string &socket_path, const std::string &state_root
 	for (int fd = 0; fd < 3; fd++)
 		dup2(devnull, fd);
 	int kept_fuse = fcntl(fuse_fd, F_DUPFD_CLOEXEC, 3);
-	// Every descriptor but these two (the daemon raised RLIMIT_NOFILE, so
-	// there may be any number).
-	const unsigned low = static_cast<unsigned>(std::min(listener.get(), kept_fuse));
-	const unsigned high = static_cast<unsigned>(std::max(listener.get(), kept_fuse));
-	close_range(3, low - 1, 0);
-	close_range(low + 1, high - 1, 0);
-	close_range(high + 1, ~0U, 0);
-	Keeper keeper(std::move(listener), state_root, state_name);
+	UniqueFd state_dir(::open((state_root + "/" + state_name).c_str(),
+				  O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+	// Every descriptor but these (the daemon raised RLIMIT_NOFILE, so there
+	// may be any number).
+	std::vector<int> keep{listener.get(), kept_fuse, state_dir.get()};
+	std::sort(keep.begin(), keep.end());
+	unsigned next = 3;
+	for (int fd : keep) {
+		if (fd < static_cast<int>(next))
+			continue;
+		if (static_cast<unsigned>(fd) > next)
+			close_range(next, static_cast<unsigned>(fd) - 1, 0);
+		next = static_cast<unsigned>(fd) + 1;
+	}
+	close_range(next, ~0U, 0);
+	Keeper keeper(std::move(listener), state_root, state_name, std::move(state_dir));
 	keeper.hold("fuse", kept_fuse);
 	keeper.run();
 }

@@ -431,7 +431,7 @@ int main(int argc, char *argv[])
 		umount2(options.mountpoint.c_str(), MNT_DETACH);
 	fs.destroy_all();
 	fuse_session_destroy(se);
-	remove_mount_state(state.root(), state.name());
+	remove_mount_state(state.root(), state.name(), state.fd());
 	fuse_opt_free_args(&args);
 	return ret < 0 ? 1 : 0;
 }

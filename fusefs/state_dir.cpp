@@ -123,21 +123,35 @@ int StateDir::open_file(const std::string &name, bool may_exist) const
 	return fd.release();
 }
 
-void remove_mount_state(const std::string &root, const std::string &name)
+namespace {
+
+bool same_file(int a, int b)
+{
+	struct stat sa {}, sb {};
+	return fstat(a, &sa) == 0 && fstat(b, &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
+} // namespace
+
+void remove_mount_state(const std::string &root, const std::string &name, int expected_dir)
 {
 	if (!StateDir::valid_name(name))
 		return;
 	UniqueFd root_fd(::open(root.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
 	if (!root_fd)
 		return;
+	UniqueFd dir(openat(root_fd.get(), name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+	if (!dir || !check_directory(dir.get(), root + "/" + name, 0700, true).empty())
+		return;
+	if (expected_dir >= 0 && !same_file(dir.get(), expected_dir))
+		return; // another daemon's state now
 	const std::string socket = name + ".runtime";
 	struct stat st {};
 	if (fstatat(root_fd.get(), socket.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISSOCK(st.st_mode))
 		unlinkat(root_fd.get(), socket.c_str(), 0);
-	UniqueFd dir(openat(root_fd.get(), name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-	if (!dir || !check_directory(dir.get(), root + "/" + name, 0700, true).empty())
-		return;
-	const std::string path = root + "/" + name;
+	// The mounts in this very directory (through its descriptor), not in
+	// whatever the path names by now.
+	const std::string path = "/proc/self/fd/" + std::to_string(dir.get());
 	for (const char *mount : kStoreMounts) {
 		const std::string at = path + "/" + mount;
 		while (umount2(at.c_str(), MNT_DETACH | UMOUNT_NOFOLLOW) == 0) {
@@ -151,7 +165,9 @@ void remove_mount_state(const std::string &root, const std::string &name)
 		}
 		closedir(d);
 	}
-	unlinkat(root_fd.get(), name.c_str(), AT_REMOVEDIR);
+	UniqueFd still(openat(root_fd.get(), name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+	if (still && same_file(still.get(), dir.get()))
+		unlinkat(root_fd.get(), name.c_str(), AT_REMOVEDIR);
 }
 
 } // namespace msharefs

@@ -47,6 +47,11 @@ private:
 // Removes everything of one mount's state: takes down the object mounts,
 // removes the files and the directory <root>/<name>, and the runtime socket.
 // Touches nothing outside them.
-void remove_mount_state(const std::string &root, const std::string &name);
+// With `expected_dir` (a descriptor of the state directory, which keeps its
+// inode from being reused), only if <root>/<name> still is that directory:
+// a keeper that outlives its mount must not remove the state of the next
+// daemon on the same mount point. Everything is done through the directory's
+// descriptor, so a directory that replaces it meanwhile is not touched.
+void remove_mount_state(const std::string &root, const std::string &name, int expected_dir = -1);
 
 } // namespace msharefs
