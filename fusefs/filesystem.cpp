@@ -1,7 +1,9 @@
 #include "filesystem.hpp"
 
+#include "ownership.hpp"
 #include "process.hpp"
 
+#include <linux/falloc.h>
 #include <linux/fuse.h>
 #include <linux/limits.h>
 #include <linux/msharefs.h>
@@ -407,12 +409,14 @@ std::string Filesystem::region_attribute(uint64_t ino, const std::string &name, 
 
 std::string Filesystem::region_attribute_locked(const NodeRecord &node, const std::string &name, int *err)
 {
+	if (node.ino == kRootIno && name == kRegionAttributes[0])
+		return effective_data_path();
 	if (node.kind != NodeKind::region) {
 		*err = ENODATA;
 		return {};
 	}
 	if (name == kRegionAttributes[0])
-		return options_.data_path;
+		return window_data_paths_locked(node);
 	if (name != kRegionAttributes[1]) {
 		*err = ENODATA;
 		return {};
@@ -433,6 +437,27 @@ std::string Filesystem::region_attribute_locked(const NodeRecord &node, const st
 	return last ? value : "none";
 }
 
+// kmod, uffd (the runtime's socket is up) or pagecache.
+const char *Filesystem::effective_data_path() const
+{
+	return kmod_ ? "kmod" : runtime_ ? "uffd" : "pagecache";
+}
+
+// The region's data path, then on datapath=uffd each window as PID=uffd
+// (composed by the runtime) or PID=pagecache (a program without it).
+std::string Filesystem::window_data_paths_locked(const NodeRecord &node)
+{
+	std::string value = effective_data_path();
+	if (kmod_ || !runtime_)
+		return value;
+	const std::vector<int32_t> runtime = runtime_->attacher_pids(node.ino);
+	for (int32_t pid : region_stats_locked(node).attachers) {
+		const bool composed = std::find(runtime.begin(), runtime.end(), pid) != runtime.end();
+		value += " " + std::to_string(pid) + (composed ? "=uffd" : "=pagecache");
+	}
+	return value;
+}
+
 void Filesystem::getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
 {
 	int err = 0;
@@ -448,13 +473,14 @@ void Filesystem::getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size
 void Filesystem::listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 {
 	int err = 0;
-	region_attribute(ino, kRegionAttributes[0], &err);
+	region_attribute(ino, kRegionAttributes[1], &err); // ENODATA unless a region
 	std::string names;
 	if (!err) {
 		for (const char *n : kRegionAttributes)
 			names.append(n).push_back('\0');
 		names.append(kStatsAttribute).push_back('\0');
 	} else if (ino == kRootIno) {
+		names.append(kRegionAttributes[0]).push_back('\0');
 		names.append(kUnlinkedAttribute).push_back('\0');
 	}
 	if (err && err != ENODATA)
@@ -484,8 +510,17 @@ int Filesystem::size_region(NodeRecord &node, uint64_t start, uint64_t size)
 	return 0;
 }
 
+// ftruncate and fallocate: only the owner sizes a region [EPERM].
+int Filesystem::sizing_by_owner(NodeRecord &node, const OwnerId &caller, uint64_t size)
+{
+	if (node.kind == NodeKind::region && !node.orphaned && !is_owner(node, caller))
+		return EPERM;
+	return size_region(node, 0, size);
+}
+
 void Filesystem::setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set)
 {
+	const OwnerId caller = to_set & FUSE_SET_ATTR_SIZE ? process_of(fuse_req_ctx(req)->pid) : OwnerId{};
 	std::unique_lock<std::shared_mutex> lock(registry_lock_);
 	if (!registry_->ensure_space()) {
 		lock.unlock();
@@ -507,7 +542,7 @@ void Filesystem::setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int 
 	if (to_set & FUSE_SET_ATTR_SIZE) {
 		// Truncating an unsized region to nothing (O_TRUNC) changes nothing.
 		const bool no_op = !node->geometry.sized && attr->st_size == 0 && node->kind == NodeKind::region;
-		if (int err = no_op ? 0 : size_region(*node, 0, static_cast<uint64_t>(attr->st_size))) {
+		if (int err = no_op ? 0 : sizing_by_owner(*node, caller, static_cast<uint64_t>(attr->st_size))) {
 			lock.unlock();
 			fuse_reply_err(req, err);
 			return;
@@ -895,6 +930,12 @@ void Filesystem::destroy_all()
 void Filesystem::fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length,
 			   fuse_file_info *fi)
 {
+	if (mode == (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE)) {
+		fuse_reply_err(req, fh_writable(fi) ? punch_range(ino, static_cast<uint64_t>(offset),
+								 static_cast<uint64_t>(length))
+						    : EBADF);
+		return;
+	}
 	if (mode != 0) {
 		fuse_reply_err(req, EOPNOTSUPP);
 		return;
@@ -907,9 +948,10 @@ void Filesystem::fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offse
 		fuse_reply_err(req, EINVAL);
 		return;
 	}
+	const OwnerId caller = process_of(fuse_req_ctx(req)->pid);
 	std::unique_lock<std::shared_mutex> lock(registry_lock_);
 	NodeRecord *node = registry_->find(ino);
-	int err = node ? size_region(*node, 0, static_cast<uint64_t>(length)) : ENOENT;
+	int err = node ? sizing_by_owner(*node, caller, static_cast<uint64_t>(length)) : ENOENT;
 	lock.unlock();
 	fuse_reply_err(req, err);
 }
@@ -1071,18 +1113,31 @@ void Filesystem::watch_owner(const NodeRecord &node)
 		defer([this, ino = node.ino] { orphan_region(ino); });
 		return;
 	}
+	add_owner_watch(node.ino, process.first, process.second, std::move(pidfd));
+}
+
+// Watches the process (pid, start_time) of pidfd for region ino; a process
+// already watched keeps its one pidfd. Caller holds owner_lock_.
+void Filesystem::add_owner_watch(uint64_t ino, pid_t pid, uint64_t start_time, UniqueFd pidfd)
+{
+	const auto process = std::make_pair(pid, start_time);
+	if (auto it = owner_watch_of_process_.find(process); it != owner_watch_of_process_.end()) {
+		owner_watches_[it->second].regions.insert(ino);
+		owner_watch_of_region_[ino] = it->second;
+		return;
+	}
 	const uint64_t id = next_owner_watch_++;
 	epoll_event ev{};
 	ev.events = EPOLLIN;
 	ev.data.u64 = id;
 	epoll_ctl(owner_epoll_.get(), EPOLL_CTL_ADD, pidfd.get(), &ev);
 	OwnerWatch &watch = owner_watches_[id];
-	watch.pid = process.first;
-	watch.start_time = process.second;
+	watch.pid = pid;
+	watch.start_time = start_time;
 	watch.pidfd = std::move(pidfd);
-	watch.regions.insert(node.ino);
+	watch.regions.insert(ino);
 	owner_watch_of_process_[process] = id;
-	owner_watch_of_region_[node.ino] = id;
+	owner_watch_of_region_[ino] = id;
 }
 
 // The region no longer needs its owner watched; the owner's pidfd goes with
@@ -1120,7 +1175,7 @@ void Filesystem::owner_watch_loop()
 			{
 				std::lock_guard<std::mutex> guard(owner_lock_);
 				auto it = owner_watches_.find(events[i].data.u64);
-				if (it == owner_watches_.end())
+				if (it == owner_watches_.end() || !owner_has_exited(it->second.pidfd.get()))
 					continue;
 				epoll_ctl(owner_epoll_.get(), EPOLL_CTL_DEL, it->second.pidfd.get(), nullptr);
 				regions = std::move(it->second.regions);
@@ -1289,9 +1344,7 @@ int Filesystem::demote_huge_page(uint64_t ino, uint64_t edge)
 		forget_objects(ino, {small_id});
 		return err;
 	}
-	UniqueFd huge_fd = huge->open();
-	::fallocate(huge_fd.get(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(huge_offset),
-		  static_cast<off_t>(unit));
+	huge->punch_hole(huge_offset, unit);
 	return 0;
 }
 
@@ -1344,16 +1397,15 @@ void Filesystem::start_runtime_service()
 	RuntimeService::Hooks hooks;
 	hooks.republish = [this](uint64_t ino) { return publish_region(ino); };
 	hooks.object_fd = [this](uint64_t ino, uint64_t id, UniqueFd *fd) { return runtime_object_fd(ino, id, fd); };
+	hooks.mount_device = [this] { return mount_dev_; };
 	auto service = std::make_unique<RuntimeService>(options_.runtime_socket, std::move(hooks));
+	if (options_.lend_uffd_device) // absent before Linux 6.1, root's only
+		service->lend_uffd_device(UniqueFd(::open(kUserfaultfdDevice, O_RDWR | O_CLOEXEC)));
 	if (int err = service->start()) {
 		fprintf(stderr, "msharefsd: runtime socket: %s; programs fall back to the page cache\n",
 			strerror(err));
 		return;
 	}
-	// Every user's programs connect (in the root-owned state root, where
-	// no one else can create names); the service checks its peers.
-	if (chmod(options_.runtime_socket.c_str(), 0666) < 0)
-		fprintf(stderr, "msharefsd: runtime socket: chmod: %s\n", strerror(errno));
 	runtime_ = std::move(service);
 }
 

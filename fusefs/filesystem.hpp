@@ -38,6 +38,11 @@
 #include <thread>
 #include <unordered_map>
 
+struct mshare_owner;
+namespace msharefs {
+struct OwnerId;
+}
+
 namespace msharefs {
 
 struct Options {
@@ -48,8 +53,11 @@ struct Options {
 	std::string runtime_socket; // datapath=uffd: the runtime service's socket
 	uint64_t store_size = 0;    // size= of the object tmpfs mounts, 0: default
 	uint32_t max_regions_per_uid = kDefaultMaxRegionsPerUid; // 0: unlimited; root never limited
-	std::string data_path = "pagecache";
+	std::string data_path = "auto"; // resolved to kmod or uffd before the Filesystem is made
 	std::string backing = "auto"; // anonymous memory on datapath=uffd (BackingStore)
+	// datapath=uffd: lend /dev/userfaultfd to runtime peers holding a region
+	// open (-o uffd_device=lend, the default), or not (keep).
+	bool lend_uffd_device = true;
 	bool foreground = false;
 	bool debug = false;
 };
@@ -117,7 +125,9 @@ public:
 	int ioctl_protect(IoctlCall &call);
 	int ioctl_lock(IoctlCall &call);
 	int ioctl_unlock(IoctlCall &call);
+	int ioctl_set_owner(IoctlCall &call);
 	int ioctl_runtime(IoctlCall &call);
+	int check_object_access(const NodeRecord &node, uint64_t off, uint64_t size, uint32_t prot);
 
 private:
 	std::string name_key(uint64_t parent, std::string_view name) const;
@@ -128,11 +138,14 @@ private:
 	int make_node(fuse_req_t req, uint64_t parent, const char *name, NodeKind kind, mode_t mode,
 		      fuse_entry_param *entry);
 	int size_region(NodeRecord &node, uint64_t start, uint64_t size);
+	int sizing_by_owner(NodeRecord &node, const OwnerId &caller, uint64_t size);
 	void drop_name(NodeRecord &node);
 	void destroy_region(NodeRecord &node);
 	std::string object_file_name(uint64_t ino, uint64_t object_id) const;
 	std::string region_attribute(uint64_t ino, const std::string &name, int *err);
 	std::string region_attribute_locked(const NodeRecord &node, const std::string &name, int *err);
+	const char *effective_data_path() const;
+	std::string window_data_paths_locked(const NodeRecord &node);
 	// stats.cpp; registry_lock_ held shared for the _locked one.
 	std::string stats_attribute(uint64_t ino, const std::string &name, int *err);
 	RegionStats region_stats_locked(const NodeRecord &node);
@@ -141,6 +154,7 @@ private:
 	int map_file(IoctlCall &call, const MappingRequest &req, uint32_t fd, Mapping *m);
 	int add_mapping(IoctlCall &call, MappingRequest req, uint32_t fd);
 	int remove_range(uint64_t ino, uint64_t off, uint64_t size);
+	int punch_range(uint64_t ino, uint64_t off, uint64_t size); // advice.cpp
 	void invalidate(uint64_t ino, uint64_t off, uint64_t len);
 	void set_kernel_size(uint64_t ino, uint64_t size);
 	int kmod_create(NodeRecord &node);
@@ -167,8 +181,12 @@ private:
 	// regions.
 	void watch_owner(const NodeRecord &node);
 	void unwatch_owner(uint64_t ino); // caller holds owner_lock_
+	void add_owner_watch(uint64_t ino, pid_t pid, uint64_t start_time, UniqueFd pidfd); // owner_lock_ held
 	void owner_watch_loop();
 	void orphan_region(uint64_t ino);
+	// ownership.cpp
+	int transfer_owner(uint64_t ino, pid_t caller, const struct mshare_owner &arg);
+	void follow_owner(uint64_t ino, pid_t pid, uint64_t start_time, UniqueFd pidfd);
 
 	Options options_;
 	std::shared_mutex registry_lock_;

@@ -3,6 +3,8 @@
 // with the errno the API documents.
 #include "filesystem.hpp"
 
+#include "object_access.hpp"
+#include "ownership.hpp"
 #include "process.hpp"
 
 #include <linux/magic.h>
@@ -46,19 +48,21 @@ struct IoctlHandler {
 	size_t in_size;
 	size_t out_size;
 	bool needs_write; // the region file must be open for writing [EBADF]
+	bool owner_only;  // only the region's owner may [EPERM]
 	int (Filesystem::*handle)(Filesystem::IoctlCall &);
 };
 
 const IoctlHandler kIoctlHandlers[] = {
-	{IoctlOp::get_size, 0, sizeof(mshare_info), false, &Filesystem::ioctl_get_size},
-	{IoctlOp::set_size, sizeof(mshare_info), 0, true, &Filesystem::ioctl_set_size},
-	{IoctlOp::create_mapping, sizeof(mshare_create), 0, true, &Filesystem::ioctl_create_mapping},
-	{IoctlOp::unmap, sizeof(mshare_unmap), 0, true, &Filesystem::ioctl_unmap},
-	{IoctlOp::create_mapping_v3, sizeof(mshare_create_v3), 0, true, &Filesystem::ioctl_create_mapping},
-	{IoctlOp::unmap_v3, sizeof(mshare_unmap_v3), 0, true, &Filesystem::ioctl_unmap},
-	{IoctlOp::protect, sizeof(mshare_protect), 0, true, &Filesystem::ioctl_protect},
-	{IoctlOp::lock, 0, 0, true, &Filesystem::ioctl_lock},
-	{IoctlOp::unlock, 0, 0, true, &Filesystem::ioctl_unlock},
+	{IoctlOp::get_size, 0, sizeof(mshare_info), false, false, &Filesystem::ioctl_get_size},
+	{IoctlOp::set_size, sizeof(mshare_info), 0, true, true, &Filesystem::ioctl_set_size},
+	{IoctlOp::create_mapping, sizeof(mshare_create), 0, true, true, &Filesystem::ioctl_create_mapping},
+	{IoctlOp::unmap, sizeof(mshare_unmap), 0, true, true, &Filesystem::ioctl_unmap},
+	{IoctlOp::create_mapping_v3, sizeof(mshare_create_v3), 0, true, true, &Filesystem::ioctl_create_mapping},
+	{IoctlOp::unmap_v3, sizeof(mshare_unmap_v3), 0, true, true, &Filesystem::ioctl_unmap},
+	{IoctlOp::protect, sizeof(mshare_protect), 0, true, true, &Filesystem::ioctl_protect},
+	{IoctlOp::lock, 0, 0, true, false, &Filesystem::ioctl_lock},
+	{IoctlOp::unlock, 0, 0, true, false, &Filesystem::ioctl_unlock},
+	{IoctlOp::set_owner, sizeof(mshare_owner), 0, true, true, &Filesystem::ioctl_set_owner},
 };
 
 const IoctlHandler *handler_for(IoctlOp op)
@@ -79,6 +83,8 @@ void Filesystem::ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *,
 		return;
 	}
 	bool sized = false;
+	OwnerId owner;
+	bool orphaned = false;
 	{
 		std::shared_lock<std::shared_mutex> lock(registry_lock_);
 		NodeRecord *node = registry_->find(ino);
@@ -88,6 +94,8 @@ void Filesystem::ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *,
 			return;
 		}
 		sized = node->geometry.sized;
+		owner = owner_of(*node);
+		orphaned = node->orphaned;
 	}
 	if (cmd == MSHAREFS_IOC_RUNTIME) {
 		struct msharefs_runtime_info info {};
@@ -113,6 +121,11 @@ void Filesystem::ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *,
 	}
 	if (h->needs_write && !(fi->fh == O_WRONLY || fi->fh == O_RDWR)) {
 		fuse_reply_err(req, EBADF);
+		return;
+	}
+	if (h->owner_only && (owner.pid == 0 || process_of(fuse_req_ctx(req)->pid) != owner)) {
+		// An orphaned region takes no changes from anyone [EINVAL].
+		fuse_reply_err(req, orphaned ? EINVAL : EPERM);
 		return;
 	}
 	IoctlCall call{req, ino, op, in_buf, {}, 0};
@@ -162,13 +175,10 @@ int Filesystem::map_file(IoctlCall &call, const MappingRequest &req, uint32_t fd
 		return EINVAL; // msharefs regions do not nest
 	if (!S_ISREG(st.st_mode))
 		return ENODEV;
-	const int fl = fcntl(file.get(), F_GETFL);
-	if (fl & O_PATH)
+	if (fcntl(file.get(), F_GETFL) & O_PATH)
 		return EBADF;
-	const int mode = fl & O_ACCMODE;
-	if (mode == O_WRONLY)
-		return EACCES;
-	if ((req.prot & PROT_WRITE) && mode != O_RDWR)
+	const uint32_t allowed = object_max_prot(file.get());
+	if (!allowed || (req.prot & ~allowed))
 		return EACCES;
 	MappingRequest checked = req;
 	checked.file_is_hugetlbfs = static_cast<unsigned long>(sfs.f_type) == HUGETLBFS_MAGIC;
@@ -334,6 +344,22 @@ static int check_protect(const NodeRecord *node, const mshare_protect &a, uint64
 	return a.prot & ~(PROT_READ | PROT_WRITE | PROT_EXEC) ? EINVAL : 0;
 }
 
+// PROTECT never grants more than a file mapped in the range allows [EACCES].
+// Caller holds registry_lock_.
+int Filesystem::check_object_access(const NodeRecord &node, uint64_t off, uint64_t size, uint32_t prot)
+{
+	for (const Mapping &m : node.mappings) {
+		if (!m.has_file || m.end() <= off || m.region_offset >= off + size)
+			continue;
+		ObjectTable::const_accessor acc;
+		if (!objects_.find(acc, ObjectKey{node.ino, m.object_id}) || !acc->second)
+			continue; // datapath=kmod: the module holds the file
+		if (prot & ~object_max_prot(acc->second->file_fd()))
+			return EACCES;
+	}
+	return 0;
+}
+
 // PROTECT: the module changes the shared entries for every attacher at once;
 // the page cache path cannot change protections in other processes.
 int Filesystem::ioctl_protect(IoctlCall &call)
@@ -343,6 +369,8 @@ int Filesystem::ioctl_protect(IoctlCall &call)
 	{
 		std::shared_lock<std::shared_mutex> lock(registry_lock_);
 		if (int err = check_protect(registry_->find(call.ino), a, &off))
+			return err;
+		if (int err = check_object_access(*registry_->find(call.ino), off, a.size, a.prot))
 			return err;
 	}
 	if (kmod_)
@@ -412,6 +440,11 @@ int Filesystem::ioctl_lock(IoctlCall &call)
 int Filesystem::ioctl_unlock(IoctlCall &call)
 {
 	return set_lock_holder(call, false);
+}
+
+int Filesystem::ioctl_set_owner(IoctlCall &call)
+{
+	return transfer_owner(call.ino, fuse_req_ctx(call.req)->pid, call.arg<mshare_owner>());
 }
 
 

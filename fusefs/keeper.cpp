@@ -108,9 +108,9 @@ public:
 			if (fds[1].revents & (POLLERR | POLLHUP | POLLNVAL))
 				finish();
 			if (fds[0].revents & POLLIN) {
-				int c = accept4(listener_.get(), nullptr, nullptr, SOCK_CLOEXEC);
-				if (c >= 0)
-					clients_.emplace_back(c);
+				UniqueFd c(accept4(listener_.get(), nullptr, nullptr, SOCK_CLOEXEC));
+				if (c && from_daemon(c.get()))
+					clients_.push_back(std::move(c));
 			}
 			for (size_t i = 2; i < fds.size(); i++)
 				if (fds[i].revents)
@@ -122,6 +122,16 @@ public:
 	void hold(const std::string &tag, int fd) { held_[tag] = UniqueFd(fd); }
 
 private:
+	// Only the daemon's uid may talk to the keeper (it holds /dev/fuse and
+	// callers' files): a process of that uid could take them by ptrace
+	// anyway, and the restarted daemon is a new process of the same uid.
+	static bool from_daemon(int sock)
+	{
+		ucred cred{};
+		socklen_t len = sizeof(cred);
+		return getsockopt(sock, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0 && cred.uid == geteuid();
+	}
+
 	int fuse_fd() const
 	{
 		auto it = held_.find("fuse");

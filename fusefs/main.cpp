@@ -34,6 +34,7 @@ struct CommandLineOptions {
 	char *state = nullptr;
 	char *state_root = nullptr;
 	char *store_size = nullptr;
+	char *uffd_device = nullptr;
 };
 
 const fuse_opt kOptionSpecs[] = {
@@ -45,6 +46,7 @@ const fuse_opt kOptionSpecs[] = {
 	{"store_size=%s", offsetof(CommandLineOptions, store_size), 0},
 	{"root_mode=%s", offsetof(CommandLineOptions, root_mode), 0},
 	{"state=%s", offsetof(CommandLineOptions, state), 0},
+	{"uffd_device=%s", offsetof(CommandLineOptions, uffd_device), 0},
 	FUSE_OPT_END,
 };
 
@@ -60,9 +62,11 @@ void print_usage(const char *prog)
 		"msharefs options:\n"
 		"    -o align=BYTES         region alignment reported by mshare_info\n"
 		"                           (default 549755813888 = 512 GiB; K/M/G/T suffixes)\n"
-		"    -o datapath=pagecache  how windows reach the data (default): the FUSE page\n"
-		"                           cache, filled from each region's mappings; holes\n"
-		"                           and unmapped ranges fault with SIGBUS\n"
+		"    -o datapath=auto       how windows reach the data (default): kmod when the\n"
+		"                           msharefs_kmod module is loaded (and align is a\n"
+		"                           multiple of 1 GiB), else uffd\n"
+		"    -o datapath=pagecache  the FUSE page cache, filled from each region's\n"
+		"                           mappings; holes and unmapped ranges fault with SIGBUS\n"
 		"    -o datapath=uffd       as pagecache, and programs that use libmshare or\n"
 		"                           run under libmshare-preload.so compose their\n"
 		"                           windows from the region's objects themselves,\n"
@@ -86,6 +90,10 @@ void print_usage(const char *prog)
 		"    -o store_size=BYTES    size of the tmpfs holding anonymous memory\n"
 		"                           (default: tmpfs's, half of RAM); a store that\n"
 		"                           does not fit fails ENOSPC (K/M/G/T suffixes)\n"
+		"    -o uffd_device=lend    datapath=uffd: lend /dev/userfaultfd to runtime\n"
+		"                           clients that hold a region open, so that system\n"
+		"                           calls on their windows work without root\n"
+		"                           (default); keep: lend it to no one\n"
 		"\n"
 		"Restart: if msharefsd is killed, start it again on the same mount point;\n"
 		"it takes the mount over with every region and its data, and requests\n"
@@ -97,6 +105,17 @@ void print_usage(const char *prog)
 		"owner exits succeed but fault on every access.\n"
 		"\n",
 		prog);
+}
+
+// datapath=auto: the module when it is loaded and the alignment suits it
+// (then *kmod holds it), else the uffd runtime, which serves programs
+// without it through the page cache as well.
+std::string best_data_path(uint64_t alignment, std::unique_ptr<KmodRegions> *kmod)
+{
+	int err = 0;
+	if (alignment % (1ULL << 30) == 0 && access(MSHAREFS_KMOD_DEVICE, F_OK) == 0)
+		*kmod = KmodRegions::open(&err);
+	return *kmod ? "kmod" : "uffd";
 }
 
 std::string state_prefix_for(const std::string &mountpoint)
@@ -290,14 +309,20 @@ int main(int argc, char *argv[])
 	}
 	if (opts.data_path) {
 		options.data_path = opts.data_path;
-		if (options.data_path != "pagecache" && options.data_path != "kmod" &&
+		if (options.data_path != "auto" && options.data_path != "pagecache" && options.data_path != "kmod" &&
 		    options.data_path != "uffd")
-			return fail("datapath=" + options.data_path + ": unknown (choose pagecache, uffd or kmod)");
+			return fail("datapath=" + options.data_path + ": unknown (choose auto, pagecache, uffd or kmod)");
 	}
 	if (opts.backing) {
 		options.backing = opts.backing;
 		if (!BackingStore::valid_policy(options.backing))
 			return fail("backing=" + options.backing + ": unknown (choose auto, hugetlb, thp or 4k)");
+	}
+	if (opts.uffd_device) {
+		const std::string lend = opts.uffd_device;
+		if (lend != "lend" && lend != "keep")
+			return fail("uffd_device=" + lend + ": unknown (choose lend or keep)");
+		options.lend_uffd_device = lend == "lend";
 	}
 	if (opts.root_mode) {
 		char *end = nullptr;
@@ -373,17 +398,21 @@ int main(int argc, char *argv[])
 		return fail(e.what());
 	}
 
-	Filesystem fs(options, std::move(registry), std::move(journal), std::nullopt, restarted);
-	if (options.data_path == "kmod") {
+	std::unique_ptr<KmodRegions> kmod;
+	if (options.data_path == "auto")
+		options.data_path = best_data_path(options.alignment, &kmod);
+	if (options.data_path == "kmod" && !kmod) {
 		if (options.alignment % (1ULL << 30) != 0)
 			return fail("datapath=kmod needs align to be a multiple of 1 GiB");
 		int err = 0;
-		auto kmod = KmodRegions::open(&err);
+		kmod = KmodRegions::open(&err);
 		if (!kmod)
 			return fail(std::string("datapath=kmod: " MSHAREFS_KMOD_DEVICE ": ") + std::strerror(err) +
 				    " (is msharefs_kmod loaded?)");
-		fs.set_kmod(std::move(kmod));
 	}
+	Filesystem fs(options, std::move(registry), std::move(journal), std::nullopt, restarted);
+	if (kmod)
+		fs.set_kmod(std::move(kmod));
 	fuse_opt_add_arg(&args, "-odefault_permissions,allow_other,fsname=msharefs,subtype=msharefs");
 	fuse_session *se = fuse_session_new(&args, &Filesystem::operations(), sizeof(fuse_lowlevel_ops), &fs);
 	if (!se)

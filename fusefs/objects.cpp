@@ -123,6 +123,18 @@ int BackingObject::write(const char *buf, size_t len, uint64_t offset) const
 	return 0;
 }
 
+int BackingObject::punch_hole(uint64_t offset, uint64_t len) const
+{
+	UniqueFd opened;
+	const int fd = descriptor(&opened);
+	if (fd < 0)
+		return errno;
+	if (::fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(offset),
+			static_cast<off_t>(len)) < 0)
+		return errno;
+	return 0;
+}
+
 int BackingObject::sync() const
 {
 	if (is_memory())

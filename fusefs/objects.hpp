@@ -34,12 +34,16 @@ public:
 	int read(char *buf, size_t len, uint64_t offset) const;
 	int write(const char *buf, size_t len, uint64_t offset) const;
 	int sync() const;
+	// Frees [offset, offset+len) of the object (fallocate PUNCH_HOLE). 0 or errno.
+	int punch_hole(uint64_t offset, uint64_t len) const;
 	// Unlinks the memory of an anonymous object.
 	void destroy();
 
 	// A descriptor of the object for the caller to own (O_RDWR for memory,
 	// a duplicate of a caller's file); invalid with errno on failure.
 	UniqueFd open() const;
+	// A caller's file: the descriptor held for it; -1 for memory.
+	int file_fd() const { return fd_.get(); }
 	ObjectKind kind() const { return kind_; }
 	Backing backing() const { return backing_; }
 	bool is_memory() const { return !memory_path_.empty(); }

@@ -1,5 +1,7 @@
 #include "runtime_service.hpp"
 
+#include "runtime_peer.hpp"
+
 #include <tbb/parallel_for.h>
 
 #include <algorithm>
@@ -7,10 +9,13 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <fcntl.h>
+#include <string>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -23,6 +28,10 @@ constexpr auto kAnswerTimeout = std::chrono::seconds(10);
 // How long it waits for a fault handler to finish an install it started.
 constexpr auto kTicketTimeout = std::chrono::seconds(2);
 
+#ifndef F_SEAL_FUTURE_WRITE
+#define F_SEAL_FUTURE_WRITE 0x0010
+#endif
+
 } // namespace
 
 struct RuntimeService::Attacher {
@@ -32,7 +41,8 @@ struct RuntimeService::Attacher {
 	uint64_t ino = 0;
 	uint64_t base = 0;
 	uint64_t size = 0;
-	int32_t tgid = 0;
+	int32_t tgid = 0; // SO_PEERCRED, at connect
+	int access = O_RDONLY; // the region fd's: what object descriptors get
 	bool live = false;	      // guarded by lock_
 	bool gone = false;	      // guarded by lock_
 	uint64_t answered_cookie = 0; // guarded by lock_
@@ -43,10 +53,12 @@ struct RuntimeService::Attacher {
 		if (ticket)
 			munmap(ticket, sizeof(RuntimeTicket));
 	}
+	// Never waits: a peer whose socket is full (it does not read) gets
+	// EAGAIN here and is dropped by the caller.
 	int send(const RuntimeMessage &msg, const std::vector<int> &fds = {})
 	{
 		std::lock_guard<std::mutex> guard(send_lock);
-		return send_runtime_message(sock.get(), msg, fds);
+		return send_runtime_message(sock.get(), msg, fds, MSG_DONTWAIT);
 	}
 };
 
@@ -84,6 +96,9 @@ int RuntimeService::start()
 		unlink(socket_name_.c_str()); // left by a daemon that died
 	if (bind(listen_.get(), reinterpret_cast<const sockaddr *>(&addr), len) < 0 ||
 	    listen(listen_.get(), 64) < 0)
+		return errno;
+	// Every user may connect (whatever the umask): each peer is checked.
+	if (socket_name_[0] == '/' && chmod(socket_name_.c_str(), 0666) < 0)
 		return errno;
 	epoll_event ev{};
 	ev.events = EPOLLIN;
@@ -133,8 +148,9 @@ void RuntimeService::accept_one()
 	auto a = std::make_shared<Attacher>();
 	ucred cred{};
 	socklen_t len = sizeof(cred);
-	if (getsockopt(sock.get(), SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0)
-		a->tgid = cred.pid;
+	if (getsockopt(sock.get(), SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 || cred.pid <= 0)
+		return; // a peer the daemon cannot name is not served
+	a->tgid = cred.pid;
 	const int fd = sock.get();
 	a->sock = std::move(sock);
 	epoll_event ev{};
@@ -148,45 +164,84 @@ void RuntimeService::accept_one()
 void RuntimeService::drop(const std::shared_ptr<Attacher> &a)
 {
 	std::lock_guard<std::mutex> guard(lock_);
+	drop_locked(a);
+}
+
+void RuntimeService::drop_locked(const std::shared_ptr<Attacher> &a)
+{
+	if (a->gone)
+		return;
 	epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, a->sock.get(), nullptr);
 	by_socket_.erase(a->sock.get());
 	a->gone = true;
+	if (a->ino)
+		release_view_locked(a->ino);
 	answered_.notify_all();
 }
 
+// One message of a client. Anything malformed (size, type, descriptors
+// where none belong, another region than its attachment's) is answered
+// EINVAL and the client dropped; so is a client whose replies do not fit
+// its socket.
 void RuntimeService::handle(std::shared_ptr<Attacher> a)
 {
 	RuntimeMessage msg{};
-	std::vector<UniqueFd> fds;
-	if (recv_runtime_message(a->sock.get(), &msg, &fds) != 0) {
+	ReceivedFds received;
+	std::vector<UniqueFd> &fds = received.fds;
+	const int err = recv_runtime_message(a->sock.get(), &msg, &fds, MSG_DONTWAIT);
+	if (err == EAGAIN || err == EINTR)
+		return;
+	RuntimeMessage reply{};
+	reply.ino = msg.ino;
+	auto refuse = [&](RuntimeMsgType type) {
+		reply.type = type;
+		reply.status = EINVAL;
+		a->send(reply);
+		drop(a);
+	};
+	if (err) {
+		if (err == EPROTO)
+			refuse(RuntimeMsgType::attached);
+		else
+			drop(a);
+		return;
+	}
+	if (msg.type == RuntimeMsgType::lend_uffd) {
+		// The connection's only request: answered, then closed.
+		reply.type = RuntimeMsgType::lend_uffd;
+		reply.status = check_lend(*a, msg, fds);
+		if (reply.status == 0)
+			a->send(reply, {uffd_device_.get()});
+		else
+			a->send(reply);
 		drop(a);
 		return;
 	}
-	RuntimeMessage reply{};
-	reply.ino = msg.ino;
+	if (msg.type != RuntimeMsgType::attach && (!fds.empty() || !a->ino || msg.ino != a->ino)) {
+		refuse(msg.type == RuntimeMsgType::object || msg.type == RuntimeMsgType::ready ? msg.type
+												: RuntimeMsgType::attached);
+		return;
+	}
 	switch (msg.type) {
-	case RuntimeMsgType::attach:
+	case RuntimeMsgType::attach: {
 		reply.type = RuntimeMsgType::attached;
 		reply.status = handle_attach(*a, msg, fds);
-		if (reply.status == 0) {
-			std::lock_guard<std::mutex> guard(lock_);
-			View *v = view_locked(a->ino, &reply.status);
-			if (v) {
-				a->send(reply, {v->fd.get()});
-				return;
-			}
-		}
-		a->send(reply);
+		std::lock_guard<std::mutex> guard(lock_);
+		View *v = reply.status == 0 ? view_locked(a->ino, &reply.status) : nullptr;
+		if (v && a->send(reply, {v->fd.get()}) == 0)
+			return;
+		if (!v)
+			a->send(reply);
+		drop_locked(a); // a refused attach ends the connection
 		return;
+	}
 	case RuntimeMsgType::object: {
 		reply.type = RuntimeMsgType::object;
 		UniqueFd object;
-		reply.status = a->ino ? hooks_.object_fd(a->ino, msg.a, &object) : EINVAL;
+		reply.status = attacher_object_fd(*a, msg.a, &object);
 		reply.a = msg.a;
-		if (reply.status == 0)
-			a->send(reply, {object.get()});
-		else
-			a->send(reply);
+		if ((reply.status == 0 ? a->send(reply, {object.get()}) : a->send(reply)) != 0)
+			drop(a);
 		return;
 	}
 	case RuntimeMsgType::ready: {
@@ -197,7 +252,8 @@ void RuntimeService::handle(std::shared_ptr<Attacher> a)
 			reply.status = EAGAIN;
 		if (reply.status == 0)
 			a->live = true;
-		a->send(reply);
+		if (a->send(reply) != 0)
+			drop_locked(a);
 		return;
 	}
 	case RuntimeMsgType::done: {
@@ -207,34 +263,74 @@ void RuntimeService::handle(std::shared_ptr<Attacher> a)
 		return;
 	}
 	default:
-		drop(a);
+		refuse(RuntimeMsgType::attached);
 		return;
 	}
 }
 
-int RuntimeService::handle_attach(Attacher &a, const RuntimeMessage &msg, std::vector<UniqueFd> &fds)
+// The attach's descriptors, each what it claims to be (see runtime_peer.hpp).
+int RuntimeService::check_attach(Attacher &a, const RuntimeMessage &msg, std::vector<UniqueFd> &fds)
 {
-	if (a.ino || fds.size() != 2)
-		return EPROTO;
-	void *ticket = mmap(nullptr, sizeof(RuntimeTicket), PROT_READ, MAP_SHARED, fds[1].get(), 0);
+	if (a.ino || fds.size() != kAttachFds || !msg.ino || !msg.b || msg.a + msg.b < msg.a)
+		return EINVAL;
+	if (int err = check_userfaultfd(fds[kAttachUffd].get()))
+		return err;
+	if (int err = check_ticket(fds[kAttachTicket].get()))
+		return err;
+	const dev_t dev = hooks_.mount_device ? hooks_.mount_device() : 0;
+	if (int err = check_region_fd(fds[kAttachRegion].get(), dev, msg.ino, &a.access))
+		return err;
+	void *ticket = mmap(nullptr, sizeof(RuntimeTicket), PROT_READ, MAP_SHARED, fds[kAttachTicket].get(), 0);
 	if (ticket == MAP_FAILED)
-		return EPROTO;
+		return EINVAL;
 	a.ticket = static_cast<RuntimeTicket *>(ticket);
-	a.uffd = std::move(fds[0]);
+	a.uffd = std::move(fds[kAttachUffd]);
 	a.base = msg.a;
 	a.size = msg.b;
-	{
-		std::lock_guard<std::mutex> guard(lock_);
-		int err = 0;
-		if (views_.count(msg.ino) && view_locked(msg.ino, &err)) {
-			a.ino = msg.ino;
-			return 0;
-		}
-	}
-	if (int err = hooks_.republish(msg.ino))
-		return err;
-	a.ino = msg.ino;
 	return 0;
+}
+
+// A lend_uffd on a fresh connection, with the peer's descriptor of the
+// region (as an attach's); ENODEV if the daemon lends no device.
+int RuntimeService::check_lend(const Attacher &a, const RuntimeMessage &msg, const std::vector<UniqueFd> &fds)
+{
+	if (a.ino || fds.size() != 1 || !msg.ino)
+		return EINVAL;
+	int mode = O_RDONLY;
+	const dev_t dev = hooks_.mount_device ? hooks_.mount_device() : 0;
+	if (int err = check_region_fd(fds[0].get(), dev, msg.ino, &mode))
+		return err;
+	return uffd_device_ ? 0 : ENODEV;
+}
+
+int RuntimeService::handle_attach(Attacher &a, const RuntimeMessage &msg, std::vector<UniqueFd> &fds)
+{
+	if (int err = check_attach(a, msg, fds))
+		return err;
+	{
+		// The attacher holds the view from here (drop releases it).
+		std::lock_guard<std::mutex> guard(lock_);
+		const bool existed = views_.count(msg.ino) != 0;
+		if (!existed) {
+			if (int err = create_view_locked(msg.ino))
+				return err;
+		}
+		a.ino = msg.ino;
+		int err = 0;
+		if (existed)
+			return view_locked(msg.ino, &err) ? 0 : err;
+	}
+	return hooks_.republish(msg.ino);
+}
+
+// A descriptor of the object with no more access than the attacher's
+// region fd had.
+int RuntimeService::attacher_object_fd(const Attacher &a, uint64_t object_id, UniqueFd *fd)
+{
+	UniqueFd object;
+	if (int err = hooks_.object_fd(a.ino, object_id, &object))
+		return err;
+	return descriptor_with_access(object.get(), a.access, fd);
 }
 
 RuntimeService::View *RuntimeService::view_locked(uint64_t ino, int *err)
@@ -251,27 +347,45 @@ RuntimeService::View *RuntimeService::view_locked(uint64_t ino, int *err)
 	return it->second.get();
 }
 
+// The daemon maps the page writable, then seals the memfd against writes
+// through any other mapping or descriptor and against resizing; clients get
+// a read-only descriptor of it.
+int RuntimeService::create_view_locked(uint64_t ino)
+{
+	auto v = std::make_unique<View>();
+	UniqueFd memfd(memfd_create("msharefs-layout", MFD_CLOEXEC | MFD_ALLOW_SEALING));
+	if (!memfd || ftruncate(memfd.get(), kPublishedLayoutBytes) < 0)
+		return errno;
+	void *p = mmap(nullptr, kPublishedLayoutBytes, PROT_READ | PROT_WRITE, MAP_SHARED, memfd.get(), 0);
+	if (p == MAP_FAILED)
+		return errno;
+	v->page = static_cast<PublishedLayoutPage *>(p);
+	if (fcntl(memfd.get(), F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_FUTURE_WRITE | F_SEAL_SEAL) < 0)
+		return errno;
+	v->fd.reset(open(("/proc/self/fd/" + std::to_string(memfd.get())).c_str(), O_RDONLY | O_CLOEXEC));
+	if (!v->fd)
+		return errno;
+	views_[ino] = std::move(v);
+	return 0;
+}
+
+// Drops the region's view once no client is attached or attaching.
+void RuntimeService::release_view_locked(uint64_t ino)
+{
+	for (const auto &[fd, other] : by_socket_)
+		if (other->ino == ino)
+			return;
+	views_.erase(ino);
+}
+
 int RuntimeService::publish(uint64_t ino, uint64_t region_size, std::span<const Mapping> mappings,
 			    uint32_t flags, int32_t lock_holder, FillingRange filling)
 {
 	std::lock_guard<std::mutex> guard(lock_);
-	auto &view = views_[ino];
-	if (!view) {
-		auto v = std::make_unique<View>();
-		v->fd.reset(memfd_create("msharefs-layout", MFD_CLOEXEC | MFD_ALLOW_SEALING));
-		if (!v->fd || ftruncate(v->fd.get(), kPublishedLayoutBytes) < 0) {
-			views_.erase(ino);
-			return errno;
-		}
-		void *p = mmap(nullptr, kPublishedLayoutBytes, PROT_READ | PROT_WRITE, MAP_SHARED, v->fd.get(), 0);
-		if (p == MAP_FAILED) {
-			views_.erase(ino);
-			return errno;
-		}
-		v->page = static_cast<PublishedLayoutPage *>(p);
-		view = std::move(v);
-	}
-	return publish_layout(view->page, region_size, mappings, flags, lock_holder, filling);
+	auto it = views_.find(ino);
+	if (it == views_.end())
+		return 0; // no attacher reads it: the first attach publishes
+	return publish_layout(it->second->page, region_size, mappings, flags, lock_holder, filling);
 }
 
 // Caller holds lock_.
@@ -312,13 +426,17 @@ void RuntimeService::sync_all(const std::vector<std::shared_ptr<Attacher>> &list
 		msg.ino = a->ino;
 		if (a->send(msg) == 0)
 			asked.push_back(a);
+		else
+			drop(a); // its socket is full: it does not read
 	}
 	const auto deadline = std::chrono::steady_clock::now() + kAnswerTimeout;
 	std::unique_lock<std::mutex> guard(lock_);
 	for (const auto &a : asked) {
-		if (!answered_.wait_until(guard, deadline, [&] { return a->gone || a->answered_cookie >= cookie; }))
+		if (!answered_.wait_until(guard, deadline, [&] { return a->gone || a->answered_cookie >= cookie; })) {
 			fprintf(stderr, "msharefsd: attacher %d of region %lu did not recompose its window in time\n",
 				a->tgid, static_cast<unsigned long>(a->ino));
+			drop_locked(a);
+		}
 	}
 }
 

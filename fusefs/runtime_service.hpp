@@ -36,14 +36,22 @@ public:
 		std::function<int(uint64_t ino)> republish;
 		// A new descriptor for one of the region's objects, or errno.
 		std::function<int(uint64_t ino, uint64_t object_id, UniqueFd *fd)> object_fd;
+		// The device of the mount the daemon serves (region fds an
+		// attacher sends must be on it).
+		std::function<dev_t()> mount_device;
 	};
 
 	RuntimeService(std::string socket_name, Hooks hooks);
 	~RuntimeService();
 	int start(); // 0 or errno
+	// The /dev/userfaultfd descriptor lent to peers that hold a region open
+	// (lend_uffd in runtime_protocol.hpp); none (the default): ENODEV.
+	void lend_uffd_device(UniqueFd device) { uffd_device_ = std::move(device); }
 	const std::string &socket_name() const { return socket_name_; }
 
-	// Writes the region's layout where its attachers read it.
+	// Writes the region's layout where its attachers read it (nothing
+	// while no one is attached: a region's view lives from its first
+	// attach to its last detach).
 	int publish(uint64_t ino, uint64_t region_size, std::span<const Mapping> mappings, uint32_t flags,
 		    int32_t lock_holder, FillingRange filling = {});
 	// Every live attacher of ino recomposes its window from the published
@@ -62,8 +70,8 @@ public:
 private:
 	struct Attacher;
 	struct View {
-		UniqueFd fd;
-		PublishedLayoutPage *page = nullptr;
+		UniqueFd fd; // read-only, of a memfd sealed against writes and resizing
+		PublishedLayoutPage *page = nullptr; // the daemon's writable mapping
 		~View();
 	};
 
@@ -71,8 +79,14 @@ private:
 	void accept_one();
 	void handle(std::shared_ptr<Attacher> a);
 	int handle_attach(Attacher &a, const RuntimeMessage &msg, std::vector<UniqueFd> &fds);
+	int check_attach(Attacher &a, const RuntimeMessage &msg, std::vector<UniqueFd> &fds);
+	int check_lend(const Attacher &a, const RuntimeMessage &msg, const std::vector<UniqueFd> &fds);
+	int attacher_object_fd(const Attacher &a, uint64_t object_id, UniqueFd *fd);
 	View *view_locked(uint64_t ino, int *err);
+	int create_view_locked(uint64_t ino);
+	void release_view_locked(uint64_t ino);
 	void drop(const std::shared_ptr<Attacher> &a);
+	void drop_locked(const std::shared_ptr<Attacher> &a);
 	std::vector<std::shared_ptr<Attacher>> live_attachers_locked(uint64_t ino);
 	void sync_all(const std::vector<std::shared_ptr<Attacher>> &list);
 	void wait_ticket(const Attacher &a, uint64_t seq);
@@ -83,6 +97,7 @@ private:
 	UniqueFd epoll_;
 	UniqueFd wakeup_;
 	std::thread thread_;
+	UniqueFd uffd_device_;
 
 	std::mutex lock_;
 	std::condition_variable answered_;

@@ -235,7 +235,7 @@ RegionStats Filesystem::region_stats_locked(const NodeRecord &node)
 	s.owner_pid = node.orphaned ? 0 : node.owner_pid;
 	s.owner_uid = node.uid;
 	s.mode = node.mode & 07777;
-	s.backend = kmod_ ? "kmod" : options_.data_path == "uffd" ? "uffd" : "compat";
+	s.backend = kmod_ ? "kmod" : runtime_ ? "uffd" : "compat";
 	int err = 0;
 	s.backing = region_attribute_locked(node, "user.mshare.backing", &err);
 

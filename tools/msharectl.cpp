@@ -16,6 +16,7 @@
 #include <getopt.h>
 #include <optional>
 #include <pwd.h>
+#include <sstream>
 #include <string>
 #include <sys/stat.h>
 #include <sys/xattr.h>
@@ -206,7 +207,23 @@ void print_table(const std::vector<RegionStats> &list, bool bytes)
 	}
 }
 
-void print_stat(const RegionStats &s, bool bytes)
+// user.mshare.datapath of a region: its data path, then PID=PATH per window.
+std::string data_path_text(const std::string &path)
+{
+	const auto value = attribute(path, "user.mshare.datapath");
+	if (!value)
+		return "unknown";
+	std::istringstream words(*value);
+	std::string text, window, windows;
+	words >> text;
+	while (words >> window) {
+		std::replace(window.begin(), window.end(), '=', ' ');
+		windows += (windows.empty() ? "" : ", ") + window;
+	}
+	return windows.empty() ? text : text + " (windows: " + windows + ")";
+}
+
+void print_stat(const RegionStats &s, const std::string &path, bool bytes)
 {
 	auto figure = [&](uint64_t v) {
 		return bytes ? std::to_string(v) : size_text(v, false) + " (" + std::to_string(v) + ")";
@@ -216,6 +233,7 @@ void print_stat(const RegionStats &s, bool bytes)
 	std::printf("start:      0x%llx\n", static_cast<unsigned long long>(s.start));
 	std::printf("owner:      %s (mode %04o)\n", owner_text(s).c_str(), s.mode);
 	std::printf("backend:    %s\n", s.backend.c_str());
+	std::printf("datapath:   %s\n", data_path_text(path).c_str());
 	std::printf("backing:    %s\n", s.backing.c_str());
 	std::printf("resident:   %s\n", figure(s.resident_bytes).c_str());
 	std::printf("page tables: %s used, %s saved (%s)\n", figure(s.page_table_bytes_used).c_str(),
@@ -384,6 +402,6 @@ int main(int argc, char **argv)
 	if (settings.json)
 		std::printf("%s\n", msharefs::to_json(*s).c_str());
 	else
-		print_stat(*s, settings.bytes);
+		print_stat(*s, mount + "/" + name, settings.bytes);
 	return 0;
 }

@@ -82,6 +82,17 @@ int map_pages(int uffd, uint64_t addr, uint64_t len, uint64_t step, bool write_p
 	return 0;
 }
 
+// A read-only object descriptor cannot fallocate: its pages are read in
+// through a mapping of its own, as a read fault on the object would.
+void populate_read_only(int fd, uint64_t offset, uint64_t len)
+{
+	void *p = raw_mmap(nullptr, len, PROT_READ, MAP_SHARED, fd, static_cast<off_t>(offset));
+	if (p == MAP_FAILED)
+		return;
+	madvise(p, len, MADV_POPULATE_READ);
+	raw_munmap(p, len);
+}
+
 } // namespace
 
 void FaultHandler::run(int uffd, int stop_fd)
@@ -185,9 +196,12 @@ int FaultHandler::fill(Window &w, uint64_t addr, const PublishedMapping &m, bool
 	}
 	const uint64_t object_offset = m.object_offset + (start - map_start);
 	// Allocates what is missing of the batch; present pages stay.
-	if (fallocate(fd, 0, static_cast<off_t>(object_offset), static_cast<off_t>(end - start)) < 0 &&
-	    (errno == ENOSPC || errno == ENOMEM))
-		return errno;
+	if (fallocate(fd, 0, static_cast<off_t>(object_offset), static_cast<off_t>(end - start)) < 0) {
+		if (errno == EBADF)
+			populate_read_only(fd, object_offset, end - start);
+		else if (errno == ENOSPC || errno == ENOMEM)
+			return errno;
+	}
 	// A window mapped without PROT_WRITE is not registered for write
 	// protection: its pages cannot be written anyway.
 	const int err = map_pages(rt_.uffd(), start, end - start, step, !writable && w.writable());

@@ -44,14 +44,30 @@ constexpr uint64_t kFeatures = UFFD_FEATURE_MISSING_SHMEM | UFFD_FEATURE_MISSING
 			       UFFD_FEATURE_EXACT_ADDRESS | UFFD_FEATURE_PAGEFAULT_FLAG_WP |
 			       UFFD_FEATURE_EVENT_REMAP; // registration moves with mremap (Window::install)
 
-int open_userfaultfd()
+#ifndef UFFD_USER_MODE_ONLY
+#define UFFD_USER_MODE_ONLY 1
+#endif
+
+// A userfaultfd that takes kernel-mode faults too where the process may
+// have one: from the system call (CAP_SYS_PTRACE, or
+// vm.unprivileged_userfaultfd = 1), else from /dev/userfaultfd opened here,
+// else from the device the daemon lends (*lent, asked for by borrow only
+// then). Otherwise it is for user-mode faults only: a system call that
+// touches a window page not yet mapped fails EFAULT instead of waiting for
+// the handler.
+int open_userfaultfd(UniqueFd *lent, const std::function<int(UniqueFd *)> &borrow)
 {
-	UniqueFd fd(static_cast<int>(syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK)));
+	constexpr int kFlags = O_CLOEXEC | O_NONBLOCK;
+	UniqueFd fd(static_cast<int>(syscall(SYS_userfaultfd, kFlags)));
 	if (!fd) {
-		UniqueFd dev(open("/dev/userfaultfd", O_RDWR | O_CLOEXEC));
+		UniqueFd dev(open(kUserfaultfdDevice, O_RDWR | O_CLOEXEC));
 		if (dev)
-			fd.reset(ioctl(dev.get(), _IO(0xAA, 0x00), O_CLOEXEC | O_NONBLOCK));
+			fd.reset(ioctl(dev.get(), USERFAULTFD_IOC_NEW, kFlags));
 	}
+	if (!fd && (*lent || borrow(lent) == 0))
+		fd.reset(ioctl(lent->get(), USERFAULTFD_IOC_NEW, kFlags));
+	if (!fd)
+		fd.reset(static_cast<int>(syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY)));
 	if (!fd)
 		return -1;
 	uffdio_api api{};
@@ -135,7 +151,7 @@ int start_runtime_thread(std::function<void()> body)
 
 } // namespace
 
-int Runtime::start_locked()
+int Runtime::start_locked(Window *first)
 {
 	if (uffd_)
 		return 0;
@@ -144,11 +160,16 @@ int Runtime::start_locked()
 	sa.sa_flags = SA_SIGINFO | SA_RESTART;
 	sigemptyset(&sa.sa_mask);
 	sigaction(fault_signal(), &sa, nullptr);
-	UniqueFd uffd(open_userfaultfd());
+	UniqueFd uffd(open_userfaultfd(&uffd_device_, [&](UniqueFd *dev) {
+		return first ? first->borrow_uffd_device(dev) : ENODEV;
+	}));
 	if (!uffd)
 		return errno ? errno : ENOSYS;
-	ticket_fd_.reset(static_cast<int>(syscall(SYS_memfd_create, "msharefs-ticket", MFD_CLOEXEC)));
-	if (!ticket_fd_ || ftruncate(ticket_fd_.get(), sizeof(RuntimeTicket)) < 0)
+	// Sealed against shrinking: the daemon maps it and must never SIGBUS.
+	ticket_fd_.reset(static_cast<int>(
+		syscall(SYS_memfd_create, "msharefs-ticket", MFD_CLOEXEC | MFD_ALLOW_SEALING)));
+	if (!ticket_fd_ || ftruncate(ticket_fd_.get(), sizeof(RuntimeTicket)) < 0 ||
+	    fcntl(ticket_fd_.get(), F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0)
 		return errno;
 	void *t = raw_mmap(nullptr, sizeof(RuntimeTicket), PROT_READ | PROT_WRITE, MAP_SHARED, ticket_fd_.get(), 0);
 	if (t == MAP_FAILED)
@@ -283,13 +304,18 @@ void *Runtime::map_window(void *addr, size_t len, int prot, int flags, int fd, o
 
 	std::lock_guard<std::mutex> guard(lock_);
 	UniqueFd region(fcntl(fd, F_DUPFD_CLOEXEC, 0));
-	int err = region ? start_locked() : errno;
-	if (err) {
+	if (!region) {
+		const int err = errno;
 		raw_munmap(base, len);
 		return fail(err);
 	}
 	auto w = std::make_shared<Window>(reinterpret_cast<uint64_t>(base), len, prot, info.ino, std::move(region),
 					  info.socket_path);
+	int err = start_locked(w.get());
+	if (err) {
+		raw_munmap(base, len);
+		return fail(err);
+	}
 	{
 		std::unique_lock<std::shared_mutex> wg(windows_lock_);
 		windows_.push_back(w);
@@ -448,7 +474,7 @@ void Runtime::after_fork_child()
 	stop_.reset();
 	control_epoll_.reset();
 	std::lock_guard<std::mutex> guard(lock_);
-	if (int err = start_locked()) {
+	if (int err = start_locked(windows_.empty() ? nullptr : windows_.front().get())) {
 		fprintf(stderr, "msharefs: fork: the child's windows are not managed: %s\n", strerror(err));
 		return;
 	}

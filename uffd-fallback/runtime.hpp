@@ -66,6 +66,10 @@ public:
 
 	// Connects to the daemon and composes the window. 0 or errno.
 	int attach(int uffd, int ticket_fd);
+	// The /dev/userfaultfd descriptor the window's daemon lends to a
+	// process holding the region open (lend_uffd); 0 or errno (ENODEV:
+	// it lends none).
+	int borrow_uffd_device(UniqueFd *device);
 	// Recomposes from the published layout (control thread). 0 or errno.
 	int sync();
 	// Re-registers every run with a new userfaultfd (after fork). 0 or errno.
@@ -87,6 +91,7 @@ public:
 private:
 	int request_object(uint64_t object_id, UniqueFd *fd);
 	int handshake(int uffd, int ticket_fd);
+	static bool served_by_daemon(int sock, int region_fd);
 	int install(const Run &run, uint32_t vma_prot);
 	bool register_run(int uffd, const Run &run, bool writable_vma);
 	static bool register_range(int uffd, uint64_t start, uint64_t len, bool writable_vma);
@@ -158,7 +163,9 @@ public:
 
 private:
 	Runtime() = default;
-	int start_locked(); // uffd, ticket, threads
+	// uffd, ticket, threads; first (may be null): a window being attached,
+	// whose daemon may lend the device a full userfaultfd is made from.
+	int start_locked(Window *first);
 	void control_loop();
 	void add_to_control(const std::shared_ptr<Window> &w);
 
@@ -169,6 +176,7 @@ private:
 	// attached from; guarded by windows_lock_.
 	std::map<dev_t, std::string> daemon_sockets_;
 	UniqueFd uffd_;
+	UniqueFd uffd_device_; // lent by a daemon; kept for the userfaultfd of a fork child
 	UniqueFd ticket_fd_;
 	RuntimeTicket *ticket_ = nullptr;
 	UniqueFd stop_;	     // eventfd: stops both threads

@@ -6,7 +6,13 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <fcntl.h>
+#include <string>
+#include <sys/socket.h>
+#include <sys/stat.h>
 #include <linux/userfaultfd.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
@@ -59,7 +65,43 @@ std::vector<Run> runs_of(const PublishedState &state)
 	return runs;
 }
 
+// The uid the FUSE mount of fd was made by (its user_id= option), or -1.
+long mount_owner(int fd)
+{
+	struct statx stx {};
+	if (statx(fd, "", AT_EMPTY_PATH | AT_STATX_DONT_SYNC, STATX_TYPE, &stx) < 0)
+		return -1;
+	const std::string majmin = std::to_string(stx.stx_dev_major) + ":" + std::to_string(stx.stx_dev_minor);
+	FILE *f = fopen("/proc/self/mountinfo", "re");
+	if (!f)
+		return -1;
+	long uid = -1;
+	char *line = nullptr;
+	size_t cap = 0;
+	while (uid < 0 && getline(&line, &cap, f) > 0) {
+		char id[16], parent[16], dev[32];
+		if (sscanf(line, "%15s %15s %31s", id, parent, dev) != 3 || majmin != dev)
+			continue;
+		if (const char *opt = strstr(line, " - "); opt && (opt = strstr(opt, "user_id=")))
+			uid = strtol(opt + strlen("user_id="), nullptr, 10);
+	}
+	free(line);
+	fclose(f);
+	return uid;
+}
+
 } // namespace
+
+// The runtime socket's name is public: only the daemon of the mount (root,
+// or whoever made the mount) is trusted with the process's userfaultfd.
+bool Window::served_by_daemon(int sock, int region_fd)
+{
+	ucred cred{};
+	socklen_t len = sizeof(cred);
+	if (getsockopt(sock, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0)
+		return false;
+	return cred.uid == 0 || static_cast<long>(cred.uid) == mount_owner(region_fd);
+}
 
 Window::Window(uint64_t base, uint64_t size, int prot, uint64_t ino, UniqueFd region_fd, std::string socket_name)
 	: base_(base), size_(size), prot_(prot), ino_(ino), region_fd_(std::move(region_fd)),
@@ -80,12 +122,16 @@ int Window::handshake(int uffd, int ticket_fd)
 	sock_.reset(connect_runtime_socket(socket_name_));
 	if (!sock_)
 		return ENOTCONN;
+	if (!served_by_daemon(sock_.get(), region_fd_.get())) {
+		sock_.reset();
+		return ENOTCONN;
+	}
 	RuntimeMessage msg{};
 	msg.type = RuntimeMsgType::attach;
 	msg.ino = ino_;
 	msg.a = base_;
 	msg.b = size_;
-	if (int err = send_runtime_message(sock_.get(), msg, {uffd, ticket_fd}))
+	if (int err = send_runtime_message(sock_.get(), msg, {uffd, ticket_fd, region_fd_.get()}))
 		return err == EPIPE ? ENOTCONN : err;
 	std::vector<UniqueFd> fds;
 	RuntimeMessage reply{};
@@ -103,6 +149,33 @@ int Window::handshake(int uffd, int ticket_fd)
 	if (PublishedLayoutPage *old = page_.exchange(static_cast<PublishedLayoutPage *>(p)))
 		old_pages_.push_back(old);
 	uffd_ = uffd;
+	return 0;
+}
+
+int Window::borrow_uffd_device(UniqueFd *device)
+{
+	UniqueFd sock(connect_runtime_socket(socket_name_));
+	if (!sock || !served_by_daemon(sock.get(), region_fd_.get()))
+		return ENOTCONN;
+	RuntimeMessage msg{};
+	msg.type = RuntimeMsgType::lend_uffd;
+	msg.ino = ino_;
+	if (int err = send_runtime_message(sock.get(), msg, {region_fd_.get()}))
+		return err == EPIPE ? ENOTCONN : err;
+	std::vector<UniqueFd> fds;
+	RuntimeMessage reply{};
+	if (int err = recv_runtime_message(sock.get(), &reply, &fds))
+		return err == ECONNRESET ? ENOTCONN : err;
+	if (reply.type != RuntimeMsgType::lend_uffd)
+		return EPROTO;
+	if (reply.status)
+		return reply.status;
+	// What the ioctl is made on must be the device, not any file.
+	struct stat st {}, dev {};
+	if (fds.size() != 1 || fstat(fds[0].get(), &st) < 0 || stat(kUserfaultfdDevice, &dev) < 0 ||
+	    !S_ISCHR(st.st_mode) || st.st_rdev != dev.st_rdev)
+		return EPROTO;
+	*device = std::move(fds[0]);
 	return 0;
 }
 

@@ -40,6 +40,44 @@ const char *mshare_mount_point(void);
 /* Alignment the mount requires (mshare_info), or 0 with errno set. */
 unsigned long long mshare_alignment(void);
 
+/*
+ * The 2026 upstream direction (LSFMM+BPF 2026): regions as descriptors. The
+ * creator owns the region; only the owner sizes it, maps, unmaps and changes
+ * protections (EPERM for others) until it hands the region on with
+ * mshare_set_owner(); when the owner exits every mapping goes. Offsets are
+ * window-relative. Each call returns 0 (mshare_attach: the window) or -1
+ * (MAP_FAILED) with errno set. See libmshare(3).
+ */
+
+/* Don't map the window writable (it is read-only anyway for O_RDONLY fds). */
+#define MSHARE_ATTACH_RDONLY 0x1
+
+/* A new nameless region, open O_RDWR; flags: 0 or O_CLOEXEC [EINVAL].
+ * Size it with ftruncate() to a multiple of mshare_alignment(). */
+int mshare_create(int flags);
+/* Maps the window of the whole region: offset 0 and size the region's size
+ * [EINVAL]; at addr (aligned [EINVAL], free [EEXIST]) or, with addr NULL,
+ * at a free aligned address; flags 0 or MSHARE_ATTACH_RDONLY. Undo with
+ * munmap(window, size). */
+void *mshare_attach(int fd, off_t offset, size_t size, void *addr, int flags);
+/* Maps objfd (or fresh anonymous memory for objfd -1) from objoffset at
+ * [region_offset, region_offset + size) for every attacher; flags: mmap
+ * flags (MAP_SHARED and MAP_FIXED are implied, MAP_HUGETLB allowed). */
+int mshare_map(int fd, off_t region_offset, size_t size, int prot, int flags, int objfd, off_t objoffset);
+/* Removes the mappings of a range for every attacher. */
+int mshare_unmap(int fd, off_t region_offset, size_t size);
+/* Changes the protection of a range for every attacher; never more than
+ * the mapped file allows [EACCES]. */
+int mshare_protect(int fd, off_t region_offset, size_t size, int prot);
+/* MADV_DONTNEED or MADV_REMOVE: frees the anonymous memory of the range for
+ * every attacher (it reads as zeros after; file mappings keep their data);
+ * any O_RDWR opener may. MADV_WILLNEED: reads the range ahead. Any other
+ * advice: EINVAL. */
+int mshare_advise(int fd, off_t region_offset, size_t size, int advice);
+/* Hands the region to the process of pidfd, which must be able to open it
+ * O_RDWR [EPERM]; the caller must be the owner [EPERM]. */
+int mshare_set_owner(int fd, int pidfd);
+
 #ifdef __cplusplus
 }
 #endif

@@ -31,6 +31,7 @@
 #include <linux/msharefs.h>
 
 #include "mshare.h"
+#include "mshare_internal.h"
 #include "mshare_runtime.h"
 
 #define MSHARE_EXPORT __attribute__((visibility("default")))
@@ -217,7 +218,7 @@ MSHARE_EXPORT const char *mshare_mount_point(void)
  * mount point; leading slashes are allowed. Empty names and names with a ".."
  * component are rejected with EINVAL.
  */
-static int region_path(const char *name, char *buf, size_t size)
+int mshare_region_path(const char *name, char *buf, size_t size)
 {
 	const char *mnt, *p;
 	int n;
@@ -316,7 +317,7 @@ MSHARE_EXPORT int mcreate(const char *name, int flags, mode_t mode)
 {
 	char path[PATH_MAX];
 
-	if (region_path(name, path, sizeof(path)) < 0)
+	if (mshare_region_path(name, path, sizeof(path)) < 0)
 		return -1;
 	return open(path, flags | O_CREAT, mode);
 }
@@ -325,7 +326,7 @@ MSHARE_EXPORT int mshare_unlink(const char *name)
 {
 	char path[PATH_MAX];
 
-	if (region_path(name, path, sizeof(path)) < 0)
+	if (mshare_region_path(name, path, sizeof(path)) < 0)
 		return -1;
 	return unlink(path);
 }
@@ -376,7 +377,7 @@ static int map_window(int fd, void *addr, size_t len, int prot)
  * shared anonymous mapping, and maps its window at addr. Returns the fd, or -1
  * with errno set; EEXIST means the name is taken and nothing was done.
  */
-static int mshare_create(const char *path, void *addr, size_t len,
+static int create_named_region(const char *path, void *addr, size_t len,
 			 int open_flags, mode_t mode)
 {
 	struct mshare_info info = {
@@ -411,7 +412,7 @@ static int mshare_create(const char *path, void *addr, size_t len,
  * Attaches the existing region at path, whose start and size must be addr and
  * len. Read-only for O_RDONLY, read-write otherwise.
  */
-static int mshare_attach(const char *path, void *addr, size_t len,
+static int attach_named_region(const char *path, void *addr, size_t len,
 			 int oflags, int open_flags)
 {
 	struct mshare_info info;
@@ -447,7 +448,7 @@ MSHARE_EXPORT int mshare(const char *name, void *addr, size_t len, int oflags,
 	int open_flags = oflags & O_CLOEXEC;
 	int fd, tries;
 
-	if (region_path(name, path, sizeof(path)) < 0)
+	if (mshare_region_path(name, path, sizeof(path)) < 0)
 		return -1;
 
 	align = mshare_alignment();
@@ -460,7 +461,7 @@ MSHARE_EXPORT int mshare(const char *name, void *addr, size_t len, int oflags,
 	}
 
 	if (!(oflags & O_CREAT))
-		return mshare_attach(path, addr, len, oflags, open_flags);
+		return attach_named_region(path, addr, len, oflags, open_flags);
 
 	/*
 	 * Without O_EXCL an existing region is attached instead. The name may
@@ -468,11 +469,11 @@ MSHARE_EXPORT int mshare(const char *name, void *addr, size_t len, int oflags,
 	 * between a failed attach and the next create: retry a few times.
 	 */
 	for (tries = 0; ; tries++) {
-		fd = mshare_create(path, addr, len, open_flags, mode);
+		fd = create_named_region(path, addr, len, open_flags, mode);
 		if (fd >= 0 || errno != EEXIST || (oflags & O_EXCL))
 			return fd;
 
-		fd = mshare_attach(path, addr, len, oflags, open_flags);
+		fd = attach_named_region(path, addr, len, oflags, open_flags);
 		if (fd >= 0 || errno != ENOENT ||
 		    tries + 1 >= MSHARE_OPEN_RETRIES)
 			return fd;

@@ -317,6 +317,8 @@ IoctlOp classify_ioctl(uint32_t cmd, bool sized)
 		return IoctlOp::lock;
 	case MSHAREFS_UNLOCK:
 		return IoctlOp::unlock;
+	case MSHAREFS_SET_OWNER:
+		return IoctlOp::set_owner;
 	default:
 		return IoctlOp::unknown;
 	}
@@ -327,7 +329,7 @@ const char *ioctl_name(IoctlOp op)
 	static const char *const names[] = {"GET_SIZE",		 "SET_SIZE", "CREATE_MAPPING",
 					    "UNMAP",		 "CREATE_MAPPING_V3",
 					    "UNMAP_V3",		 "PROTECT",  "LOCK",
-					    "UNLOCK",		 "unknown"};
+					    "UNLOCK",		 "SET_OWNER", "unknown"};
 	return names[static_cast<int>(op)];
 }
 

@@ -36,7 +36,7 @@ int connect_runtime_socket(const std::string &name)
 	return sock.release();
 }
 
-int send_runtime_message(int sock, const RuntimeMessage &msg, const std::vector<int> &fds)
+int send_runtime_message(int sock, const RuntimeMessage &msg, const std::vector<int> &fds, int flags)
 {
 	if (fds.size() > kMaxFds)
 		return EINVAL;
@@ -55,7 +55,7 @@ int send_runtime_message(int sock, const RuntimeMessage &msg, const std::vector<
 		std::memcpy(CMSG_DATA(c), fds.data(), sizeof(int) * fds.size());
 	}
 	for (;;) {
-		ssize_t n = sendmsg(sock, &mh, MSG_NOSIGNAL);
+		ssize_t n = sendmsg(sock, &mh, MSG_NOSIGNAL | flags);
 		if (n == static_cast<ssize_t>(sizeof(msg)))
 			return 0;
 		if (n < 0 && errno == EINTR)
@@ -64,7 +64,7 @@ int send_runtime_message(int sock, const RuntimeMessage &msg, const std::vector<
 	}
 }
 
-int recv_runtime_message(int sock, RuntimeMessage *msg, std::vector<UniqueFd> *fds)
+int recv_runtime_message(int sock, RuntimeMessage *msg, std::vector<UniqueFd> *fds, int flags)
 {
 	iovec iov{msg, sizeof(*msg)};
 	alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxFds)] = {};
@@ -75,7 +75,7 @@ int recv_runtime_message(int sock, RuntimeMessage *msg, std::vector<UniqueFd> *f
 	mh.msg_controllen = sizeof(control);
 	ssize_t n;
 	do
-		n = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC);
+		n = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC | flags);
 	while (n < 0 && errno == EINTR);
 	if (n < 0)
 		return errno;
@@ -94,7 +94,7 @@ int recv_runtime_message(int sock, RuntimeMessage *msg, std::vector<UniqueFd> *f
 	}
 	if (n == 0)
 		return ECONNRESET;
-	if (n != static_cast<ssize_t>(sizeof(*msg)) || (mh.msg_flags & MSG_CTRUNC))
+	if (n != static_cast<ssize_t>(sizeof(*msg)) || (mh.msg_flags & (MSG_CTRUNC | MSG_TRUNC)))
 		return EPROTO;
 	return 0;
 }

@@ -27,6 +27,7 @@ _Static_assert(MSHAREFS_UNMAP_V3 == MSHAREFS_SET_SIZE, "UNMAP_V3 shares the SET_
 _Static_assert(MSHAREFS_PROTECT == 0x40187804u, "MSHAREFS_PROTECT");
 _Static_assert(MSHAREFS_LOCK == 0x7805u, "MSHAREFS_LOCK");
 _Static_assert(MSHAREFS_UNLOCK == 0x7806u, "MSHAREFS_UNLOCK");
+_Static_assert(MSHAREFS_SET_OWNER == 0x40087807u, "MSHAREFS_SET_OWNER");
 _Static_assert(MSHAREFS_MAGIC == 0x78, "MSHAREFS_MAGIC");
 
 /* struct sizes */
@@ -36,6 +37,7 @@ _Static_assert(sizeof(struct mshare_unmap) == 16, "sizeof(struct mshare_unmap)")
 _Static_assert(sizeof(struct mshare_create_v3) == 40, "sizeof(struct mshare_create_v3)");
 _Static_assert(sizeof(struct mshare_unmap_v3) == 16, "sizeof(struct mshare_unmap_v3)");
 _Static_assert(sizeof(struct mshare_protect) == 24, "sizeof(struct mshare_protect)");
+_Static_assert(sizeof(struct mshare_owner) == 8, "sizeof(struct mshare_owner)");
 
 /* field offsets */
 _Static_assert(offsetof(struct mshare_info, start) == 0, "mshare_info.start");
@@ -66,6 +68,9 @@ _Static_assert(offsetof(struct mshare_protect, size) == 8, "mshare_protect.size"
 _Static_assert(offsetof(struct mshare_protect, prot) == 16, "mshare_protect.prot");
 _Static_assert(offsetof(struct mshare_protect, pad) == 20, "mshare_protect.pad");
 
+_Static_assert(offsetof(struct mshare_owner, pidfd) == 0, "mshare_owner.pidfd");
+_Static_assert(offsetof(struct mshare_owner, flags) == 4, "mshare_owner.flags");
+
 /* fixed-width fields */
 _Static_assert(MEMBER_SIZE(struct mshare_create, addr) == 8, "mshare_create.addr is 64-bit");
 _Static_assert(MEMBER_SIZE(struct mshare_create, prot) == 4, "mshare_create.prot is 32-bit");
@@ -73,6 +78,8 @@ _Static_assert(MEMBER_SIZE(struct mshare_create, flags) == 4, "mshare_create.fla
 _Static_assert(MEMBER_SIZE(struct mshare_create, fd) == 4, "mshare_create.fd is 32-bit");
 _Static_assert(MEMBER_SIZE(struct mshare_protect, prot) == 4, "mshare_protect.prot is 32-bit");
 _Static_assert(MEMBER_SIZE(struct mshare_protect, pad) == 4, "mshare_protect.pad is 32-bit");
+_Static_assert(MEMBER_SIZE(struct mshare_owner, pidfd) == 4, "mshare_owner.pidfd is 32-bit");
+_Static_assert(MEMBER_SIZE(struct mshare_owner, flags) == 4, "mshare_owner.flags is 32-bit");
 
 static int failures;
 
@@ -104,6 +111,7 @@ int main(void)
 	CHECK_IOCTL(MSHAREFS_PROTECT, 0x40187804u);
 	CHECK_IOCTL(MSHAREFS_LOCK, 0x7805u);
 	CHECK_IOCTL(MSHAREFS_UNLOCK, 0x7806u);
+	CHECK_IOCTL(MSHAREFS_SET_OWNER, 0x40087807u);
 	CHECK_IOCTL(MSHAREFS_MAGIC, 0x78u);
 	/* The numbers as a 32-bit unsigned int, as the FUSE ioctl handler sees them. */
 	check("(uint32_t)MSHAREFS_GET_SIZE", (uint32_t)MSHAREFS_GET_SIZE, 0x80107800u);
@@ -114,6 +122,7 @@ int main(void)
 	CHECK_SIZE(struct mshare_create_v3, 40);
 	CHECK_SIZE(struct mshare_unmap_v3, 16);
 	CHECK_SIZE(struct mshare_protect, 24);
+	CHECK_SIZE(struct mshare_owner, 8);
 
 	CHECK_OFFSET(struct mshare_info, start, 0);
 	CHECK_OFFSET(struct mshare_info, size, 8);
@@ -142,6 +151,9 @@ int main(void)
 	CHECK_OFFSET(struct mshare_protect, size, 8);
 	CHECK_OFFSET(struct mshare_protect, prot, 16);
 	CHECK_OFFSET(struct mshare_protect, pad, 20);
+
+	CHECK_OFFSET(struct mshare_owner, pidfd, 0);
+	CHECK_OFFSET(struct mshare_owner, flags, 4);
 
 	if (failures) {
 		printf("%d mismatch(es)\n", failures);

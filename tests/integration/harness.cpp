@@ -1,5 +1,7 @@
 #include "harness.hpp"
 
+#include <msharefs/region_stats.hpp>
+
 #include <cerrno>
 #include <chrono>
 #include <csignal>
@@ -8,6 +10,7 @@
 #include <cstring>
 #include <dirent.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <stdexcept>
 #include <sched.h>
 #include <sys/socket.h>
@@ -16,6 +19,7 @@
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <sys/xattr.h>
 #include <thread>
 #include <unistd.h>
 
@@ -235,13 +239,18 @@ void Daemon::start()
 		snprintf(mask, sizeof(mask), "--umask=%o", static_cast<unsigned>(umask_));
 		argv.insert(argv.begin(), mask);
 	}
+	bool chosen = false;
 	for (const auto &o : options_) {
+		chosen = chosen || o.rfind("datapath=", 0) == 0;
+		if (o == kDefaultDataPath)
+			continue;
 		argv.push_back("-o");
 		argv.push_back(o);
 	}
-	if (const std::string path = data_path(); path != "pagecache") {
+	// The data path under test, named even where it is not the default.
+	if (!chosen) {
 		argv.push_back("-o");
-		argv.push_back("datapath=" + path);
+		argv.push_back("datapath=" + data_path());
 	}
 	argv.push_back(kMount);
 	pid_ = launch(argv);
@@ -349,7 +358,7 @@ ChildResult run_in_child(const std::function<int()> &fn, int timeout_s)
 	return wait_for(spawn(fn), timeout_s);
 }
 
-ChildResult run_program(const std::vector<std::string> &argv, std::string *output, int timeout_s)
+ChildResult run_program(const std::vector<std::string> &argv, std::string *output, int timeout_s, int as_uid)
 {
 	int pipefd[2];
 	if (pipe(pipefd) != 0)
@@ -361,6 +370,11 @@ ChildResult run_program(const std::vector<std::string> &argv, std::string *outpu
 		dup2(pipefd[1], 2);
 		close(pipefd[0]);
 		close(pipefd[1]);
+		const auto id = static_cast<uid_t>(as_uid);
+		if (as_uid >= 0 && (setgroups(0, nullptr) != 0 || setresgid(id, id, id) != 0 || setresuid(id, id, id) != 0)) {
+			perror("setresuid");
+			_exit(126);
+		}
 		std::vector<char *> args;
 		for (auto &a : argv)
 			args.push_back(const_cast<char *>(a.c_str()));
@@ -530,6 +544,16 @@ static std::vector<std::string> module_regions()
 	if (f)
 		fclose(f);
 	return out;
+}
+
+int32_t region_owner(const std::string &name)
+{
+	std::vector<char> buf(1 << 16);
+	const ssize_t n = getxattr(path(name).c_str(), msharefs::kStatsAttribute, buf.data(), buf.size());
+	if (n <= 0)
+		return -1;
+	const auto s = msharefs::region_stats_from_json(std::string_view(buf.data(), static_cast<size_t>(n)));
+	return s ? s->owner_pid : -1;
 }
 
 std::vector<std::string> region_objects()

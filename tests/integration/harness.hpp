@@ -29,6 +29,10 @@ inline constexpr uint64_t kMiB = 1ULL << 20;
 // (after printing why) when the tests cannot run here.
 bool enter_test_namespace();
 
+// A Daemon option that starts msharefsd without any datapath= (its
+// default); otherwise the data path under test (data_path()) is passed.
+inline constexpr const char *kDefaultDataPath = "datapath=default";
+
 // A running msharefsd on /sys/fs/mshare; stopped (umount) when destroyed.
 class Daemon {
 public:
@@ -81,8 +85,10 @@ struct ChildResult {
 pid_t spawn(const std::function<int()> &fn);
 ChildResult wait_for(pid_t pid, int timeout_s = 60);
 ChildResult run_in_child(const std::function<int()> &fn, int timeout_s = 60);
-// Runs a program; its stdout and stderr are appended to *output.
-ChildResult run_program(const std::vector<std::string> &argv, std::string *output, int timeout_s = 60);
+// Runs a program; its stdout and stderr are appended to *output. With
+// as_uid >= 0 it runs as that uid and gid, without supplementary groups.
+ChildResult run_program(const std::vector<std::string> &argv, std::string *output, int timeout_s = 60,
+			int as_uid = -1);
 
 // Creates NAME, sizes it to [start, start+size) and maps one anonymous shared
 // mapping over all of it. Returns the fd (or -1 with errno).
@@ -135,6 +141,10 @@ template <class F> Fault fault_of(F &&f)
 	std::memcpy(detail::fault_jump, outer, sizeof(outer));
 	return detail::release_faults(old_segv, old_bus, faulted);
 }
+
+// The owner of region NAME as the daemon reports it (user.mshare.stats):
+// its pid, 0 once the owner has exited, -1 if the stats cannot be read.
+int32_t region_owner(const std::string &name);
 
 // The daemons' state root (msharefsd's default statedir), a private tmpfs
 // in the test namespace.

@@ -1,10 +1,13 @@
 // The documented examples, unchanged, on a real mount at /sys/fs/mshare with
-// the upstream alignment (512 GiB).
+// the upstream alignment (512 GiB), run by root and by another user (uid
+// 65534, in the mount's 1777 root); in the -uffd variant under
+// libmshare-preload.so.
 #include <doctest/doctest.h>
 
 #include "harness.hpp"
 
 #include <cstdlib>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <thread>
 #include <unistd.h>
@@ -20,19 +23,26 @@ std::string example(const char *var)
 	return p;
 }
 
-void run_pair(const std::string &creator, const std::string &attacher, const std::string &name)
+constexpr int kRoot = -1; // run_program's: as the test runs
+constexpr int kNobody = 65534;
+
+// Another user's run is on a default mount (no datapath= at all).
+void run_pair(const std::string &creator, const std::string &attacher, const std::string &name, int uid = kRoot)
 {
-	Daemon daemon(std::vector<std::string>{});
+	Daemon daemon(uid == kRoot ? std::vector<std::string>{} : std::vector<std::string>{kDefaultDataPath});
 	REQUIRE(daemon.alignment() == MSHAREFS_DEFAULT_ALIGN);
+	struct stat root {};
+	REQUIRE(stat(kMount, &root) == 0);
+	REQUIRE((root.st_mode & 07777) == 01777);
 	std::string creator_out;
 	ChildResult creator_result;
-	std::thread creator_thread([&] { creator_result = run_program({creator, name, "30"}, &creator_out, 60); });
+	std::thread creator_thread([&] { creator_result = run_program({creator, name, "30"}, &creator_out, 60, uid); });
 	// Wait for the region to appear and be written, then attach.
 	for (int i = 0; i < 500 && access(path(name).c_str(), F_OK) != 0; i++)
 		usleep(10000);
 	usleep(200000);
 	std::string attacher_out;
-	ChildResult attacher_result = run_program({attacher, name}, &attacher_out, 30);
+	ChildResult attacher_result = run_program({attacher, name}, &attacher_out, 30, uid);
 	creator_thread.join();
 	INFO("creator output:\n" << creator_out);
 	INFO("attacher output:\n" << attacher_out);
@@ -55,4 +65,85 @@ TEST_CASE("documented example: creator and attacher with the ioctl API")
 TEST_CASE("documented example: creator and attacher with the 2022 library calls")
 {
 	run_pair(example("EXAMPLE_LIB_CREATOR"), example("EXAMPLE_LIB_ATTACHER"), "lib-example");
+}
+
+namespace {
+
+bool eventually_no_objects()
+{
+	for (int i = 0; i < 200; i++) {
+		if (region_objects().empty())
+			return true;
+		usleep(10000);
+	}
+	return false;
+}
+
+// One of the 2026 API's examples on a default mount (the best data path):
+// it exits 0 and says what it showed.
+void run_2026_example(const char *name, const std::vector<std::string> &says, int uid = kRoot)
+{
+	Daemon daemon({kDefaultDataPath});
+	std::string out;
+	const ChildResult r = run_program({example("EXAMPLES_DIR") + "/" + name}, &out, 60, uid);
+	INFO(name << " output:\n" << out);
+	CHECK(r.exit_code == 0);
+	for (const std::string &line : says)
+		CHECK(out.find(line) != std::string::npos);
+	// Nameless regions are gone with their last descriptor.
+	CHECK(eventually_no_objects());
+}
+
+} // namespace
+
+TEST_CASE("2026 API example: mshare_create")
+{
+	run_2026_example("mshare_create", {"mshare_create: a nameless region of 549755813888 bytes"});
+}
+
+TEST_CASE("2026 API example: mshare_attach")
+{
+	run_2026_example("mshare_attach", {"the child's window at"});
+}
+
+TEST_CASE("2026 API example: mshare_map")
+{
+	run_2026_example("mshare_map", {"the memfd reads \"text of a memfd\", the anonymous mapping \"anonymous memory\"",
+					"after mshare_unmap and mshare_map again the range reads zeros"});
+}
+
+TEST_CASE("2026 API example: mshare_protect")
+{
+	run_2026_example("mshare_protect", {"PROT_READ | PROT_WRITE: stores work again"});
+}
+
+TEST_CASE("2026 API example: mshare_advise")
+{
+	run_2026_example("mshare_advise", {"byte 0 is 0, byte 1 MiB is 'a'"});
+}
+
+TEST_CASE("2026 API example: mshare_set_owner")
+{
+	run_2026_example("mshare_set_owner", {"maps the region"});
+}
+
+TEST_CASE("documented example as uid 65534: creator and attacher with the ioctl API")
+{
+	run_pair(example("EXAMPLE_CREATOR"), example("EXAMPLE_ATTACHER"), "example", kNobody);
+}
+
+TEST_CASE("documented example as uid 65534: creator and attacher with the 2022 library calls")
+{
+	run_pair(example("EXAMPLE_LIB_CREATOR"), example("EXAMPLE_LIB_ATTACHER"), "lib-example", kNobody);
+}
+
+TEST_CASE("2026 API examples as uid 65534")
+{
+	run_2026_example("mshare_create", {"mshare_create: a nameless region of 549755813888 bytes"}, kNobody);
+	run_2026_example("mshare_attach", {"the child's window at"}, kNobody);
+	run_2026_example("mshare_map", {"the memfd reads \"text of a memfd\", the anonymous mapping \"anonymous memory\"",
+					"after mshare_unmap and mshare_map again the range reads zeros"}, kNobody);
+	run_2026_example("mshare_protect", {"PROT_READ | PROT_WRITE: stores work again"}, kNobody);
+	run_2026_example("mshare_advise", {"byte 0 is 0, byte 1 MiB is 'a'"}, kNobody);
+	run_2026_example("mshare_set_owner", {"maps the region"}, kNobody);
 }

@@ -35,7 +35,9 @@
 #include <string>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
+#include <thread>
 #include <unistd.h>
 #include <vector>
 
@@ -73,13 +75,99 @@ enum : uint32_t { kProbeHole, kProbeRW, kProbeRO, kProbeNone };
 uint64_t slot_base(int slot) { return kStart + static_cast<uint64_t>(slot) * kSlot; }
 char *ptr(uint64_t addr) { return reinterpret_cast<char *>(addr); }
 
-int protect(int fd, uint64_t addr, uint64_t size, uint32_t prot)
+const char *err_name(int err) { return err ? strerrorname_np(err) : "0"; }
+
+// ---- the owner's changes ----------------------------------------------------
+
+// Only the region's owner, the test process, may change its layout (SPEC
+// section 2, "Ownership"). A worker asks the owner through a socket of its
+// own; an owner thread per worker makes the ioctl and answers its errno, so
+// the ioctls of different workers still reach the daemon concurrently.
+struct OwnerRequest {
+	uint64_t cmd;
+	unsigned char arg[56];
+};
+
+// The worker's end: the region's changing ioctls, made by the owner.
+class OwnerLink {
+public:
+	explicit OwnerLink(int socket) : socket_(socket) {}
+	int ioctl(unsigned long cmd, const void *arg, size_t len) const
+	{
+		OwnerRequest req{cmd, {}};
+		std::memcpy(req.arg, arg, std::min(len, sizeof(req.arg)));
+		int32_t err = EIO;
+		if (send(socket_, &req, sizeof(req), MSG_NOSIGNAL) != sizeof(req) ||
+		    recv(socket_, &err, sizeof(err), 0) != sizeof(err))
+			return EIO;
+		return err;
+	}
+
+private:
+	int socket_;
+};
+
+int create_mapping(const OwnerLink &owner, uint64_t addr, uint64_t size, uint64_t offset, uint32_t prot,
+		   uint32_t flags)
 {
-	mshare_protect p{addr, size, prot, 0};
-	return ioctl(fd, MSHAREFS_PROTECT, &p) == 0 ? 0 : errno;
+	mshare_create c{addr, size, offset, prot, flags, static_cast<uint32_t>(-1)};
+	return owner.ioctl(MSHAREFS_CREATE_MAPPING, &c, sizeof(c));
 }
 
-const char *err_name(int err) { return err ? strerrorname_np(err) : "0"; }
+int unmap(const OwnerLink &owner, uint64_t addr, uint64_t size)
+{
+	mshare_unmap u{addr, size};
+	return owner.ioctl(MSHAREFS_UNMAP, &u, sizeof(u));
+}
+
+int protect(const OwnerLink &owner, uint64_t addr, uint64_t size, uint32_t prot)
+{
+	mshare_protect p{addr, size, prot, 0};
+	return owner.ioctl(MSHAREFS_PROTECT, &p, sizeof(p));
+}
+
+// The owner's end: a thread per worker, until every worker has exited.
+class OwnerService {
+public:
+	OwnerService(int region_fd, int workers) : region_fd_(region_fd)
+	{
+		for (int i = 0; i < workers; i++) {
+			int sv[2];
+			REQUIRE(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) == 0);
+			owner_ends_.emplace_back(sv[0]);
+			worker_ends_.emplace_back(sv[1]);
+		}
+		for (const Fd &end : owner_ends_)
+			threads_.emplace_back([this, s = end.get()] { serve(s); });
+	}
+	~OwnerService()
+	{
+		worker_ends_.clear();
+		for (const Fd &end : owner_ends_)
+			shutdown(end.get(), SHUT_RDWR);
+		for (auto &t : threads_)
+			t.join();
+	}
+	OwnerLink link(int worker) const { return OwnerLink(worker_ends_[static_cast<size_t>(worker)].get()); }
+	// Once the workers are forked: their exits end the threads.
+	void close_worker_ends() { worker_ends_.clear(); }
+
+private:
+	void serve(int s) const
+	{
+		OwnerRequest req;
+		while (recv(s, &req, sizeof(req), 0) == sizeof(req)) {
+			const int32_t err = ::ioctl(region_fd_, req.cmd, req.arg) == 0 ? 0 : errno;
+			if (send(s, &err, sizeof(err), MSG_NOSIGNAL) != sizeof(err))
+				return;
+		}
+	}
+
+	int region_fd_;
+	std::vector<Fd> owner_ends_;
+	std::vector<Fd> worker_ends_;
+	std::vector<std::thread> threads_;
+};
 
 // ---- page contents ----------------------------------------------------------
 
@@ -256,9 +344,9 @@ struct Shared {
 
 class Worker {
 public:
-	Worker(int index, uint64_t seed, double seconds, Shared *shared)
+	Worker(int index, uint64_t seed, double seconds, Shared *shared, OwnerLink owner)
 		: me_(index), rng_(seed * 1000003 + static_cast<uint64_t>(index)), seconds_(seconds), shared_(shared),
-		  mine_(shared->slot[index])
+		  mine_(shared->slot[index]), owner_(owner)
 	{
 		prot_.fill(kHole);
 		stamp_.fill(0);
@@ -315,6 +403,7 @@ private:
 	const double seconds_;
 	Shared *shared_;
 	SlotShared &mine_;
+	const OwnerLink owner_; // the region's changes go through its owner
 	Fd fd_;
 	std::optional<Window> window_;
 	Counters c_{};
@@ -494,7 +583,7 @@ bool Worker::op_create()
 	note("CREATE_MAPPING pages [%lu, +%lu) prot %u%s", static_cast<unsigned long>(first),
 	     static_cast<unsigned long>(count), prot, overlaps ? " (overlaps)" : "");
 	const int err =
-		timed_ioctl([&] { return create_mapping(fd_.get(), vol(first), count * kPage, 0, prot, kAnon); });
+		timed_ioctl([&] { return create_mapping(owner_, vol(first), count * kPage, 0, prot, kAnon); });
 	const int want = overlaps ? EEXIST : 0;
 	if (err != want)
 		return fail("CREATE_MAPPING [%#lx, +%lu pages) prot %u: %s, expected %s",
@@ -525,7 +614,7 @@ bool Worker::op_unmap()
 	uint64_t first, count;
 	pick_range(&first, &count);
 	note("UNMAP pages [%lu, +%lu)", static_cast<unsigned long>(first), static_cast<unsigned long>(count));
-	const int err = timed_ioctl([&] { return unmap(fd_.get(), vol(first), count * kPage); });
+	const int err = timed_ioctl([&] { return unmap(owner_, vol(first), count * kPage); });
 	if (err)
 		return fail("UNMAP [%#lx, +%lu pages): %s", static_cast<unsigned long>(vol(first)),
 			    static_cast<unsigned long>(count), err_name(err));
@@ -554,7 +643,7 @@ bool Worker::op_protect()
 			bad_prot |= 0x100;
 		note("PROTECT pages [%lu, +%lu) prot %u, invalid (%lu)", static_cast<unsigned long>(first),
 		     static_cast<unsigned long>(count), bad_prot, static_cast<unsigned long>(how));
-		const int err = timed_ioctl([&] { return protect(fd_.get(), addr, size, bad_prot); });
+		const int err = timed_ioctl([&] { return protect(owner_, addr, size, bad_prot); });
 		if (err != EINVAL)
 			return fail("PROTECT [%#lx, +%#lx) prot %#x: %s, expected EINVAL",
 				    static_cast<unsigned long>(addr), static_cast<unsigned long>(size), bad_prot,
@@ -564,7 +653,7 @@ bool Worker::op_protect()
 	}
 	note("PROTECT pages [%lu, +%lu) prot %u", static_cast<unsigned long>(first), static_cast<unsigned long>(count),
 	     prot);
-	const int err = timed_ioctl([&] { return protect(fd_.get(), vol(first), count * kPage, prot); });
+	const int err = timed_ioctl([&] { return protect(owner_, vol(first), count * kPage, prot); });
 	if (err)
 		return fail("PROTECT [%#lx, +%lu pages) prot %u: %s", static_cast<unsigned long>(vol(first)),
 			    static_cast<unsigned long>(count), prot, err_name(err));
@@ -646,14 +735,14 @@ bool Worker::op_errno()
 		const char *what;
 		std::function<int()> call;
 	} cases[] = {
-		{"UNMAP past the region's end", [&] { return unmap(fd_.get(), end - kPage, 2 * kPage); }},
+		{"UNMAP past the region's end", [&] { return unmap(owner_, end - kPage, 2 * kPage); }},
 		{"CREATE_MAPPING across the region's end",
-		 [&] { return create_mapping(fd_.get(), end - kPage, 2 * kPage, 0, kRW, kAnon); }},
+		 [&] { return create_mapping(owner_, end - kPage, 2 * kPage, 0, kRW, kAnon); }},
 		{"CREATE_MAPPING of a MAP_PRIVATE object",
 		 [&] {
-			 return create_mapping(fd_.get(), page, kPage, 0, kRW, MAP_ANONYMOUS | MAP_PRIVATE | MAP_FIXED);
+			 return create_mapping(owner_, page, kPage, 0, kRW, MAP_ANONYMOUS | MAP_PRIVATE | MAP_FIXED);
 		 }},
-		{"UNMAP of an unaligned address", [&] { return unmap(fd_.get(), page + 8, kPage); }},
+		{"UNMAP of an unaligned address", [&] { return unmap(owner_, page + 8, kPage); }},
 	};
 	for (const auto &c : cases) {
 		c_.errno_checks++;
@@ -751,13 +840,13 @@ bool Worker::op_probe_change()
 	static constexpr uint32_t kProt[] = {0, kRW, PROT_READ, PROT_NONE};
 	if (next == kProbeHole) {
 		what = "UNMAP";
-		err = timed_ioctl([&] { return unmap(fd_.get(), addr, kPage); });
+		err = timed_ioctl([&] { return unmap(owner_, addr, kPage); });
 	} else if (state == kProbeHole) {
 		what = "CREATE_MAPPING";
-		err = timed_ioctl([&] { return create_mapping(fd_.get(), addr, kPage, 0, kProt[next], kAnon); });
+		err = timed_ioctl([&] { return create_mapping(owner_, addr, kPage, 0, kProt[next], kAnon); });
 		stamp = 0;
 	} else {
-		err = timed_ioctl([&] { return protect(fd_.get(), addr, kPage, kProt[next]); });
+		err = timed_ioctl([&] { return protect(owner_, addr, kPage, kProt[next]); });
 	}
 	if (err)
 		return fail("probe page %s (state %u -> %u): %s", what, state, next, err_name(err));
@@ -859,7 +948,7 @@ bool Worker::work()
 		return false;
 	note("CREATE_MAPPING of the stable block");
 	if (int err = timed_ioctl([&] {
-		    return create_mapping(fd_.get(), slot_base(me_) + kStableOff, kStablePages * kPage, 0, kRW, kAnon);
+		    return create_mapping(owner_, slot_base(me_) + kStableOff, kStablePages * kPage, 0, kRW, kAnon);
 	    }))
 		return fail("CREATE_MAPPING of the stable block: %s", err_name(err));
 	objects_++;
@@ -1027,11 +1116,13 @@ TEST_CASE("stress: 16 processes change, write and check one region at random; no
 
 	const auto t0 = std::chrono::steady_clock::now();
 	std::vector<pid_t> pids;
+	OwnerService owner(fd.get(), kWorkers);
 	for (int i = 0; i < kWorkers; i++) {
-		const pid_t pid = spawn([&, i] { return Worker(i, seed, seconds, shared).run(); });
+		const pid_t pid = spawn([&, i] { return Worker(i, seed, seconds, shared, owner.link(i)).run(); });
 		REQUIRE(pid > 0);
 		pids.push_back(pid);
 	}
+	owner.close_worker_ends();
 	const std::vector<ChildResult> results = wait_all(pids, seconds + 180);
 	const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 

@@ -1091,6 +1091,8 @@ TEST_CASE("classify_ioctl: every number")
 	CHECK(classify_ioctl(MSHAREFS_PROTECT, true) == IoctlOp::protect);
 	CHECK(classify_ioctl(MSHAREFS_LOCK, true) == IoctlOp::lock);
 	CHECK(classify_ioctl(MSHAREFS_UNLOCK, true) == IoctlOp::unlock);
+	CHECK(classify_ioctl(MSHAREFS_SET_OWNER, false) == IoctlOp::set_owner);
+	CHECK(classify_ioctl(MSHAREFS_SET_OWNER, true) == IoctlOp::set_owner);
 }
 
 TEST_CASE("classify_ioctl: SET_SIZE and UNMAP_V3 share a number")
@@ -1133,7 +1135,7 @@ TEST_CASE("classify_ioctl: anything else is unknown")
 				// Only the shared SET_SIZE/UNMAP_V3 number depends on "sized".
 				differ += unsized != sized;
 			}
-	CHECK(known == 8); // nine names, UNMAP_V3 == SET_SIZE
+	CHECK(known == 9); // ten names, UNMAP_V3 == SET_SIZE
 	CHECK(differ == 1);
 }
 
@@ -1148,6 +1150,7 @@ TEST_CASE("ioctl_name")
 	CHECK(std::string(ioctl_name(IoctlOp::protect)) == "PROTECT");
 	CHECK(std::string(ioctl_name(IoctlOp::lock)) == "LOCK");
 	CHECK(std::string(ioctl_name(IoctlOp::unlock)) == "UNLOCK");
+	CHECK(std::string(ioctl_name(IoctlOp::set_owner)) == "SET_OWNER");
 	CHECK(std::string(ioctl_name(IoctlOp::unknown)) == "unknown");
 }
 

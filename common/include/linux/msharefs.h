@@ -76,6 +76,20 @@ struct mshare_protect {
 #define MSHAREFS_LOCK		_IO(MSHAREFS_MAGIC, 5)
 #define MSHAREFS_UNLOCK		_IO(MSHAREFS_MAGIC, 6)
 
+/*
+ * Ownership transfer (wanted upstream, LSFMM+BPF 2026). Only the owner may
+ * size the region, map, unmap and change protections (EPERM for others); it
+ * hands the region to the process of pidfd, which must be able to open the
+ * region O_RDWR (EPERM otherwise). The region's mappings then go away when
+ * the new owner exits. flags must be 0.
+ */
+struct mshare_owner {
+	__s32 pidfd;
+	__u32 flags;
+};
+
+#define MSHAREFS_SET_OWNER	_IOW(MSHAREFS_MAGIC, 7, struct mshare_owner)
+
 /* Name of the read-only file at the root of the mount. */
 #define MSHAREFS_INFO_NAME	"mshare_info"
 /* Where msharefs is mounted. */

@@ -144,6 +144,7 @@ enum class IoctlOp {
 	protect,
 	lock,
 	unlock,
+	set_owner,
 	unknown,
 };
 IoctlOp classify_ioctl(uint32_t cmd, bool sized);

@@ -3,7 +3,11 @@
 // connection per attached window. Descriptors travel with SCM_RIGHTS.
 //
 //   runtime                              daemon
-//   attach {ino, base, size} +[uffd, ticket]   ->
+//   (before the process's first userfaultfd, when it may not make a full
+//   one itself; a connection of its own, closed by the daemon after the reply)
+//   lend_uffd {ino} +[region fd]         ->
+//                                        <-  lend_uffd {status} +[/dev/userfaultfd]
+//   attach {ino, base, size} +[uffd, ticket, region fd]   ->
 //                                        <-  attached {status} +[published layout]
 //   object {object_id}                   ->
 //                                        <-  object {status, kind} +[object fd]
@@ -14,6 +18,23 @@
 //   done {cookie}                        ->
 //
 // The runtime finds the socket through MSHAREFS_IOC_RUNTIME on a region fd.
+//
+// Trust: the daemon knows each peer by SO_PEERCRED. An attach proves the
+// peer holds the region open: the region fd it sends must be that inode of
+// the daemon's mount, and its access mode (O_RDONLY or O_RDWR) is the access
+// every object descriptor of the attachment is handed out with. The uffd
+// must be a userfaultfd, the ticket a memfd of at least sizeof(RuntimeTicket)
+// sealed against shrinking; anything else is answered EINVAL and the peer is
+// dropped, as is a peer whose socket is full (the daemon never waits to send)
+// or who does not answer a sync in time. A lend_uffd is checked as an
+// attach's region fd is; it is answered with a descriptor of the daemon's
+// /dev/userfaultfd (opened at start, kept unless -o uffd_device=keep), from
+// which the peer makes a userfaultfd that takes kernel-mode faults too
+// (USERFAULTFD_IOC_NEW: the device's permission is checked at open only), or
+// ENODEV when the daemon lends none. The published layout is a read-only
+// descriptor of a memfd sealed against writes, growing and shrinking. The
+// runtime accepts only a daemon whose SO_PEERCRED uid is 0 or the uid the
+// mount was made by (user_id= of its mount options).
 #pragma once
 
 #include "msharefs/unique_fd.hpp"
@@ -43,6 +64,7 @@ enum class RuntimeMsgType : uint32_t {
 	ready,
 	sync,
 	done,
+	lend_uffd,
 };
 
 struct RuntimeMessage {
@@ -67,9 +89,21 @@ sockaddr_un runtime_socket_address(const std::string &name, socklen_t *len);
 // A connected SOCK_SEQPACKET socket, or -1 with errno.
 int connect_runtime_socket(const std::string &name);
 
-// 0 or errno. Sends msg with the descriptors in fds (may be empty).
-int send_runtime_message(int sock, const RuntimeMessage &msg, const std::vector<int> &fds = {});
+// 0 or errno. Sends msg with the descriptors in fds (may be empty); flags
+// are added to sendmsg's (the daemon passes MSG_DONTWAIT).
+int send_runtime_message(int sock, const RuntimeMessage &msg, const std::vector<int> &fds = {}, int flags = 0);
 // 0, or errno (ECONNRESET on EOF). Received descriptors go to *fds.
-int recv_runtime_message(int sock, RuntimeMessage *msg, std::vector<UniqueFd> *fds = nullptr);
+int recv_runtime_message(int sock, RuntimeMessage *msg, std::vector<UniqueFd> *fds = nullptr, int flags = 0);
+
+// The attach's descriptors, in this order.
+inline constexpr size_t kAttachUffd = 0;
+inline constexpr size_t kAttachTicket = 1;
+inline constexpr size_t kAttachRegion = 2;
+inline constexpr size_t kAttachFds = 3;
+
+// What a runtime makes its userfaultfd from when it may not call
+// userfaultfd(2) for a full one: the device msharefsd lends to peers that
+// hold one of its regions open (see lend_uffd above).
+inline constexpr const char *kUserfaultfdDevice = "/dev/userfaultfd";
 
 } // namespace msharefs
