@@ -46,9 +46,8 @@ int Filesystem::punch_range(uint64_t ino, uint64_t off, uint64_t size)
 		}
 	}
 	for (const Hole &h : holes)
-		if (::fallocate(h.object->fd(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(h.offset),
-				static_cast<off_t>(h.size)) < 0)
-			return errno;
+		if (int err = h.object->punch_hole(h.offset, h.size))
+			return err;
 	return 0;
 }
 

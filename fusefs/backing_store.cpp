@@ -57,8 +57,8 @@ bool BackingStore::valid_policy(const std::string &policy)
 	return policy == "auto" || policy == "hugetlb" || policy == "thp" || policy == "4k";
 }
 
-BackingStore::BackingStore(std::string state_name, const std::string &policy, bool huge_objects)
-	: state_name_(std::move(state_name)), policy_(policy), huge_objects_(huge_objects),
+BackingStore::BackingStore(std::string state_dir, const std::string &policy, bool huge_objects, uint64_t store_size)
+	: state_dir_(std::move(state_dir)), policy_(policy), store_size_(store_size), huge_objects_(huge_objects),
 	  default_huge_page_size_(default_huge_page_size())
 {
 	if (!valid_policy(policy))
@@ -69,13 +69,13 @@ std::string BackingStore::dir(Backing b) const
 {
 	switch (b) {
 	case Backing::hugetlb:
-		return "/dev/shm/" + state_name_ + "hugetlb";
+		return state_dir_ + "/hugetlb";
 	case Backing::thp:
-		return "/dev/shm/" + state_name_ + "thp";
+		return state_dir_ + "/thp";
 	case Backing::small:
 		break;
 	}
-	return "/dev/shm";
+	return state_dir_ + "/objects";
 }
 
 bool BackingStore::thp_allowed() const
@@ -86,27 +86,35 @@ bool BackingStore::thp_allowed() const
 	return policy_ == "thp" || shmem != "never";
 }
 
-// Mounts the file system of a backing under /dev/shm/<state> unless a
-// previous daemon of this mount already did.
+// Mounts the file system of a backing in the state directory unless a
+// previous daemon of this mount already did. The directory is the daemon's
+// own (0700, see StateDir): no one else can have put anything there.
 bool BackingStore::ensure_mounted(Backing b)
 {
-	if (b == Backing::small)
-		return true;
 	const std::string path = dir(b);
 	if (mkdir(path.c_str(), 0700) < 0 && errno != EEXIST)
 		return false;
 	struct statfs sfs {};
-	struct stat here {}, shm {};
-	if (statfs(path.c_str(), &sfs) == 0 && stat(path.c_str(), &here) == 0 && stat("/dev/shm", &shm) == 0) {
+	struct stat here {}, state {};
+	if (lstat(path.c_str(), &here) < 0 || !S_ISDIR(here.st_mode)) {
+		errno = ENOTDIR;
+		return false;
+	}
+	if (statfs(path.c_str(), &sfs) == 0 && stat(state_dir_.c_str(), &state) == 0 && here.st_dev != state.st_dev) {
 		const auto type = static_cast<unsigned long>(sfs.f_type);
 		if (b == Backing::hugetlb && type == HUGETLBFS_MAGIC)
 			return true;
-		if (b == Backing::thp && type == TMPFS_MAGIC && here.st_dev != shm.st_dev)
+		if (b != Backing::hugetlb && type == TMPFS_MAGIC)
 			return true;
 	}
 	if (b == Backing::hugetlb)
 		return mount("msharefs", path.c_str(), "hugetlbfs", MS_NOSUID | MS_NODEV, "mode=0700") == 0;
-	return mount("msharefs", path.c_str(), "tmpfs", MS_NOSUID | MS_NODEV, "mode=0700,huge=within_size") == 0;
+	std::string data = "mode=0700";
+	if (b == Backing::thp)
+		data += ",huge=within_size";
+	if (store_size_)
+		data += ",size=" + std::to_string(store_size_);
+	return mount("msharefs", path.c_str(), "tmpfs", MS_NOSUID | MS_NODEV, data.c_str()) == 0;
 }
 
 std::shared_ptr<BackingObject> BackingStore::create_in(Backing b, const std::string &name, uint64_t size,
@@ -117,7 +125,7 @@ std::shared_ptr<BackingObject> BackingStore::create_in(Backing b, const std::str
 		return nullptr;
 	}
 	const std::string path = dir(b) + "/" + name;
-	UniqueFd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+	UniqueFd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
 	if (!fd) {
 		*err = errno;
 		return nullptr;
@@ -163,24 +171,11 @@ std::shared_ptr<BackingObject> BackingStore::open(const std::string &name, Objec
 {
 	for (Backing b : {Backing::small, Backing::thp, Backing::hugetlb}) {
 		const std::string path = dir(b) + "/" + name;
-		UniqueFd fd(::open(path.c_str(), O_RDWR | O_CLOEXEC));
+		UniqueFd fd(::open(path.c_str(), O_RDWR | O_NOFOLLOW | O_CLOEXEC));
 		if (fd)
 			return std::make_shared<BackingObject>(std::move(fd), kind, path);
 	}
 	return nullptr;
-}
-
-Backing BackingStore::backing_of(int fd)
-{
-	struct statfs sfs {};
-	struct stat st {};
-	if (fstatfs(fd, &sfs) < 0 || fstat(fd, &st) < 0)
-		return Backing::small;
-	if (static_cast<unsigned long>(sfs.f_type) == HUGETLBFS_MAGIC)
-		return Backing::hugetlb;
-	if (static_cast<unsigned long>(sfs.f_type) == TMPFS_MAGIC && static_cast<uint64_t>(st.st_blksize) >= kPmdSize)
-		return Backing::thp;
-	return Backing::small;
 }
 
 } // namespace msharefs

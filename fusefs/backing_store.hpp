@@ -7,9 +7,12 @@
 //  - thp: a file on the daemon's own tmpfs mount with huge=within_size, when
 //    shmem THP is allowed (transparent_hugepage/shmem_enabled is not never
 //    or deny, or backing=thp was asked for): one PMD entry per 2 MiB;
-//  - small: POSIX shared memory in /dev/shm, 4 KiB pages.
-// The mounts live under /dev/shm/<state>, so that a restarted daemon reopens
-// every object by name; they are taken down with the mount's state.
+//  - small: a file on the daemon's own tmpfs mount, 4 KiB pages.
+// The mounts live in the mount's state directory (objects, thp, hugetlb; see
+// StateDir), so that a restarted daemon reopens every object by name and no
+// one else can create or see a name there; they are taken down with the
+// mount's state. store_size= caps the two tmpfs mounts (size=): a store that
+// does not fit fails with ENOSPC for the request that needed the room.
 #pragma once
 
 #include "objects.hpp"
@@ -19,8 +22,6 @@
 
 namespace msharefs {
 
-enum class Backing : uint8_t { small = 0, thp = 1, hugetlb = 2 };
-
 const char *backing_name(Backing b);
 
 class BackingStore {
@@ -28,7 +29,9 @@ public:
 	// policy: auto, hugetlb, thp or 4k. Throws std::invalid_argument for
 	// anything else. Without huge_objects (data paths whose windows do not
 	// map the objects themselves) everything is 4 KiB shared memory.
-	BackingStore(std::string state_name, const std::string &policy, bool huge_objects);
+	// state_dir: the mount's state directory; store_size: size= of each tmpfs
+	// mount in bytes (0: the tmpfs default, half of RAM).
+	BackingStore(std::string state_dir, const std::string &policy, bool huge_objects, uint64_t store_size = 0);
 
 	// Creates the object of anonymous mapping m (kind hugetlb: MAP_HUGETLB),
 	// in the cheapest backing the policy and the machine allow. nullptr
@@ -41,8 +44,6 @@ public:
 	}
 	// Reopens an object a previous daemon created, wherever it lives.
 	std::shared_ptr<BackingObject> open(const std::string &name, ObjectKind kind);
-	// The backing of an object this store created.
-	static Backing backing_of(int fd);
 
 	static bool valid_policy(const std::string &policy);
 
@@ -53,8 +54,9 @@ private:
 	std::shared_ptr<BackingObject> create_in(Backing b, const std::string &name, uint64_t size,
 						 ObjectKind kind, uint64_t unit, int *err);
 
-	std::string state_name_;
+	std::string state_dir_;
 	std::string policy_;
+	uint64_t store_size_;
 	bool huge_objects_;
 	uint64_t default_huge_page_size_;
 };

@@ -48,14 +48,18 @@ bool replaying() { return tls_replaying; }
 Filesystem::Filesystem(Options options, std::unique_ptr<Registry> registry,
 		       std::unique_ptr<RequestJournal> journal, std::optional<KeeperClient> keeper,
 		       bool restarted)
-	: options_(std::move(options)), registry_(std::move(registry)), journal_(std::move(journal)),
-	  keeper_(std::move(keeper)), restarted_(restarted)
+	: options_(std::move(options)), registry_(std::move(registry)), region_quota_(options_.max_regions_per_uid),
+	  journal_(std::move(journal)), keeper_(std::move(keeper)), restarted_(restarted)
 {
 	default_huge_page_size_ = default_huge_page_size();
-	store_ = std::make_unique<BackingStore>(options_.state_name, options_.backing, options_.data_path == "uffd");
-	for (auto &[ino, node] : registry_->nodes())
+	store_ = std::make_unique<BackingStore>(options_.state_dir, options_.backing, options_.data_path == "uffd",
+						options_.store_size);
+	for (auto &[ino, node] : registry_->nodes()) {
 		if (ino != kRootIno && !node.unlinked)
 			names_[name_key(node.parent, std::string(node.name.begin(), node.name.end()))] = ino;
+		if (node.kind == NodeKind::region)
+			region_quota_.charge(node.uid);
+	}
 	owner_epoll_.reset(epoll_create1(EPOLL_CLOEXEC));
 	owner_wakeup_.reset(eventfd(0, EFD_CLOEXEC));
 	epoll_event ev{};
@@ -139,7 +143,7 @@ void Filesystem::attach(fuse_session *se, std::vector<std::pair<std::string, Uni
 				if (!objects_.insert(acc, ObjectKey{ino, m.object_id}))
 					continue;
 				if (!m.has_file) {
-					acc->second = store_->open(object_shm_name(ino, m.object_id), m.kind);
+					acc->second = store_->open(object_file_name(ino, m.object_id), m.kind);
 				} else {
 					auto it = kept_files.find(object_tag(ino, m.object_id));
 					if (it != kept_files.end())
@@ -295,9 +299,9 @@ fuse_entry_param Filesystem::entry_of(const NodeRecord &node) const
 	return e;
 }
 
-std::string Filesystem::object_shm_name(uint64_t ino, uint64_t object_id) const
+std::string Filesystem::object_file_name(uint64_t ino, uint64_t object_id) const
 {
-	return options_.state_name + "obj." + std::to_string(ino) + "." + std::to_string(object_id);
+	return object_tag(ino, object_id);
 }
 
 std::string Filesystem::object_tag(uint64_t ino, uint64_t object_id)
@@ -425,7 +429,7 @@ std::string Filesystem::region_attribute_locked(const NodeRecord &node, const st
 		const char *b = backing_name(Backing::small);
 		ObjectTable::const_accessor acc;
 		if (!kmod_ && objects_.find(acc, ObjectKey{node.ino, m.object_id}) && acc->second)
-			b = backing_name(BackingStore::backing_of(acc->second->fd()));
+			b = backing_name(acc->second->backing());
 		if (last != b)
 			value.append(last ? "+" : "").append(b);
 		last = b;
@@ -518,7 +522,11 @@ void Filesystem::setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int 
 {
 	const OwnerId caller = to_set & FUSE_SET_ATTR_SIZE ? process_of(fuse_req_ctx(req)->pid) : OwnerId{};
 	std::unique_lock<std::shared_mutex> lock(registry_lock_);
-	registry_->ensure_space();
+	if (!registry_->ensure_space()) {
+		lock.unlock();
+		fuse_reply_err(req, ENOSPC);
+		return;
+	}
 	NodeRecord *node = registry_->find(ino);
 	if (!node) {
 		lock.unlock();
@@ -542,6 +550,10 @@ void Filesystem::setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int 
 	}
 	if (to_set & FUSE_SET_ATTR_MODE)
 		node->mode = (node->mode & S_IFMT) | (attr->st_mode & 07777);
+	if ((to_set & FUSE_SET_ATTR_UID) && node->kind == NodeKind::region && node->uid != attr->st_uid) {
+		region_quota_.release(node->uid); // a region counts for the uid that holds it
+		region_quota_.charge(attr->st_uid);
+	}
 	if (to_set & FUSE_SET_ATTR_UID)
 		node->uid = attr->st_uid;
 	if (to_set & FUSE_SET_ATTR_GID)
@@ -574,6 +586,8 @@ int Filesystem::make_node(fuse_req_t req, uint64_t parent, const char *name, Nod
 		}
 		return EEXIST;
 	}
+	if (kind == NodeKind::region && !region_quota_.admits(ctx->uid))
+		return EDQUOT; // -o max_regions_per_uid
 	const uint32_t type = kind == NodeKind::directory ? S_IFDIR : S_IFREG;
 	NodeRecord &node = registry_->add(parent, name, kind, type | (mode & 07777 & ~ctx->umask),
 					  ctx->uid, ctx->gid);
@@ -589,6 +603,7 @@ int Filesystem::make_node(fuse_req_t req, uint64_t parent, const char *name, Nod
 		}
 	}
 	if (kind == NodeKind::region) {
+		region_quota_.charge(node.uid);
 		node.owner_pid = thread_group_of(ctx->pid);
 		node.owner_start_time = process_start_time(node.owner_pid);
 		watch_owner(node);
@@ -606,8 +621,7 @@ void Filesystem::mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode
 	}
 	fuse_entry_param e{};
 	std::unique_lock<std::shared_mutex> lock(registry_lock_);
-	registry_->ensure_space();
-	int err = make_node(req, parent, name, NodeKind::region, mode, &e);
+	int err = registry_->ensure_space() ? make_node(req, parent, name, NodeKind::region, mode, &e) : ENOSPC;
 	lock.unlock();
 	if (err)
 		fuse_reply_err(req, err);
@@ -619,8 +633,7 @@ void Filesystem::mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode
 {
 	fuse_entry_param e{};
 	std::unique_lock<std::shared_mutex> lock(registry_lock_);
-	registry_->ensure_space();
-	int err = make_node(req, parent, name, NodeKind::directory, mode, &e);
+	int err = registry_->ensure_space() ? make_node(req, parent, name, NodeKind::directory, mode, &e) : ENOSPC;
 	lock.unlock();
 	if (err)
 		fuse_reply_err(req, err);
@@ -633,8 +646,7 @@ void Filesystem::create(fuse_req_t req, fuse_ino_t parent, const char *name, mod
 {
 	fuse_entry_param e{};
 	std::unique_lock<std::shared_mutex> lock(registry_lock_);
-	registry_->ensure_space();
-	int err = make_node(req, parent, name, NodeKind::region, mode, &e);
+	int err = registry_->ensure_space() ? make_node(req, parent, name, NodeKind::region, mode, &e) : ENOSPC;
 	if (!err) {
 		NodeRecord *node = registry_->find(e.ino);
 		node->open_count++;
@@ -706,11 +718,12 @@ void Filesystem::rename(fuse_req_t req, fuse_ino_t parent, const char *name, fus
 			const char *newname, unsigned flags)
 {
 	std::unique_lock<std::shared_mutex> lock(registry_lock_);
-	registry_->ensure_space();
 	auto answer = [&](int err) {
 		lock.unlock();
 		fuse_reply_err(req, err);
 	};
+	if (!registry_->ensure_space())
+		return answer(ENOSPC);
 	if (flags & ~RENAME_NOREPLACE)
 		return answer(EINVAL); // RENAME_EXCHANGE and whiteouts are not supported
 	NodeRecord *node = child(parent, name);
@@ -895,10 +908,11 @@ void Filesystem::destroy_region(NodeRecord &node)
 	}
 	{
 		std::lock_guard<std::mutex> guard(owner_lock_);
-		owner_pidfds_.erase(ino);
+		unwatch_owner(ino);
 	}
 	if (runtime_)
 		runtime_->forget_region(ino);
+	region_quota_.release(node.uid);
 	registry_->erase(ino);
 }
 
@@ -1083,21 +1097,66 @@ void Filesystem::fsync(fuse_req_t req, fuse_ino_t ino, int, fuse_file_info *)
 
 // ---- owners ------------------------------------------------------------------
 
-// Caller holds registry_lock_.
+// Caller holds registry_lock_. Regions of one owner process share its pidfd.
 void Filesystem::watch_owner(const NodeRecord &node)
 {
-	UniqueFd pidfd(pidfd_of(node.owner_pid, node.owner_start_time));
 	std::lock_guard<std::mutex> guard(owner_lock_);
+	const auto process = std::make_pair(static_cast<pid_t>(node.owner_pid), node.owner_start_time);
+	if (auto it = owner_watch_of_process_.find(process); it != owner_watch_of_process_.end()) {
+		owner_watches_[it->second].regions.insert(node.ino);
+		owner_watch_of_region_[node.ino] = it->second;
+		return;
+	}
+	UniqueFd pidfd(pidfd_of(node.owner_pid, node.owner_start_time));
 	if (!pidfd) {
 		// The owner is already gone (it exited while no daemon ran).
 		defer([this, ino = node.ino] { orphan_region(ino); });
 		return;
 	}
+	add_owner_watch(node.ino, process.first, process.second, std::move(pidfd));
+}
+
+// Watches the process (pid, start_time) of pidfd for region ino; a process
+// already watched keeps its one pidfd. Caller holds owner_lock_.
+void Filesystem::add_owner_watch(uint64_t ino, pid_t pid, uint64_t start_time, UniqueFd pidfd)
+{
+	const auto process = std::make_pair(pid, start_time);
+	if (auto it = owner_watch_of_process_.find(process); it != owner_watch_of_process_.end()) {
+		owner_watches_[it->second].regions.insert(ino);
+		owner_watch_of_region_[ino] = it->second;
+		return;
+	}
+	const uint64_t id = next_owner_watch_++;
 	epoll_event ev{};
 	ev.events = EPOLLIN;
-	ev.data.u64 = node.ino;
+	ev.data.u64 = id;
 	epoll_ctl(owner_epoll_.get(), EPOLL_CTL_ADD, pidfd.get(), &ev);
-	owner_pidfds_[node.ino] = std::move(pidfd);
+	OwnerWatch &watch = owner_watches_[id];
+	watch.pid = pid;
+	watch.start_time = start_time;
+	watch.pidfd = std::move(pidfd);
+	watch.regions.insert(ino);
+	owner_watch_of_process_[process] = id;
+	owner_watch_of_region_[ino] = id;
+}
+
+// The region no longer needs its owner watched; the owner's pidfd goes with
+// its last region. Caller holds owner_lock_.
+void Filesystem::unwatch_owner(uint64_t ino)
+{
+	auto of_region = owner_watch_of_region_.find(ino);
+	if (of_region == owner_watch_of_region_.end())
+		return;
+	auto it = owner_watches_.find(of_region->second);
+	owner_watch_of_region_.erase(of_region);
+	if (it == owner_watches_.end())
+		return;
+	it->second.regions.erase(ino);
+	if (!it->second.regions.empty())
+		return;
+	epoll_ctl(owner_epoll_.get(), EPOLL_CTL_DEL, it->second.pidfd.get(), nullptr);
+	owner_watch_of_process_.erase(std::make_pair(it->second.pid, it->second.start_time));
+	owner_watches_.erase(it);
 }
 
 void Filesystem::owner_watch_loop()
@@ -1112,16 +1171,21 @@ void Filesystem::owner_watch_loop()
 		for (int i = 0; i < n; i++) {
 			if (events[i].data.u64 == 0)
 				return; // shutting down
-			const uint64_t ino = events[i].data.u64;
+			std::set<uint64_t> regions;
 			{
 				std::lock_guard<std::mutex> guard(owner_lock_);
-				auto it = owner_pidfds_.find(ino);
-				if (it == owner_pidfds_.end() || !owner_has_exited(it->second.get()))
+				auto it = owner_watches_.find(events[i].data.u64);
+				if (it == owner_watches_.end() || !owner_has_exited(it->second.pidfd.get()))
 					continue;
-				epoll_ctl(owner_epoll_.get(), EPOLL_CTL_DEL, it->second.get(), nullptr);
-				owner_pidfds_.erase(it);
+				epoll_ctl(owner_epoll_.get(), EPOLL_CTL_DEL, it->second.pidfd.get(), nullptr);
+				regions = std::move(it->second.regions);
+				for (uint64_t ino : regions)
+					owner_watch_of_region_.erase(ino);
+				owner_watch_of_process_.erase(std::make_pair(it->second.pid, it->second.start_time));
+				owner_watches_.erase(it);
 			}
-			orphan_region(ino);
+			for (uint64_t ino : regions)
+				orphan_region(ino);
 		}
 	}
 }
@@ -1216,7 +1280,8 @@ int Filesystem::demote_huge_page(uint64_t ino, uint64_t edge)
 	uint64_t small_id = 0;
 	{
 		std::unique_lock<std::shared_mutex> lock(registry_lock_);
-		registry_->ensure_space();
+		if (!registry_->ensure_space())
+			return ENOSPC;
 		NodeRecord *node = registry_->find(ino);
 		if (!node)
 			return ENOENT;
@@ -1231,7 +1296,7 @@ int Filesystem::demote_huge_page(uint64_t ino, uint64_t edge)
 		{
 			ObjectTable::const_accessor acc;
 			if (!objects_.find(acc, ObjectKey{ino, m->object_id}) || !acc->second ||
-			    BackingStore::backing_of(acc->second->fd()) != Backing::hugetlb)
+			    acc->second->backing() != Backing::hugetlb)
 				return 0;
 			huge = acc->second;
 		}
@@ -1239,7 +1304,7 @@ int Filesystem::demote_huge_page(uint64_t ino, uint64_t edge)
 		huge_offset = object_offset - object_offset % unit;
 		small_id = node->next_object_id++;
 		int err = 0;
-		small = store_->create_small(object_shm_name(ino, small_id), unit, &err);
+		small = store_->create_small(object_file_name(ino, small_id), unit, &err);
 		if (!small)
 			return err;
 		std::vector<Mapping> removed;
@@ -1279,8 +1344,7 @@ int Filesystem::demote_huge_page(uint64_t ino, uint64_t edge)
 		forget_objects(ino, {small_id});
 		return err;
 	}
-	::fallocate(huge->fd(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(huge_offset),
-		  static_cast<off_t>(unit));
+	huge->punch_hole(huge_offset, unit);
 	return 0;
 }
 
@@ -1334,7 +1398,7 @@ void Filesystem::start_runtime_service()
 	hooks.republish = [this](uint64_t ino) { return publish_region(ino); };
 	hooks.object_fd = [this](uint64_t ino, uint64_t id, UniqueFd *fd) { return runtime_object_fd(ino, id, fd); };
 	hooks.mount_device = [this] { return mount_dev_; };
-	auto service = std::make_unique<RuntimeService>("/dev/shm/" + options_.state_name + "runtime", std::move(hooks));
+	auto service = std::make_unique<RuntimeService>(options_.runtime_socket, std::move(hooks));
 	if (options_.lend_uffd_device) // absent before Linux 6.1, root's only
 		service->lend_uffd_device(UniqueFd(::open(kUserfaultfdDevice, O_RDWR | O_CLOEXEC)));
 	if (int err = service->start()) {
@@ -1373,7 +1437,7 @@ int Filesystem::runtime_object_fd(uint64_t ino, uint64_t object_id, UniqueFd *fd
 	ObjectTable::const_accessor acc;
 	if (!objects_.find(acc, ObjectKey{ino, object_id}) || !acc->second)
 		return ENOENT;
-	fd->reset(fcntl(acc->second->fd(), F_DUPFD_CLOEXEC, 0));
+	*fd = acc->second->open();
 	return *fd ? 0 : errno;
 }
 

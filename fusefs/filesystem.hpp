@@ -22,6 +22,7 @@
 #include "objects.hpp"
 #include "registry.hpp"
 #include "runtime_service.hpp"
+#include "uid_quota.hpp"
 
 #include "msharefs/region_stats.hpp"
 
@@ -31,6 +32,7 @@
 #include <deque>
 #include <map>
 #include <mutex>
+#include <set>
 #include <shared_mutex>
 #include <string>
 #include <thread>
@@ -47,7 +49,10 @@ struct Options {
 	std::string mountpoint;
 	uint64_t alignment = 1ULL << 39;
 	uint32_t root_mode = 01777;
-	std::string state_name; // prefix of the mount's files in /dev/shm
+	std::string state_dir;	     // the mount's private state directory (StateDir)
+	std::string runtime_socket; // datapath=uffd: the runtime service's socket
+	uint64_t store_size = 0;    // size= of the object tmpfs mounts, 0: default
+	uint32_t max_regions_per_uid = kDefaultMaxRegionsPerUid; // 0: unlimited; root never limited
 	std::string data_path = "auto"; // resolved to kmod or uffd before the Filesystem is made
 	std::string backing = "auto"; // anonymous memory on datapath=uffd (BackingStore)
 	// datapath=uffd: lend /dev/userfaultfd to runtime peers holding a region
@@ -136,7 +141,7 @@ private:
 	int sizing_by_owner(NodeRecord &node, const OwnerId &caller, uint64_t size);
 	void drop_name(NodeRecord &node);
 	void destroy_region(NodeRecord &node);
-	std::string object_shm_name(uint64_t ino, uint64_t object_id) const;
+	std::string object_file_name(uint64_t ino, uint64_t object_id) const;
 	std::string region_attribute(uint64_t ino, const std::string &name, int *err);
 	std::string region_attribute_locked(const NodeRecord &node, const std::string &name, int *err);
 	const char *effective_data_path() const;
@@ -172,18 +177,22 @@ private:
 	void defer(std::function<void()> work);
 	void deferred_work_loop();
 
-	// Owner watch.
+	// Owner watch: one pidfd per owner process, whatever the number of its
+	// regions.
 	void watch_owner(const NodeRecord &node);
+	void unwatch_owner(uint64_t ino); // caller holds owner_lock_
+	void add_owner_watch(uint64_t ino, pid_t pid, uint64_t start_time, UniqueFd pidfd); // owner_lock_ held
 	void owner_watch_loop();
 	void orphan_region(uint64_t ino);
 	// ownership.cpp
 	int transfer_owner(uint64_t ino, pid_t caller, const struct mshare_owner &arg);
-	void follow_owner(uint64_t ino, UniqueFd pidfd);
+	void follow_owner(uint64_t ino, pid_t pid, uint64_t start_time, UniqueFd pidfd);
 
 	Options options_;
 	std::shared_mutex registry_lock_;
 	std::unique_ptr<Registry> registry_;	    // guarded by registry_lock_
 	std::unordered_map<std::string, uint64_t> names_; // guarded by registry_lock_
+	UidQuota region_quota_;				   // guarded by registry_lock_
 	ObjectTable objects_;
 	std::unique_ptr<BackingStore> store_;
 	std::mutex demote_lock_; // one huge page demotion at a time
@@ -207,7 +216,16 @@ private:
 	UniqueFd owner_epoll_;
 	UniqueFd owner_wakeup_; // eventfd that stops the watch thread
 	std::mutex owner_lock_;
-	std::unordered_map<uint64_t, UniqueFd> owner_pidfds_; // ino -> pidfd, guarded by owner_lock_
+	struct OwnerWatch {
+		pid_t pid = 0;
+		uint64_t start_time = 0;
+		UniqueFd pidfd;
+		std::set<uint64_t> regions;
+	};
+	uint64_t next_owner_watch_ = 1; // 0 is the wakeup eventfd in owner_epoll_
+	std::unordered_map<uint64_t, OwnerWatch> owner_watches_; // watch id -> watch, guarded by owner_lock_
+	std::map<std::pair<pid_t, uint64_t>, uint64_t> owner_watch_of_process_; // guarded by owner_lock_
+	std::unordered_map<uint64_t, uint64_t> owner_watch_of_region_; // ino -> watch id, guarded by owner_lock_
 	std::thread owner_thread_;
 
 	std::mutex deferred_lock_;

@@ -185,7 +185,8 @@ int Filesystem::map_file(IoctlCall &call, const MappingRequest &req, uint32_t fd
 	checked.file_huge_page_size = checked.file_is_hugetlbfs ? static_cast<uint64_t>(sfs.f_bsize) : 0;
 
 	std::unique_lock<std::shared_mutex> lock(registry_lock_);
-	registry_->ensure_space();
+	if (!registry_->ensure_space())
+		return ENOSPC;
 	NodeRecord *node = registry_->find(call.ino);
 	if (!node || node->orphaned)
 		return EINVAL;
@@ -228,7 +229,8 @@ int Filesystem::add_mapping(IoctlCall &call, MappingRequest req, uint32_t fd)
 			return err;
 	} else {
 		std::unique_lock<std::shared_mutex> lock(registry_lock_);
-		registry_->ensure_space();
+		if (!registry_->ensure_space())
+			return ENOSPC;
 		NodeRecord *node = registry_->find(call.ino);
 		if (!node || node->orphaned)
 			return EINVAL;
@@ -250,7 +252,7 @@ int Filesystem::add_mapping(IoctlCall &call, MappingRequest req, uint32_t fd)
 				return err;
 		} else {
 			int err = 0;
-			auto object = store_->create(object_shm_name(call.ino, m.object_id), m, &err);
+			auto object = store_->create(object_file_name(call.ino, m.object_id), m, &err);
 			if (!object)
 				return err;
 			ObjectTable::accessor acc;
@@ -352,7 +354,7 @@ int Filesystem::check_object_access(const NodeRecord &node, uint64_t off, uint64
 		ObjectTable::const_accessor acc;
 		if (!objects_.find(acc, ObjectKey{node.ino, m.object_id}) || !acc->second)
 			continue; // datapath=kmod: the module holds the file
-		if (prot & ~object_max_prot(acc->second->fd()))
+		if (prot & ~object_max_prot(acc->second->file_fd()))
 			return EACCES;
 	}
 	return 0;
@@ -379,7 +381,8 @@ int Filesystem::ioctl_protect(IoctlCall &call)
 		return err;
 	{
 		std::unique_lock<std::shared_mutex> lock(registry_lock_);
-		registry_->ensure_space();
+		if (!registry_->ensure_space())
+			return ENOSPC;
 		NodeRecord *node = registry_->find(call.ino);
 		if (!node)
 			return ENOENT;

@@ -27,19 +27,15 @@ namespace {
 thread_local SlotLease tls_lease;
 } // namespace
 
-std::unique_ptr<RequestJournal> RequestJournal::open(const std::string &shm_name, size_t max_request)
+std::unique_ptr<RequestJournal> RequestJournal::open(int fd, size_t max_request)
 {
 	const size_t slot_bytes = (sizeof(Slot) + max_request + 4095) / 4096 * 4096;
 	const size_t bytes = slot_bytes * kSlots;
-	int fd = shm_open(shm_name.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-	if (fd < 0)
-		throw std::runtime_error("journal: shm_open " + shm_name + ": " + strerror(errno));
-	if (ftruncate(fd, static_cast<off_t>(bytes)) < 0) {
-		::close(fd);
+	if (ftruncate(fd, static_cast<off_t>(bytes)) < 0)
 		throw std::runtime_error("journal: ftruncate: " + std::string(strerror(errno)));
-	}
+	if (::fallocate(fd, 0, 0, static_cast<off_t>(bytes)) < 0 && errno != EOPNOTSUPP)
+		throw std::runtime_error("journal: cannot allocate it: " + std::string(strerror(errno)));
 	void *base = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-	::close(fd);
 	if (base == MAP_FAILED)
 		throw std::runtime_error("journal: mmap: " + std::string(strerror(errno)));
 	return std::unique_ptr<RequestJournal>(new RequestJournal(base, bytes, slot_bytes));

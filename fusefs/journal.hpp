@@ -1,5 +1,7 @@
 // In-flight request journal. Each worker thread reads requests from
-// /dev/fuse straight into its own slot of a shared-memory file, so a request
+// /dev/fuse straight into its own slot of a file in the mount's state
+// directory (allocated in full when opened, so that no read from /dev/fuse
+// ever needs a page the file system cannot give), so a request
 // is in the journal the moment the kernel hands it over: a SIGKILL that lands
 // as read() returns cannot lose it. The slot is cleared once the reply has
 // been written. If the daemon dies, the kernel still waits for those replies
@@ -23,8 +25,9 @@ class RequestJournal {
 public:
 	static constexpr size_t kSlots = 64;
 
-	// Opens the journal file, creating it if needed.
-	static std::unique_ptr<RequestJournal> open(const std::string &shm_name, size_t max_request);
+	// Sizes, allocates and maps the journal file `fd` (see StateDir). Throws
+	// on failure (ENOSPC: no room for it).
+	static std::unique_ptr<RequestJournal> open(int fd, size_t max_request);
 	~RequestJournal();
 	RequestJournal(const RequestJournal &) = delete;
 	RequestJournal &operator=(const RequestJournal &) = delete;

@@ -1,5 +1,8 @@
 #include "keeper.hpp"
 
+#include "state_dir.hpp"
+
+#include <algorithm>
 #include <cerrno>
 #include <csignal>
 #include <cstring>
@@ -81,9 +84,9 @@ ssize_t receive_message(int sock, KeeperMessage *msg, int *fd)
 
 class Keeper {
 public:
-	Keeper(UniqueFd listener, std::string state_prefix, std::string socket_path)
-		: listener_(std::move(listener)), state_prefix_(std::move(state_prefix)),
-		  socket_path_(std::move(socket_path))
+	Keeper(UniqueFd listener, std::string state_root, std::string state_name, UniqueFd state_dir)
+		: listener_(std::move(listener)), state_root_(std::move(state_root)), state_name_(std::move(state_name)),
+		  state_dir_(std::move(state_dir))
 	{
 	}
 
@@ -171,40 +174,22 @@ private:
 	[[noreturn]] void finish()
 	{
 		held_.clear();
-		remove_mount_state(state_prefix_);
+		remove_mount_state(state_root_, state_name_, state_dir_.get());
 		_exit(0);
 	}
 
 	UniqueFd listener_;
-	std::string state_prefix_;
-	std::string socket_path_;
+	std::string state_root_;
+	std::string state_name_;
+	UniqueFd state_dir_; // this mount's, so that a later one's is left alone
 	std::vector<UniqueFd> clients_;
 	std::map<std::string, UniqueFd> held_;
 };
 
 } // namespace
 
-void remove_mount_state(const std::string &state_prefix)
-{
-	DIR *dir = opendir("/dev/shm");
-	if (!dir)
-		return;
-	while (dirent *de = readdir(dir)) {
-		if (std::strncmp(de->d_name, state_prefix.c_str(), state_prefix.size()) != 0)
-			continue;
-		if (de->d_type != DT_DIR) {
-			unlinkat(dirfd(dir), de->d_name, 0);
-			continue;
-		}
-		// A backing store's mount (BackingStore): its files go with it.
-		const std::string path = std::string("/dev/shm/") + de->d_name;
-		umount2(path.c_str(), MNT_DETACH);
-		rmdir(path.c_str());
-	}
-	closedir(dir);
-}
-
-pid_t spawn_keeper(const std::string &socket_path, const std::string &state_prefix, int fuse_fd)
+pid_t spawn_keeper(const std::string &socket_path, const std::string &state_root, const std::string &state_name,
+		   int fuse_fd)
 {
 	UniqueFd listener(socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
 	if (!listener)
@@ -230,10 +215,22 @@ pid_t spawn_keeper(const std::string &socket_path, const std::string &state_pref
 	for (int fd = 0; fd < 3; fd++)
 		dup2(devnull, fd);
 	int kept_fuse = fcntl(fuse_fd, F_DUPFD_CLOEXEC, 3);
-	for (int fd = 3; fd < 1024; fd++)
-		if (fd != listener.get() && fd != kept_fuse)
-			::close(fd);
-	Keeper keeper(std::move(listener), state_prefix, socket_path);
+	UniqueFd state_dir(::open((state_root + "/" + state_name).c_str(),
+				  O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+	// Every descriptor but these (the daemon raised RLIMIT_NOFILE, so there
+	// may be any number).
+	std::vector<int> keep{listener.get(), kept_fuse, state_dir.get()};
+	std::sort(keep.begin(), keep.end());
+	unsigned next = 3;
+	for (int fd : keep) {
+		if (fd < static_cast<int>(next))
+			continue;
+		if (static_cast<unsigned>(fd) > next)
+			close_range(next, static_cast<unsigned>(fd) - 1, 0);
+		next = static_cast<unsigned>(fd) + 1;
+	}
+	close_range(next, ~0U, 0);
+	Keeper keeper(std::move(listener), state_root, state_name, std::move(state_dir));
 	keeper.hold("fuse", kept_fuse);
 	keeper.run();
 }

@@ -3,7 +3,7 @@
 // callers mapped into regions. While it holds the connection the kernel keeps
 // the mount alive and queues requests, so a daemon killed with SIGKILL loses
 // nothing: its successor takes the descriptors back and carries on.
-// When the mount goes away the keeper removes the mount's shared state.
+// When the mount goes away the keeper removes the mount's state directory.
 #pragma once
 
 #include "msharefs/unique_fd.hpp"
@@ -15,8 +15,10 @@
 
 namespace msharefs {
 
-// Starts the keeper for a freshly mounted connection. Returns its pid.
-pid_t spawn_keeper(const std::string &socket_path, const std::string &state_prefix, int fuse_fd);
+// Starts the keeper for a freshly mounted connection. Returns its pid. When
+// the connection goes, it removes the mount's state (<state_root>/<state_name>).
+pid_t spawn_keeper(const std::string &socket_path, const std::string &state_root, const std::string &state_name,
+		   int fuse_fd);
 
 class KeeperClient {
 public:
@@ -32,8 +34,5 @@ private:
 	explicit KeeperClient(UniqueFd sock) : sock_(std::move(sock)) {}
 	UniqueFd sock_;
 };
-
-// Removes every shared-memory file of one mount: /dev/shm/<state_prefix>*.
-void remove_mount_state(const std::string &state_prefix);
 
 } // namespace msharefs

@@ -1,5 +1,6 @@
 // msharefsd: serves the msharefs namespace (/sys/fs/mshare) over FUSE.
 #include "filesystem.hpp"
+#include "state_dir.hpp"
 #include "msharefs_kmod.h"
 
 #include <linux/msharefs.h>
@@ -14,8 +15,10 @@
 #include <fstream>
 #include <sstream>
 #include <sys/mount.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 using namespace msharefs;
@@ -26,8 +29,11 @@ struct CommandLineOptions {
 	char *align = nullptr;
 	char *backing = nullptr;
 	char *data_path = nullptr;
+	char *max_regions_per_uid = nullptr;
 	char *root_mode = nullptr;
 	char *state = nullptr;
+	char *state_root = nullptr;
+	char *store_size = nullptr;
 	char *uffd_device = nullptr;
 };
 
@@ -35,6 +41,9 @@ const fuse_opt kOptionSpecs[] = {
 	{"align=%s", offsetof(CommandLineOptions, align), 0},
 	{"backing=%s", offsetof(CommandLineOptions, backing), 0},
 	{"datapath=%s", offsetof(CommandLineOptions, data_path), 0},
+	{"max_regions_per_uid=%s", offsetof(CommandLineOptions, max_regions_per_uid), 0},
+	{"statedir=%s", offsetof(CommandLineOptions, state_root), 0},
+	{"store_size=%s", offsetof(CommandLineOptions, store_size), 0},
 	{"root_mode=%s", offsetof(CommandLineOptions, root_mode), 0},
 	{"state=%s", offsetof(CommandLineOptions, state), 0},
 	{"uffd_device=%s", offsetof(CommandLineOptions, uffd_device), 0},
@@ -72,8 +81,15 @@ void print_usage(const char *prog)
 		"                           share PMD tables), else shmem THP when shmem_enabled\n"
 		"                           allows, else 4 KiB pages; also hugetlb, thp, 4k\n"
 		"    -o root_mode=OCTAL     mode of the mount's root (default 1777)\n"
-		"    -o state=NAME          prefix of this mount's state in /dev/shm\n"
+		"    -o max_regions_per_uid=N  regions one non-root user may hold at once\n"
+		"                           (default 1024, 0 = unlimited); more fail EDQUOT\n"
+		"    -o statedir=PATH       root of the daemons' private state (default\n"
+		"                           /run/msharefs; created 0755, must be root's)\n"
+		"    -o state=NAME          this mount's state directory in it, 0700\n"
 		"                           (default derived from the mount point)\n"
+		"    -o store_size=BYTES    size of the tmpfs holding anonymous memory\n"
+		"                           (default: tmpfs's, half of RAM); a store that\n"
+		"                           does not fit fails ENOSPC (K/M/G/T suffixes)\n"
 		"    -o uffd_device=lend    datapath=uffd: lend /dev/userfaultfd to runtime\n"
 		"                           clients that hold a region open, so that system\n"
 		"                           calls on their windows work without root\n"
@@ -110,7 +126,7 @@ std::string state_prefix_for(const std::string &mountpoint)
 		h *= 1099511628211ULL;
 	}
 	char buf[40];
-	std::snprintf(buf, sizeof(buf), "msharefs.%016llx.", static_cast<unsigned long long>(h));
+	std::snprintf(buf, sizeof(buf), "msharefs.%016llx", static_cast<unsigned long long>(h));
 	return buf;
 }
 
@@ -178,6 +194,16 @@ int fail(const std::string &message)
 {
 	std::fprintf(stderr, "msharefsd: %s\n", message.c_str());
 	return 1;
+}
+
+// Descriptors scale with regions and attachers: take all the kernel allows.
+void raise_descriptor_limit()
+{
+	rlimit lim {};
+	if (getrlimit(RLIMIT_NOFILE, &lim) == 0 && lim.rlim_cur < lim.rlim_max) {
+		lim.rlim_cur = lim.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &lim);
+	}
 }
 
 template <auto Method, class... Args> void call(fuse_req_t req, Args... args)
@@ -266,6 +292,10 @@ int main(int argc, char *argv[])
 		return fail("no mount point given (try --help)");
 
 	close_inherited_descriptors(cmd.mountpoint);
+	raise_descriptor_limit();
+	// Nothing the daemon creates is for others but the runtime socket,
+	// which gets its mode explicitly.
+	umask(077);
 	Options options;
 	options.mountpoint = cmd.mountpoint;
 	options.foreground = cmd.foreground;
@@ -301,10 +331,28 @@ int main(int argc, char *argv[])
 			return fail(std::string("root_mode=") + opts.root_mode + ": not an octal mode");
 		options.root_mode = static_cast<uint32_t>(mode);
 	}
-	options.state_name = opts.state ? std::string(opts.state) + "." : state_prefix_for(options.mountpoint);
-	const std::string registry_name = options.state_name + "registry";
-	const std::string journal_name = "/" + options.state_name + "journal";
-	const std::string keeper_socket = "/dev/shm/" + options.state_name + "keeper";
+	if (opts.store_size) {
+		auto size = parse_bytes(opts.store_size);
+		if (!size || *size < kPageSize)
+			return fail(std::string("store_size=") + opts.store_size + ": not a size of at least 4096 bytes");
+		options.store_size = *size;
+	}
+	if (opts.max_regions_per_uid) {
+		char *end = nullptr;
+		errno = 0;
+		const unsigned long n = std::strtoul(opts.max_regions_per_uid, &end, 10);
+		if (*end || !*opts.max_regions_per_uid || errno || n > UINT32_MAX)
+			return fail(std::string("max_regions_per_uid=") + opts.max_regions_per_uid + ": not a count");
+		options.max_regions_per_uid = static_cast<uint32_t>(n);
+	}
+	const std::string state_root = opts.state_root ? opts.state_root : kDefaultStateRoot;
+	const std::string state_name = opts.state ? std::string(opts.state) : state_prefix_for(options.mountpoint);
+	StateDir state;
+	if (std::string wrong = StateDir::open(state_root, state_name, &state); !wrong.empty())
+		return fail(wrong);
+	const std::string keeper_socket = state.file("keeper");
+	if (keeper_socket.size() >= sizeof(sockaddr_un::sun_path))
+		return fail("statedir=" + state_root + ": too long for a socket path");
 
 	// A keeper answering on the socket means a mount whose daemon died.
 	std::optional<KeeperClient> keeper = KeeperClient::connect(keeper_socket);
@@ -320,7 +368,7 @@ int main(int argc, char *argv[])
 					fuse_fd = std::move(fd);
 			if (!fuse_fd)
 				return fail("the keeper of " + options.mountpoint + " holds no connection");
-			registry = Registry::open(registry_name);
+			registry = Registry::open(state.file("registry"));
 			if (opts.align && registry->header().alignment != options.alignment)
 				std::fprintf(stderr, "msharefsd: keeping the mount's alignment %llu\n",
 					     static_cast<unsigned long long>(registry->header().alignment));
@@ -329,15 +377,23 @@ int main(int argc, char *argv[])
 			struct stat st {};
 			if (stat(options.mountpoint.c_str(), &st) < 0 && errno == ENOTCONN)
 				umount2(options.mountpoint.c_str(), MNT_DETACH); // its daemon and keeper are gone
-			remove_mount_state(options.state_name);
-			registry = Registry::create(registry_name, options.alignment, options.root_mode);
+			// A stale state of a mount that is gone: start afresh.
+			remove_mount_state(state.root(), state.name());
+			if (std::string wrong = StateDir::open(state_root, state_name, &state); !wrong.empty())
+				return fail(wrong);
+			registry = Registry::create(state.file("registry"), options.alignment, options.root_mode);
 		}
 	} catch (const std::exception &e) {
 		return fail(std::string("state of ") + options.mountpoint + ": " + e.what());
 	}
+	options.state_dir = state.path();
+	options.runtime_socket = state.runtime_socket();
 	std::unique_ptr<RequestJournal> journal;
 	try {
-		journal = RequestJournal::open(journal_name, 256 * 4096 + 4096);
+		UniqueFd journal_fd(state.open_file("journal", restarted));
+		if (!journal_fd)
+			throw std::runtime_error(state.file("journal") + ": " + std::strerror(errno));
+		journal = RequestJournal::open(journal_fd.get(), 256 * 4096 + 4096);
 	} catch (const std::exception &e) {
 		return fail(e.what());
 	}
@@ -368,7 +424,7 @@ int main(int argc, char *argv[])
 		if (fuse_session_mount(se, options.mountpoint.c_str()) != 0)
 			return fail("cannot mount on " + options.mountpoint);
 		const int fd = fuse_session_fd(se);
-		if (spawn_keeper(keeper_socket, options.state_name, fd) < 0) {
+		if (spawn_keeper(keeper_socket, state.root(), state.name(), fd) < 0) {
 			fuse_session_unmount(se);
 			return fail(std::string("cannot start the keeper: ") + std::strerror(errno));
 		}
@@ -389,6 +445,14 @@ int main(int argc, char *argv[])
 	int ret = fuse_session_loop_mt(se, config);
 	fuse_loop_cfg_destroy(config);
 
+	if (ret < 0) {
+		// The connection failed under us (not umount, not a signal): keep
+		// the mount and every region for the next daemon, as after a crash.
+		std::fprintf(stderr, "msharefsd: %s: /dev/fuse: %s; state kept, start msharefsd again to resume\n",
+			     options.mountpoint.c_str(), std::strerror(-ret));
+		fuse_remove_signal_handlers(se);
+		std::_Exit(1);
+	}
 	// Stopped by a signal or by umount: either way the mount goes, and with
 	// it every region.
 	fuse_remove_signal_handlers(se);
@@ -396,7 +460,7 @@ int main(int argc, char *argv[])
 		umount2(options.mountpoint.c_str(), MNT_DETACH);
 	fs.destroy_all();
 	fuse_session_destroy(se);
-	remove_mount_state(options.state_name);
+	remove_mount_state(state.root(), state.name(), state.fd());
 	fuse_opt_free_args(&args);
 	return ret < 0 ? 1 : 0;
 }

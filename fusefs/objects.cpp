@@ -4,16 +4,63 @@
 #include <cstring>
 #include <fcntl.h>
 #include <sys/mman.h>
+#include <linux/magic.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 namespace msharefs {
 
+namespace {
+constexpr uint64_t kPmdSize = 2ULL << 20;
+} // namespace
+
+Backing backing_of_descriptor(int fd)
+{
+	struct statfs sfs {};
+	struct stat st {};
+	if (fstatfs(fd, &sfs) < 0 || fstat(fd, &st) < 0)
+		return Backing::small;
+	if (static_cast<unsigned long>(sfs.f_type) == HUGETLBFS_MAGIC)
+		return Backing::hugetlb;
+	if (static_cast<unsigned long>(sfs.f_type) == TMPFS_MAGIC && static_cast<uint64_t>(st.st_blksize) >= kPmdSize)
+		return Backing::thp;
+	return Backing::small;
+}
+
+BackingObject::BackingObject(UniqueFd fd, ObjectKind kind, std::string memory_path)
+	: fd_(std::move(fd)), kind_(kind), memory_path_(std::move(memory_path))
+{
+	if (!memory_path_.empty()) {
+		backing_ = backing_of_descriptor(fd_.get());
+		fd_.reset();
+	}
+}
+
+int BackingObject::descriptor(UniqueFd *opened) const
+{
+	if (memory_path_.empty())
+		return fd_.get();
+	opened->reset(::open(memory_path_.c_str(), O_RDWR | O_NOFOLLOW | O_CLOEXEC));
+	return opened->get();
+}
+
+UniqueFd BackingObject::open() const
+{
+	if (memory_path_.empty())
+		return UniqueFd(fcntl(fd_.get(), F_DUPFD_CLOEXEC, 0));
+	return UniqueFd(::open(memory_path_.c_str(), O_RDWR | O_NOFOLLOW | O_CLOEXEC));
+}
+
 int BackingObject::read(char *buf, size_t len, uint64_t offset) const
 {
+	UniqueFd opened;
+	const int fd = descriptor(&opened);
+	if (fd < 0)
+		return EIO;
 	size_t done = 0;
 	while (done < len) {
-		ssize_t n = pread(fd_.get(), buf + done, len - done, static_cast<off_t>(offset + done));
+		ssize_t n = pread(fd, buf + done, len - done, static_cast<off_t>(offset + done));
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
@@ -35,16 +82,16 @@ int BackingObject::read(char *buf, size_t len, uint64_t offset) const
 	return 0;
 }
 
-int BackingObject::write_through_mapping(const char *buf, size_t len, uint64_t offset) const
+int BackingObject::write_through_mapping(int fd, const char *buf, size_t len, uint64_t offset) const
 {
 	// hugetlbfs has no write(): map the huge pages concerned and copy.
 	struct stat st {};
-	if (fstat(fd_.get(), &st) < 0)
+	if (fstat(fd, &st) < 0)
 		return EIO;
 	const uint64_t unit = static_cast<uint64_t>(st.st_blksize);
 	const uint64_t start = offset / unit * unit;
 	const uint64_t end = (offset + len + unit - 1) / unit * unit;
-	void *p = mmap(nullptr, end - start, PROT_READ | PROT_WRITE, MAP_SHARED, fd_.get(),
+	void *p = mmap(nullptr, end - start, PROT_READ | PROT_WRITE, MAP_SHARED, fd,
 		       static_cast<off_t>(start));
 	if (p == MAP_FAILED)
 		return EIO;
@@ -55,18 +102,36 @@ int BackingObject::write_through_mapping(const char *buf, size_t len, uint64_t o
 
 int BackingObject::write(const char *buf, size_t len, uint64_t offset) const
 {
+	UniqueFd opened;
+	const int fd = descriptor(&opened);
+	if (fd < 0)
+		return EIO;
 	size_t done = 0;
 	while (done < len) {
-		ssize_t n = pwrite(fd_.get(), buf + done, len - done, static_cast<off_t>(offset + done));
+		ssize_t n = pwrite(fd, buf + done, len - done, static_cast<off_t>(offset + done));
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
 			if (errno == EINVAL && done == 0) // hugetlbfs
-				return write_through_mapping(buf, len, offset);
-			return EIO;
+				return write_through_mapping(fd, buf, len, offset);
+			// The store is full: the caller's request fails, as on any
+			// file system, and nothing else changes.
+			return errno == ENOSPC || errno == EDQUOT ? ENOSPC : EIO;
 		}
 		done += static_cast<size_t>(n);
 	}
+	return 0;
+}
+
+int BackingObject::punch_hole(uint64_t offset, uint64_t len) const
+{
+	UniqueFd opened;
+	const int fd = descriptor(&opened);
+	if (fd < 0)
+		return errno;
+	if (::fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(offset),
+			static_cast<off_t>(len)) < 0)
+		return errno;
 	return 0;
 }
 

@@ -128,22 +128,16 @@ int Filesystem::transfer_owner(uint64_t ino, pid_t caller, const mshare_owner &a
 		node->owner_pid = pid;
 		node->owner_start_time = start_time;
 	}
-	follow_owner(ino, std::move(pidfd));
+	follow_owner(ino, pid, start_time, std::move(pidfd));
 	return 0;
 }
 
 // The owner watch of ino now waits for the process of pidfd.
-void Filesystem::follow_owner(uint64_t ino, UniqueFd pidfd)
+void Filesystem::follow_owner(uint64_t ino, pid_t pid, uint64_t start_time, UniqueFd pidfd)
 {
 	std::lock_guard<std::mutex> guard(owner_lock_);
-	auto it = owner_pidfds_.find(ino);
-	if (it != owner_pidfds_.end())
-		epoll_ctl(owner_epoll_.get(), EPOLL_CTL_DEL, it->second.get(), nullptr);
-	epoll_event ev{};
-	ev.events = EPOLLIN;
-	ev.data.u64 = ino;
-	epoll_ctl(owner_epoll_.get(), EPOLL_CTL_ADD, pidfd.get(), &ev);
-	owner_pidfds_[ino] = std::move(pidfd);
+	unwatch_owner(ino);
+	add_owner_watch(ino, pid, start_time, std::move(pidfd));
 }
 
 // An exit event is the current owner's only if its pidfd is readable (an

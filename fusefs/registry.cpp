@@ -1,18 +1,43 @@
 #include "registry.hpp"
 
+#include "msharefs/unique_fd.hpp"
+
+#include <cerrno>
+#include <cstring>
 #include <ctime>
+#include <fcntl.h>
 #include <stdexcept>
 #include <sys/stat.h>
+#include <unistd.h>
 
 namespace msharefs {
 
 namespace {
 constexpr size_t kInitialSegmentSize = 4 << 20;
 constexpr size_t kGrowStep = 16 << 20;
+
+// Allocates [offset, offset+len) of the file now (beyond its size too), so
+// that no store into the mapping has to. 0 or errno.
+int preallocate(const std::string &path, uint64_t offset, uint64_t len)
+{
+	UniqueFd fd(::open(path.c_str(), O_RDWR | O_NOFOLLOW | O_CLOEXEC));
+	if (!fd)
+		return errno;
+	if (::fallocate(fd.get(), FALLOC_FL_KEEP_SIZE, static_cast<off_t>(offset), static_cast<off_t>(len)) < 0)
+		return errno == EOPNOTSUPP ? 0 : errno;
+	return 0;
+}
+
+uint64_t file_size(const std::string &path)
+{
+	struct stat st {};
+	return ::stat(path.c_str(), &st) == 0 ? static_cast<uint64_t>(st.st_size) : 0;
+}
+
 } // namespace
 
-Registry::Registry(std::string name, bip::managed_shared_memory segment)
-	: name_(std::move(name)), segment_(std::move(segment))
+Registry::Registry(std::string path, bip::managed_mapped_file segment)
+	: path_(std::move(path)), segment_(std::move(segment))
 {
 	bind();
 }
@@ -24,14 +49,14 @@ void Registry::bind()
 							      segment_.get_segment_manager());
 }
 
-std::unique_ptr<Registry> Registry::create(const std::string &shm_name, uint64_t alignment,
+std::unique_ptr<Registry> Registry::create(const std::string &path, uint64_t alignment,
 					   uint32_t root_mode)
 {
-	bip::shared_memory_object::remove(shm_name.c_str());
 	bip::permissions perm(0600);
-	bip::managed_shared_memory seg(bip::create_only, shm_name.c_str(), kInitialSegmentSize,
-				       nullptr, perm);
-	std::unique_ptr<Registry> reg(new Registry(shm_name, std::move(seg)));
+	bip::managed_mapped_file seg(bip::create_only, path.c_str(), kInitialSegmentSize, nullptr, perm);
+	if (int err = preallocate(path, 0, kInitialSegmentSize))
+		throw std::runtime_error("registry " + path + ": " + std::strerror(err));
+	std::unique_ptr<Registry> reg(new Registry(path, std::move(seg)));
 	reg->header().alignment = alignment;
 	NodeRecord &root = reg->add(0, "", NodeKind::directory, S_IFDIR | root_mode, 0, 0);
 	NodeRecord &info = reg->add(kRootIno, "mshare_info", NodeKind::info, S_IFREG | 0444, 0, 0);
@@ -40,19 +65,14 @@ std::unique_ptr<Registry> Registry::create(const std::string &shm_name, uint64_t
 	return reg;
 }
 
-std::unique_ptr<Registry> Registry::open(const std::string &shm_name)
+std::unique_ptr<Registry> Registry::open(const std::string &path)
 {
-	bip::managed_shared_memory seg(bip::open_only, shm_name.c_str());
-	std::unique_ptr<Registry> reg(new Registry(shm_name, std::move(seg)));
+	bip::managed_mapped_file seg(bip::open_only, path.c_str());
+	std::unique_ptr<Registry> reg(new Registry(path, std::move(seg)));
 	if (reg->header().magic != RegistryHeader::kMagic ||
 	    reg->header().version != RegistryHeader::kVersion)
-		throw std::runtime_error("registry " + shm_name + " has an unknown format");
+		throw std::runtime_error("registry " + path + " has an unknown format");
 	return reg;
-}
-
-void Registry::remove(const std::string &shm_name)
-{
-	bip::shared_memory_object::remove(shm_name.c_str());
 }
 
 ShmAllocator<char> Registry::allocator() { return ShmAllocator<char>(segment_.get_segment_manager()); }
@@ -90,13 +110,17 @@ bool Registry::ensure_space(size_t bytes)
 {
 	if (segment_.get_free_memory() > bytes)
 		return true;
-	// Growing needs the segment unmapped; every pointer into it is re-bound.
-	segment_ = bip::managed_shared_memory();
-	if (!bip::managed_shared_memory::grow(name_.c_str(), std::max(bytes, kGrowStep)))
+	// The new part of the file is allocated first: if there is no room,
+	// nothing changes.
+	const size_t extra = std::max(bytes, kGrowStep);
+	if (preallocate(path_, file_size(path_), extra) != 0)
 		return false;
-	segment_ = bip::managed_shared_memory(bip::open_only, name_.c_str());
+	// Growing needs the segment unmapped; every pointer into it is re-bound.
+	segment_ = bip::managed_mapped_file();
+	const bool grown = bip::managed_mapped_file::grow(path_.c_str(), extra);
+	segment_ = bip::managed_mapped_file(bip::open_only, path_.c_str());
 	bind();
-	return true;
+	return grown;
 }
 
 } // namespace msharefs

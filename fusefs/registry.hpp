@@ -1,6 +1,9 @@
 // The region registry: the namespace and every region's geometry and layout,
-// kept in Boost.Interprocess managed shared memory so that a restarted daemon
-// finds the mount exactly as its predecessor left it.
+// kept in a Boost.Interprocess managed mapped file in the mount's state
+// directory (StateDir), so that a restarted daemon finds the mount exactly as
+// its predecessor left it. Every byte of the file is allocated when it is
+// created or grown (fallocate): a full file system fails the growth, never a
+// store into the mapping.
 //
 // Locking: the registry is not internally synchronised. msharefsd guards it
 // with Filesystem::registry_lock_ (shared for lookups and the data path,
@@ -13,7 +16,7 @@
 #include <boost/interprocess/containers/map.hpp>
 #include <boost/interprocess/containers/string.hpp>
 #include <boost/interprocess/containers/vector.hpp>
-#include <boost/interprocess/managed_shared_memory.hpp>
+#include <boost/interprocess/managed_mapped_file.hpp>
 
 #include <cstdint>
 #include <memory>
@@ -24,7 +27,7 @@ namespace msharefs {
 
 namespace bip = boost::interprocess;
 
-using SegmentManager = bip::managed_shared_memory::segment_manager;
+using SegmentManager = bip::managed_mapped_file::segment_manager;
 template <class T> using ShmAllocator = bip::allocator<T, SegmentManager>;
 using ShmString = bip::basic_string<char, std::char_traits<char>, ShmAllocator<char>>;
 using ShmMappings = bip::vector<Mapping, ShmAllocator<Mapping>>;
@@ -77,11 +80,11 @@ struct RegistryHeader {
 
 class Registry {
 public:
-	// Creates a fresh registry (removing any stale one) or opens the existing one.
-	static std::unique_ptr<Registry> create(const std::string &shm_name, uint64_t alignment,
+	// Creates a fresh registry file at `path` (O_EXCL: the state directory
+	// was emptied first) or opens the existing one. Throw on failure.
+	static std::unique_ptr<Registry> create(const std::string &path, uint64_t alignment,
 						uint32_t root_mode);
-	static std::unique_ptr<Registry> open(const std::string &shm_name);
-	static void remove(const std::string &shm_name);
+	static std::unique_ptr<Registry> open(const std::string &path);
 
 	RegistryHeader &header() { return *header_; }
 	NodeMap &nodes() { return *nodes_; }
@@ -90,16 +93,18 @@ public:
 			uint32_t uid, uint32_t gid);
 	void erase(uint64_t ino);
 	ShmAllocator<char> allocator();
-	// Grows the segment if free space runs low; returns false if it cannot.
-	// Invalidates every NodeRecord pointer: call it before looking nodes up.
+	// Grows the segment if free space runs low; returns false if it cannot
+	// (no space for the file: the caller fails with ENOSPC, the registry
+	// stays as it was). Invalidates every NodeRecord pointer: call it before
+	// looking nodes up.
 	bool ensure_space(size_t bytes = 256 << 10);
 
 private:
-	Registry(std::string name, bip::managed_shared_memory segment);
+	Registry(std::string path, bip::managed_mapped_file segment);
 	void bind();
 
-	std::string name_;
-	bip::managed_shared_memory segment_;
+	std::string path_;
+	bip::managed_mapped_file segment_;
 	RegistryHeader *header_ = nullptr;
 	NodeMap *nodes_ = nullptr;
 };

@@ -248,8 +248,9 @@ RegionStats Filesystem::region_stats_locked(const NodeRecord &node)
 		ObjectTable::const_accessor acc;
 		if (!objects_.find(acc, ObjectKey{node.ino, m.object_id}) || !acc->second)
 			continue;
-		const int fd = acc->second->fd();
-		const Backing b = m.has_file ? Backing::small : BackingStore::backing_of(fd);
+		const UniqueFd object_fd = acc->second->open();
+		const int fd = object_fd.get();
+		const Backing b = m.has_file ? Backing::small : acc->second->backing();
 		auto &chunks = b == Backing::small ? base_chunks : huge_chunks;
 		s.resident_bytes += resident_chunks(fd, m.object_offset, m.size, m.region_offset, &chunks);
 		if (b == Backing::hugetlb)

@@ -34,6 +34,9 @@ if [ ! -d /sys/fs/mshare ]; then
 	mkdir /sys/fs/mshare
 fi
 mount -t tmpfs -o mode=1777 msharefs-shm /dev/shm
+# The daemon's private state root, this namespace's own too.
+mkdir -p /run/msharefs
+mount -t tmpfs -o mode=0755 msharefs-state /run/msharefs
 
 bin=$MSHAREFS_BUILD
 "$bin/fusefs/msharefsd" -f /sys/fs/mshare &

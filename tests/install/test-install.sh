@@ -81,6 +81,8 @@ for f in /sbin/*; do ln -s "$f" "$SCRATCH/sbin/${f##*/}"; done
 ln -sf "$D$SBINDIR/mount.fuse.msharefs" "$SCRATCH/sbin/mount.fuse.msharefs"
 mount --bind "$SCRATCH/sbin" "$(readlink -f /sbin)"
 mount -t tmpfs msharefs-test-shm /dev/shm
+mkdir -p /run/msharefs
+mount -t tmpfs -o mode=0755 msharefs-test-state /run/msharefs
 
 # 1. mount -t fuse.msharefs on /sys/fs/mshare, which sysfs does not have.
 before=$(stat -f -c %T /sys/fs/cgroup 2>/dev/null || true)

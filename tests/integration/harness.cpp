@@ -126,6 +126,11 @@ int launcher_socket = -1;
 		if (pid == 0) {
 			signal(SIGCHLD, SIG_DFL);
 			std::vector<char *> args;
+			// "--umask=OCTAL" first: the daemon's umask.
+			if (!argv.empty() && argv[0].rfind("--umask=", 0) == 0) {
+				umask(static_cast<mode_t>(std::strtoul(argv[0].c_str() + 8, nullptr, 8)));
+				argv.erase(argv.begin());
+			}
 			for (auto &a : argv)
 				args.push_back(a.data());
 			args.push_back(nullptr);
@@ -238,6 +243,12 @@ bool enter_test_namespace()
 		perror("tmpfs over /sys/fs or /dev/shm");
 		return false;
 	}
+	// The daemons' state root, private to this run like /dev/shm.
+	if ((mkdir(kStateRoot, 0755) != 0 && errno != EEXIST) ||
+	    mount("tmpfs", kStateRoot, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755") != 0) {
+		perror("tmpfs over " MSHAREFS_TEST_STATE_ROOT);
+		return false;
+	}
 	signal(SIGPIPE, SIG_IGN);
 	int sv[2];
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) {
@@ -263,7 +274,11 @@ std::string data_path()
 	return p && *p ? p : "pagecache";
 }
 
-Daemon::Daemon(std::vector<std::string> options) : options_(std::move(options)) { start(); }
+Daemon::Daemon(std::vector<std::string> options, int umask_for_daemon)
+	: options_(std::move(options)), umask_(umask_for_daemon)
+{
+	start();
+}
 
 Daemon::~Daemon() { stop(); }
 
@@ -271,6 +286,11 @@ void Daemon::start()
 {
 	AsRoot root;
 	std::vector<std::string> argv{daemon_binary(), "-f"};
+	if (umask_ >= 0) {
+		char mask[24];
+		snprintf(mask, sizeof(mask), "--umask=%o", static_cast<unsigned>(umask_));
+		argv.insert(argv.begin(), mask);
+	}
 	bool chosen = false;
 	for (const auto &o : options_) {
 		chosen = chosen || o.rfind("datapath=", 0) == 0;
@@ -595,14 +615,26 @@ std::vector<std::string> region_objects()
 	if (on_kmod())
 		return module_regions();
 	std::vector<std::string> out;
-	DIR *d = opendir("/dev/shm");
+	DIR *d = opendir((state_dir() + "/objects").c_str());
 	if (!d)
 		return out;
 	while (dirent *de = readdir(d))
-		if (strstr(de->d_name, ".obj."))
+		if (strncmp(de->d_name, "obj.", 4) == 0)
 			out.emplace_back(de->d_name);
 	closedir(d);
 	return out;
+}
+
+std::string state_dir()
+{
+	std::string found;
+	if (DIR *d = opendir(kStateRoot)) {
+		while (dirent *de = readdir(d))
+			if (de->d_type == DT_DIR && de->d_name[0] != '.')
+				found = std::string(kStateRoot) + "/" + de->d_name;
+		closedir(d);
+	}
+	return found;
 }
 
 Window::Window(int fd, int prot)

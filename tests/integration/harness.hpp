@@ -36,7 +36,8 @@ inline constexpr const char *kDefaultDataPath = "datapath=default";
 // A running msharefsd on /sys/fs/mshare; stopped (umount) when destroyed.
 class Daemon {
 public:
-	explicit Daemon(std::vector<std::string> options = {"align=1G"});
+	// umask_for_daemon >= 0: the daemon starts under that umask.
+	explicit Daemon(std::vector<std::string> options = {"align=1G"}, int umask_for_daemon = -1);
 	~Daemon();
 	Daemon(const Daemon &) = delete;
 	Daemon &operator=(const Daemon &) = delete;
@@ -50,6 +51,7 @@ public:
 private:
 	void start();
 	std::vector<std::string> options_;
+	int umask_ = -1;
 	pid_t pid_ = -1;
 };
 
@@ -156,8 +158,15 @@ template <class F> Fault fault_of(F &&f)
 // its pid, 0 once the owner has exited, -1 if the stats cannot be read.
 int32_t region_owner(const std::string &name);
 
-// Names in /dev/shm that belong to region objects (one per anonymous
-// mapping); on datapath=kmod, one entry per module region with memory.
+// The daemons' state root (msharefsd's default statedir), a private tmpfs
+// in the test namespace.
+#define MSHAREFS_TEST_STATE_ROOT "/run/msharefs"
+inline constexpr const char *kStateRoot = MSHAREFS_TEST_STATE_ROOT;
+// The running mount's state directory in it ("" if there is none).
+std::string state_dir();
+
+// Names of 4 KiB region objects in the mount's state directory (one per
+// anonymous mapping); on datapath=kmod, one entry per module region with memory.
 std::vector<std::string> region_objects();
 
 // Closes on scope exit (declare it after the Daemon, so it closes first).

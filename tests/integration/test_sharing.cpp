@@ -963,7 +963,7 @@ TEST_CASE("sharing: unlink removes the name; the memory goes once, with the last
 	std::set<std::string> only_b = before;
 	only_b.insert(b_objects.begin(), b_objects.end());
 	CHECK_MESSAGE(eventually([&] { return objects_now() == only_b; }),
-		      "the unlinked region's object is still in /dev/shm");
+		      "the unlinked region's object is still in the state directory");
 	// The other region did not notice.
 	CHECK(objects_now().count(*b_objects.begin()) == 1);
 	CHECK(matches(at(kB), kMiB, 22));
@@ -1068,7 +1068,7 @@ TEST_CASE("sharing: when the owner exits, attachers fault and the memory is free
 			     MAP_ANONYMOUS | MAP_SHARED | MAP_FIXED) == EINVAL);
 	CHECK(read_faults(at(kData)));
 	CHECK_MESSAGE(eventually([&] { return objects_now() == before; }),
-		      "the orphaned region's memory object is still in /dev/shm");
+		      "the orphaned region's memory object is still in the state directory");
 	w.reset();
 	mine.reset();
 	unlink(path("orphan").c_str());

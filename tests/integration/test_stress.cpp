@@ -266,7 +266,7 @@ struct Usage {
 	}
 };
 
-bool is_object(const char *name) { return strstr(name, "/dev/shm/") || strstr(name, "msharefs-layout"); }
+bool is_object(const char *name) { return strstr(name, MSHAREFS_TEST_STATE_ROOT "/") || strstr(name, "msharefs-layout"); }
 
 // Descriptors of pid (0: this process), not counting the one reading them.
 int count_fds(pid_t pid, int *objects = nullptr)
