@@ -615,6 +615,7 @@ std::vector<std::string> region_objects()
 	if (on_kmod())
 		return module_regions();
 	std::vector<std::string> out;
+	AsRoot root; // the daemon's state is private to it
 	DIR *d = opendir((state_dir() + "/objects").c_str());
 	if (!d)
 		return out;
