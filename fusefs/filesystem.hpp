@@ -151,9 +151,24 @@ private:
 	RegionStats region_stats_locked(const NodeRecord &node);
 	static std::string object_tag(uint64_t ino, uint64_t object_id);
 	void forget_objects(uint64_t ino, const std::vector<uint64_t> &object_ids);
-	int map_file(IoctlCall &call, const MappingRequest &req, uint32_t fd, Mapping *m);
+	int map_file(IoctlCall &call, const MappingRequest &req, uint32_t fd, Mapping *m,
+		     std::vector<Mapping> *before);
 	int add_mapping(IoctlCall &call, MappingRequest req, uint32_t fd);
-	int remove_range(uint64_t ino, uint64_t off, uint64_t size);
+	// all_or_nothing: fails (EBUSY, ETIMEDOUT) with the layout as it was
+	// when an attacher cannot follow the change (see commit_to_attachers);
+	// the owner's exit removes the range whatever the attachers do.
+	int remove_range(uint64_t ino, uint64_t off, uint64_t size, bool all_or_nothing = true);
+	// datapath=uffd: a layout change (`before` -> `after`, already in the
+	// registry) reaches every attacher, or is taken back: 0, or EBUSY /
+	// ETIMEDOUT with the change undone for everyone (*undone false if a
+	// concurrent change left nothing to undo).
+	struct LayoutChange {
+		std::vector<Mapping> before, after;
+		std::function<bool(Layout &)> undo; // on a layout that is no longer `after`
+	};
+	int commit_to_attachers(uint64_t ino, const LayoutChange &change, bool *undone = nullptr);
+	// EBUSY if an attacher of ino is stopped (a change could not reach it).
+	int refuse_if_attacher_stopped(uint64_t ino);
 	int punch_range(uint64_t ino, uint64_t off, uint64_t size); // advice.cpp
 	void invalidate(uint64_t ino, uint64_t off, uint64_t len);
 	void set_kernel_size(uint64_t ino, uint64_t size);

@@ -259,3 +259,103 @@ TEST_CASE("uffd: a killed daemon loses nothing; attachers keep working and relin
 	CHECK(protected_now);
 	CHECK(strcmp(w.at(0), "before the crash") == 0);
 }
+
+namespace {
+
+// Waits (up to 5 s) until the process is in a stop state (T in
+// /proc/PID/stat): kill(SIGSTOP) returns before the process has stopped.
+bool wait_stopped(pid_t pid)
+{
+	for (int i = 0; i < 500; i++) {
+		std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+		std::string text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
+		const size_t paren = text.rfind(')');
+		if (paren != std::string::npos && paren + 2 < text.size() && text[paren + 2] == 'T')
+			return true;
+		usleep(10000);
+	}
+	return false;
+}
+
+double seconds_since(const timespec &t0)
+{
+	timespec t1{};
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	return static_cast<double>(t1.tv_sec - t0.tv_sec) + static_cast<double>(t1.tv_nsec - t0.tv_nsec) / 1e9;
+}
+
+bool reads_fault(const char *addr)
+{
+	return fault_of([&] { (void)*reinterpret_cast<const volatile char *>(addr); }).sig != 0;
+}
+
+} // namespace
+
+TEST_CASE("uffd: UNMAP and CREATE_MAPPING with a stopped attacher fail with EBUSY at once and change nothing")
+{
+	Daemon d;
+	Fd fd(create_region("stopped", kStart, kSize));
+	REQUIRE(fd.get() >= 0);
+	Window w(fd.get());
+	REQUIRE(w);
+	strcpy(w.at(3 * kPage), "kept");
+	REQUIRE(unmap(fd.get(), kStart + 16 * kPage, 16 * kPage) == 0); // a hole
+	int ready[2], go[2];
+	REQUIRE(pipe(ready) == 0);
+	REQUIRE(pipe(go) == 0);
+	// The attacher reports each stage's view by its exit code.
+	pid_t attacher = spawn([&] {
+		Fd own(open(path("stopped").c_str(), O_RDWR));
+		Window aw(own.get());
+		if (!aw || strcmp(aw.at(3 * kPage), "kept") != 0)
+			return 2;
+		char c = 'r';
+		if (write(ready[1], &c, 1) != 1 || read(go[0], &c, 1) != 1)
+			return 3;
+		// Stopped through both ioctls: the layout is the one it had.
+		if (reads_fault(aw.at(3 * kPage)) || strcmp(aw.at(3 * kPage), "kept") != 0)
+			return 4;
+		if (!reads_fault(aw.at(16 * kPage)))
+			return 5;
+		if (write(ready[1], &c, 1) != 1 || read(go[0], &c, 1) != 1)
+			return 6;
+		// Running again: the changes made then reached it.
+		if (!reads_fault(aw.at(3 * kPage)))
+			return 7;
+		if (reads_fault(aw.at(16 * kPage)) || aw.at(16 * kPage)[0] != 0)
+			return 8;
+		return 0;
+	});
+	char c;
+	REQUIRE(read(ready[0], &c, 1) == 1);
+	REQUIRE(kill(attacher, SIGSTOP) == 0);
+	REQUIRE(wait_stopped(attacher));
+	timespec t0{};
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	CHECK(unmap(fd.get(), kStart, 8 * kPage) == EBUSY);
+	CHECK(create_mapping(fd.get(), kStart + 16 * kPage, 16 * kPage, 0, kRW, kAnon) == EBUSY);
+	mshare_unmap_v3 v3{0, 8 * kPage};
+	errno = 0;
+	CHECK(ioctl(fd.get(), MSHAREFS_UNMAP_V3, &v3) == -1);
+	CHECK(errno == EBUSY);
+	CHECK(seconds_since(t0) < 2.0);
+	// Nothing changed for this attacher either.
+	CHECK(!reads_fault(w.at(3 * kPage)));
+	CHECK(strcmp(w.at(3 * kPage), "kept") == 0);
+	CHECK(reads_fault(w.at(16 * kPage)));
+	REQUIRE(kill(attacher, SIGCONT) == 0);
+	REQUIRE(write(go[1], "g", 1) == 1);
+	REQUIRE(read(ready[0], &c, 1) == 1);
+	// With every attacher running, both succeed and reach everyone.
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	CHECK(unmap(fd.get(), kStart, 8 * kPage) == 0);
+	CHECK(create_mapping(fd.get(), kStart + 16 * kPage, 16 * kPage, 0, kRW, kAnon) == 0);
+	CHECK(seconds_since(t0) < 2.0);
+	CHECK(reads_fault(w.at(3 * kPage)));
+	CHECK(!reads_fault(w.at(16 * kPage)));
+	REQUIRE(write(go[1], "g", 1) == 1);
+	ChildResult r = wait_for(attacher, 30);
+	CHECK(r.exit_code == 0);
+	for (int p : {ready[0], ready[1], go[0], go[1]})
+		close(p);
+}
