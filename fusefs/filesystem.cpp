@@ -392,12 +392,10 @@ void reply_attribute(fuse_req_t req, const std::string &value, size_t size)
 
 // user.mshare.datapath: how windows reach the data; user.mshare.backing:
 // the memory of the region's anonymous mappings (hugetlb, thp, 4k; several
-// joined by '+' in layout order, "none" without any); user.mshare.stats and,
+// joined by '+' in layout order, "none" without any). user.mshare.stats and,
 // on the root, user.mshare.unlinked: see stats.cpp.
 std::string Filesystem::region_attribute(uint64_t ino, const std::string &name, int *err)
 {
-	if (name == kStatsAttribute || name == kUnlinkedAttribute)
-		return stats_attribute(ino, name, err);
 	std::shared_lock<std::shared_mutex> lock(registry_lock_);
 	NodeRecord *node = registry_->find(ino);
 	if (!node) {
@@ -451,7 +449,7 @@ std::string Filesystem::window_data_paths_locked(const NodeRecord &node)
 	if (kmod_ || !runtime_)
 		return value;
 	const std::vector<int32_t> runtime = runtime_->attacher_pids(node.ino);
-	for (int32_t pid : region_stats_locked(node).attachers) {
+	for (int32_t pid : attachers_locked(node)) {
 		const bool composed = std::find(runtime.begin(), runtime.end(), pid) != runtime.end();
 		value += " " + std::to_string(pid) + (composed ? "=uffd" : "=pagecache");
 	}
@@ -461,7 +459,8 @@ std::string Filesystem::window_data_paths_locked(const NodeRecord &node)
 void Filesystem::getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
 {
 	int err = 0;
-	const std::string value = region_attribute(ino, name, &err);
+	const bool stats = !strcmp(name, kStatsAttribute) || !strcmp(name, kUnlinkedAttribute);
+	const std::string value = stats ? stats_attribute(req, ino, name, &err) : region_attribute(ino, name, &err);
 	if (err)
 		fuse_reply_err(req, err);
 	else if (value.size() > XATTR_SIZE_MAX)
