@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <dirent.h>
 #include <fcntl.h>
 #include <string>
 #include <sys/epoll.h>
@@ -31,15 +32,12 @@ constexpr auto kTicketTimeout = std::chrono::seconds(2);
 // stopped.
 constexpr auto kStoppedPoll = std::chrono::milliseconds(5);
 
-// True if the process is stopped: state T (a stop signal) or t (a tracer),
-// the third field of /proc/PID/stat, after the command name in parentheses.
-bool process_stopped(int32_t tgid)
+// True if the task whose stat file this is is stopped: state T (a stop
+// signal) or t (a tracer), the third field, after the command name in
+// parentheses.
+bool task_stopped(const char *stat_path)
 {
-	if (tgid <= 0)
-		return false;
-	char path[32];
-	std::snprintf(path, sizeof(path), "/proc/%d/stat", tgid);
-	UniqueFd fd(open(path, O_RDONLY | O_CLOEXEC));
+	UniqueFd fd(open(stat_path, O_RDONLY | O_CLOEXEC));
 	if (!fd)
 		return false;
 	char buf[512];
@@ -49,6 +47,40 @@ bool process_stopped(int32_t tgid)
 	buf[n] = '\0';
 	const char *paren = std::strrchr(buf, ')');
 	return paren && paren[1] == ' ' && (paren[2] == 'T' || paren[2] == 't');
+}
+
+// The process is stopped as a whole (a stop signal, a tracer's all-stop):
+// its thread-group leader is.
+bool process_stopped(int32_t tgid)
+{
+	if (tgid <= 0)
+		return false;
+	char path[40];
+	std::snprintf(path, sizeof(path), "/proc/%d/stat", tgid);
+	return task_stopped(path);
+}
+
+// Some thread of the process is stopped (a tracer may stop one thread, such
+// as the runtime's, and leave the rest running).
+bool some_thread_stopped(int32_t tgid)
+{
+	if (tgid <= 0)
+		return false;
+	char path[64];
+	std::snprintf(path, sizeof(path), "/proc/%d/task", tgid);
+	DIR *dir = opendir(path);
+	if (!dir)
+		return false;
+	bool stopped = false;
+	while (dirent *e = readdir(dir)) {
+		if (e->d_name[0] == '.')
+			continue;
+		std::snprintf(path, sizeof(path), "/proc/%d/task/%.16s/stat", tgid, e->d_name);
+		if ((stopped = task_stopped(path)))
+			break;
+	}
+	closedir(dir);
+	return stopped;
 }
 
 #ifndef F_SEAL_FUTURE_WRITE
@@ -435,8 +467,8 @@ std::vector<int32_t> RuntimeService::attacher_pids(uint64_t ino)
 }
 
 // Asks every attacher in the list to recompose, then waits for all of them:
-// they recompose in parallel. One that is stopped is given up on as soon as
-// it is seen stopped (EBUSY); one that does not answer in time, at the
+// they recompose in parallel. One that has not answered is given up on as
+// soon as one of its threads is seen stopped (EBUSY); one that does not answer in time, at the
 // deadline (ETIMEDOUT). Both are logged.
 int RuntimeService::sync_all(const std::vector<std::shared_ptr<Attacher>> &list)
 {
@@ -465,7 +497,7 @@ int RuntimeService::sync_all(const std::vector<std::shared_ptr<Attacher>> &list)
 		auto answered = [&] { return a->gone || a->answered_cookie >= cookie; };
 		while (!answered_.wait_for(guard, kStoppedPoll, answered)) {
 			guard.unlock();
-			const bool stopped = process_stopped(a->tgid);
+			const bool stopped = some_thread_stopped(a->tgid);
 			guard.lock();
 			if (answered())
 				break;

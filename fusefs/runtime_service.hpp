@@ -56,11 +56,11 @@ public:
 		    int32_t lock_holder, FillingRange filling = {});
 	// Every live attacher of ino recomposes its window from the published
 	// layout; returns when all have answered (0), or once each attacher
-	// that has not is known to be stopped (EBUSY) or did not answer within
-	// the timeout (ETIMEDOUT). A stopped attacher is given up on at once.
+	// that has not has a stopped thread (EBUSY, seen within 5 ms) or did not
+	// answer within the timeout (ETIMEDOUT).
 	int sync_attachers(uint64_t ino);
-	// True if a live attacher of ino is stopped (SIGSTOP, a tracer): it
-	// cannot recompose its window until it runs again.
+	// True if a live attacher of ino is stopped as a whole (SIGSTOP, a
+	// tracer): it cannot recompose its window until it runs again.
 	bool has_stopped_attacher(uint64_t ino);
 	// After publish(): brings the write protection of [off, off+size) in
 	// every attacher in line with the published layout through their

@@ -12,7 +12,9 @@
 #include <fcntl.h>
 #include <fstream>
 #include <string>
+#include <dirent.h>
 #include <sys/ioctl.h>
+#include <sys/ptrace.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -356,6 +358,88 @@ TEST_CASE("uffd: UNMAP and CREATE_MAPPING with a stopped attacher fail with EBUS
 	REQUIRE(write(go[1], "g", 1) == 1);
 	ChildResult r = wait_for(attacher, 30);
 	CHECK(r.exit_code == 0);
+	for (int p : {ready[0], ready[1], go[0], go[1]})
+		close(p);
+}
+
+namespace {
+
+// Stops every thread of pid but its first (the runtime's own threads, here)
+// under ptrace: the process as a whole is not stopped, its runtime is.
+// Returns the threads stopped.
+std::vector<pid_t> stop_other_threads(pid_t pid)
+{
+	std::vector<pid_t> stopped;
+	DIR *dir = opendir(("/proc/" + std::to_string(pid) + "/task").c_str());
+	if (!dir)
+		return stopped;
+	while (dirent *e = readdir(dir)) {
+		const pid_t tid = static_cast<pid_t>(atoi(e->d_name));
+		if (tid <= 0 || tid == pid)
+			continue;
+		int status = 0;
+		if (ptrace(PTRACE_SEIZE, tid, nullptr, nullptr) != 0)
+			continue;
+		if (ptrace(PTRACE_INTERRUPT, tid, nullptr, nullptr) == 0 && waitpid(tid, &status, __WALL) == tid)
+			stopped.push_back(tid);
+	}
+	closedir(dir);
+	return stopped;
+}
+
+} // namespace
+
+TEST_CASE("uffd: an attacher whose runtime is stopped while a change is applied: EBUSY at once, the change taken back")
+{
+	Daemon d;
+	Fd fd(create_region("traced", kStart, kSize));
+	REQUIRE(fd.get() >= 0);
+	Window w(fd.get());
+	REQUIRE(w);
+	strcpy(w.at(3 * kPage), "kept");
+	REQUIRE(unmap(fd.get(), kStart + 16 * kPage, 16 * kPage) == 0);
+	int ready[2], go[2];
+	REQUIRE(pipe(ready) == 0);
+	REQUIRE(pipe(go) == 0);
+	pid_t attacher = spawn([&] {
+		Fd own(open(path("traced").c_str(), O_RDWR));
+		Window aw(own.get());
+		if (!aw || strcmp(aw.at(3 * kPage), "kept") != 0)
+			return 2;
+		char c = 'r';
+		if (write(ready[1], &c, 1) != 1 || read(go[0], &c, 1) != 1)
+			return 3;
+		if (reads_fault(aw.at(3 * kPage)) || strcmp(aw.at(3 * kPage), "kept") != 0)
+			return 4;
+		if (!reads_fault(aw.at(16 * kPage)))
+			return 5;
+		return 0;
+	});
+	char c;
+	REQUIRE(read(ready[0], &c, 1) == 1);
+	// The process itself runs (the check before a change passes); its
+	// runtime cannot answer.
+	const std::vector<pid_t> traced = stop_other_threads(attacher);
+	REQUIRE(!traced.empty());
+	timespec t0{};
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	CHECK(unmap(fd.get(), kStart, 8 * kPage) == EBUSY);
+	CHECK(create_mapping(fd.get(), kStart + 16 * kPage, 16 * kPage, 0, kRW, kAnon) == EBUSY);
+	CHECK(seconds_since(t0) < 2.0);
+	// Taken back for this attacher too.
+	CHECK(!reads_fault(w.at(3 * kPage)));
+	CHECK(strcmp(w.at(3 * kPage), "kept") == 0);
+	CHECK(reads_fault(w.at(16 * kPage)));
+	for (pid_t tid : traced)
+		CHECK(ptrace(PTRACE_DETACH, tid, nullptr, nullptr) == 0);
+	REQUIRE(write(go[1], "g", 1) == 1);
+	ChildResult r = wait_for(attacher, 30);
+	CHECK(r.exit_code == 0);
+	// Everyone runs: the same calls succeed.
+	CHECK(unmap(fd.get(), kStart, 8 * kPage) == 0);
+	CHECK(create_mapping(fd.get(), kStart + 16 * kPage, 16 * kPage, 0, kRW, kAnon) == 0);
+	CHECK(reads_fault(w.at(3 * kPage)));
+	CHECK(!reads_fault(w.at(16 * kPage)));
 	for (int p : {ready[0], ready[1], go[0], go[1]})
 		close(p);
 }
