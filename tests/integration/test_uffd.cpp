@@ -132,7 +132,9 @@ TEST_CASE("uffd: faults raise SIGSEGV with the faulting address")
 
 TEST_CASE("uffd: PROTECT reaches an attacher that is stopped while it runs")
 {
-	Daemon d;
+	// 4 KiB memory: a PROTECT that cuts a huge page must move it for every
+	// attacher first, and fails with EBUSY while one is stopped.
+	Daemon d({"align=1G", "backing=4k"});
 	Fd fd(create_region("protect", kStart, kSize));
 	REQUIRE(fd.get() >= 0);
 	int ready[2], go[2];
