@@ -392,12 +392,10 @@ void reply_attribute(fuse_req_t req, const std::string &value, size_t size)
 
 // user.mshare.datapath: how windows reach the data; user.mshare.backing:
 // the memory of the region's anonymous mappings (hugetlb, thp, 4k; several
-// joined by '+' in layout order, "none" without any); user.mshare.stats and,
+// joined by '+' in layout order, "none" without any). user.mshare.stats and,
 // on the root, user.mshare.unlinked: see stats.cpp.
 std::string Filesystem::region_attribute(uint64_t ino, const std::string &name, int *err)
 {
-	if (name == kStatsAttribute || name == kUnlinkedAttribute)
-		return stats_attribute(ino, name, err);
 	std::shared_lock<std::shared_mutex> lock(registry_lock_);
 	NodeRecord *node = registry_->find(ino);
 	if (!node) {
@@ -451,7 +449,7 @@ std::string Filesystem::window_data_paths_locked(const NodeRecord &node)
 	if (kmod_ || !runtime_)
 		return value;
 	const std::vector<int32_t> runtime = runtime_->attacher_pids(node.ino);
-	for (int32_t pid : region_stats_locked(node).attachers) {
+	for (int32_t pid : attachers_locked(node)) {
 		const bool composed = std::find(runtime.begin(), runtime.end(), pid) != runtime.end();
 		value += " " + std::to_string(pid) + (composed ? "=uffd" : "=pagecache");
 	}
@@ -461,7 +459,8 @@ std::string Filesystem::window_data_paths_locked(const NodeRecord &node)
 void Filesystem::getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
 {
 	int err = 0;
-	const std::string value = region_attribute(ino, name, &err);
+	const bool stats = !strcmp(name, kStatsAttribute) || !strcmp(name, kUnlinkedAttribute);
+	const std::string value = stats ? stats_attribute(req, ino, name, &err) : region_attribute(ino, name, &err);
 	if (err)
 		fuse_reply_err(req, err);
 	else if (value.size() > XATTR_SIZE_MAX)
@@ -1205,28 +1204,34 @@ void Filesystem::orphan_region(uint64_t ino)
 	if (kmod_)
 		kmod_->seal(ino);
 	if (size)
-		remove_range(ino, 0, size);
+		remove_range(ino, 0, size, false);
 }
 
 // Removes [off, off+size) from a region's layout for every attacher. Dirty
 // pages are written back to their objects first, so data written through
 // the window before the call reaches the files mapped there.
-int Filesystem::remove_range(uint64_t ino, uint64_t off, uint64_t size)
+int Filesystem::remove_range(uint64_t ino, uint64_t off, uint64_t size, bool all_or_nothing)
 {
 	invalidate(ino, off, size);
 	std::vector<uint64_t> freed;
+	LayoutChange change;
+	std::vector<Mapping> removed;
 	{
 		std::unique_lock<std::shared_mutex> lock(registry_lock_);
 		registry_->ensure_space();
 		NodeRecord *node = registry_->find(ino);
 		if (!node)
 			return ENOENT;
-		Layout layout(std::vector<Mapping>(node->mappings.begin(), node->mappings.end()));
-		std::vector<Mapping> removed;
+		change.before.assign(node->mappings.begin(), node->mappings.end());
+		Layout layout(change.before);
 		if (int err = layout.remove_range(off, size, &removed))
 			return err;
+		if (all_or_nothing)
+			if (int err = refuse_if_attacher_stopped(ino))
+				return err;
 		freed = layout.orphaned_objects(removed);
-		node->mappings.assign(layout.mappings().begin(), layout.mappings().end());
+		change.after.assign(layout.mappings().begin(), layout.mappings().end());
+		node->mappings.assign(change.after.begin(), change.after.end());
 	}
 	// Only a range the layout accepted reaches the module, which changes
 	// the shared entries and flushes every attacher before it returns.
@@ -1236,12 +1241,71 @@ int Filesystem::remove_range(uint64_t ino, uint64_t off, uint64_t size)
 	}
 	// Pages faulted in again meanwhile go too: every attacher faults now.
 	invalidate(ino, off, size);
-	if (runtime_) {
+	if (all_or_nothing) {
+		change.undo = [&removed](Layout &now) {
+			for (const Mapping &m : removed)
+				if (now.can_insert(m))
+					return false;
+			for (const Mapping &m : removed)
+				now.insert(m);
+			return true;
+		};
+		bool undone = false;
+		if (int err = commit_to_attachers(ino, change, &undone)) {
+			if (!undone)
+				forget_objects(ino, freed);
+			return err;
+		}
+	} else if (runtime_) {
 		publish_region(ino);
 		runtime_->sync_attachers(ino);
 	}
 	forget_objects(ino, freed);
 	return 0;
+}
+
+// Caller holds registry_lock_.
+int Filesystem::refuse_if_attacher_stopped(uint64_t ino)
+{
+	return runtime_ && !replaying() && runtime_->has_stopped_attacher(ino) ? EBUSY : 0;
+}
+
+// Publishes the new layout and waits for every attacher to recompose. If one
+// cannot (it was stopped meanwhile, or does not answer), the change is taken
+// back in the registry (the old layout, or the undo step if the region
+// changed again meanwhile) and published, and the others recompose to it.
+int Filesystem::commit_to_attachers(uint64_t ino, const LayoutChange &change, bool *undone)
+{
+	if (undone)
+		*undone = false;
+	if (!runtime_)
+		return 0;
+	publish_region(ino);
+	const int err = runtime_->sync_attachers(ino);
+	if (!err)
+		return 0;
+	{
+		std::unique_lock<std::shared_mutex> lock(registry_lock_);
+		registry_->ensure_space();
+		NodeRecord *node = registry_->find(ino);
+		if (node && std::equal(change.after.begin(), change.after.end(), node->mappings.begin(),
+				       node->mappings.end())) {
+			node->mappings.assign(change.before.begin(), change.before.end());
+			if (undone)
+				*undone = true;
+		} else if (node) {
+			Layout now(std::vector<Mapping>(node->mappings.begin(), node->mappings.end()));
+			if (change.undo(now)) {
+				node->mappings.assign(now.mappings().begin(), now.mappings().end());
+				if (undone)
+					*undone = true;
+			}
+		}
+	}
+	invalidate(ino, 0, 0); // to the end: pages a compat window read of `after`
+	publish_region(ino);
+	runtime_->sync_attachers(ino);
+	return err;
 }
 
 // ---- huge page demotion (datapath=uffd) -------------------------------------
@@ -1322,9 +1386,9 @@ int Filesystem::demote_huge_page(uint64_t ino, uint64_t edge)
 		acc->second = small;
 	}
 	publish_region(ino, &after, FillingRange{page_off, unit});
-	runtime_->sync_attachers(ino);
-	int err = 0;
-	{
+	// An attacher that cannot follow keeps the huge page: nothing moves.
+	int err = runtime_->sync_attachers(ino);
+	if (!err) {
 		std::unique_lock<std::shared_mutex> lock(registry_lock_);
 		NodeRecord *node = registry_->find(ino);
 		if (!node || !std::equal(before.begin(), before.end(), node->mappings.begin(), node->mappings.end())) {
@@ -1339,12 +1403,14 @@ int Filesystem::demote_huge_page(uint64_t ino, uint64_t edge)
 		}
 	}
 	publish_region(ino);
-	runtime_->sync_attachers(ino);
+	const bool all_followed = runtime_->sync_attachers(ino) == 0;
 	if (err) {
 		forget_objects(ino, {small_id});
 		return err;
 	}
-	huge->punch_hole(huge_offset, unit);
+	// One that did not follow may still map the huge page: it stays.
+	if (all_followed)
+		huge->punch_hole(huge_offset, unit);
 	return 0;
 }
 

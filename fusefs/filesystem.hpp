@@ -146,14 +146,35 @@ private:
 	std::string region_attribute_locked(const NodeRecord &node, const std::string &name, int *err);
 	const char *effective_data_path() const;
 	std::string window_data_paths_locked(const NodeRecord &node);
-	// stats.cpp; registry_lock_ held shared for the _locked one.
-	std::string stats_attribute(uint64_t ino, const std::string &name, int *err);
-	RegionStats region_stats_locked(const NodeRecord &node);
+	// stats.cpp: what the caller of req could open only. The registry is
+	// read under registry_lock_ (shared, briefly: a snapshot), the figures
+	// are computed outside it, one computation at a time (stats_lock_).
+	struct RegionSnapshot;
+	std::string stats_attribute(fuse_req_t req, uint64_t ino, const std::string &name, int *err);
+	RegionSnapshot snapshot_region_locked(const NodeRecord &node);
+	RegionStats region_stats(const RegionSnapshot &snapshot);
+	// The pids with a window of the region now (registry_lock_ held).
+	std::vector<int32_t> attachers_locked(const NodeRecord &node);
 	static std::string object_tag(uint64_t ino, uint64_t object_id);
 	void forget_objects(uint64_t ino, const std::vector<uint64_t> &object_ids);
-	int map_file(IoctlCall &call, const MappingRequest &req, uint32_t fd, Mapping *m);
+	int map_file(IoctlCall &call, const MappingRequest &req, uint32_t fd, Mapping *m,
+		     std::vector<Mapping> *before);
 	int add_mapping(IoctlCall &call, MappingRequest req, uint32_t fd);
-	int remove_range(uint64_t ino, uint64_t off, uint64_t size);
+	// all_or_nothing: fails (EBUSY, ETIMEDOUT) with the layout as it was
+	// when an attacher cannot follow the change (see commit_to_attachers);
+	// the owner's exit removes the range whatever the attachers do.
+	int remove_range(uint64_t ino, uint64_t off, uint64_t size, bool all_or_nothing = true);
+	// datapath=uffd: a layout change (`before` -> `after`, already in the
+	// registry) reaches every attacher, or is taken back: 0, or EBUSY /
+	// ETIMEDOUT with the change undone for everyone (*undone false if a
+	// concurrent change left nothing to undo).
+	struct LayoutChange {
+		std::vector<Mapping> before, after;
+		std::function<bool(Layout &)> undo; // on a layout that is no longer `after`
+	};
+	int commit_to_attachers(uint64_t ino, const LayoutChange &change, bool *undone = nullptr);
+	// EBUSY if an attacher of ino is stopped (a change could not reach it).
+	int refuse_if_attacher_stopped(uint64_t ino);
 	int punch_range(uint64_t ino, uint64_t off, uint64_t size); // advice.cpp
 	void invalidate(uint64_t ino, uint64_t off, uint64_t len);
 	void set_kernel_size(uint64_t ino, uint64_t size);
@@ -196,6 +217,7 @@ private:
 	ObjectTable objects_;
 	std::unique_ptr<BackingStore> store_;
 	std::mutex demote_lock_; // one huge page demotion at a time
+	std::mutex stats_lock_;	 // one statistics computation at a time
 	std::unique_ptr<RequestJournal> journal_;
 	std::unique_ptr<KmodRegions> kmod_; // datapath=kmod only
 	std::unique_ptr<RuntimeService> runtime_; // datapath=uffd only

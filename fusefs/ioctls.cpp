@@ -162,7 +162,8 @@ int Filesystem::ioctl_set_size(IoctlCall &call)
 }
 
 // Resolves the caller's descriptor and checks it may be mapped as asked.
-int Filesystem::map_file(IoctlCall &call, const MappingRequest &req, uint32_t fd, Mapping *m)
+int Filesystem::map_file(IoctlCall &call, const MappingRequest &req, uint32_t fd, Mapping *m,
+			 std::vector<Mapping> *before)
 {
 	UniqueFd file(steal_fd(fuse_req_ctx(call.req)->pid, static_cast<int>(fd)));
 	if (!file)
@@ -195,6 +196,9 @@ int Filesystem::map_file(IoctlCall &call, const MappingRequest &req, uint32_t fd
 	Layout layout(std::vector<Mapping>(node->mappings.begin(), node->mappings.end()));
 	if (int err = layout.can_insert(*m))
 		return replaying() ? 0 : err;
+	if (int err = refuse_if_attacher_stopped(call.ino))
+		return err;
+	before->assign(layout.mappings().begin(), layout.mappings().end());
 	if (kmod_) {
 		// The module takes its own reference to the file.
 		if (m->kind == ObjectKind::hugetlb)
@@ -224,8 +228,9 @@ int Filesystem::map_file(IoctlCall &call, const MappingRequest &req, uint32_t fd
 int Filesystem::add_mapping(IoctlCall &call, MappingRequest req, uint32_t fd)
 {
 	Mapping m;
+	LayoutChange change;
 	if (!(req.flags & MAP_ANONYMOUS)) {
-		if (int err = map_file(call, req, fd, &m))
+		if (int err = map_file(call, req, fd, &m, &change.before))
 			return err;
 	} else {
 		std::unique_lock<std::shared_mutex> lock(registry_lock_);
@@ -245,6 +250,9 @@ int Filesystem::add_mapping(IoctlCall &call, MappingRequest req, uint32_t fd)
 				return 0;
 			return err;
 		}
+		if (int err = refuse_if_attacher_stopped(call.ino))
+			return err;
+		change.before.assign(layout.mappings().begin(), layout.mappings().end());
 		m.object_id = node->next_object_id++;
 		if (kmod_) {
 			// The module holds the memory itself.
@@ -264,9 +272,20 @@ int Filesystem::add_mapping(IoctlCall &call, MappingRequest req, uint32_t fd)
 	}
 	// Nothing of the range can be cached (it was a hole), but make sure.
 	invalidate(call.ino, m.region_offset, m.size);
-	if (runtime_) {
-		publish_region(call.ino);
-		runtime_->sync_attachers(call.ino);
+	Layout after(change.before);
+	after.insert(m);
+	change.after.assign(after.mappings().begin(), after.mappings().end());
+	change.undo = [&m](Layout &now) {
+		const Mapping *there = now.find(m.region_offset);
+		std::vector<Mapping> removed;
+		return there && there->object_id == m.object_id && there->region_offset == m.region_offset &&
+		       there->size == m.size && now.remove_range(m.region_offset, m.size, &removed) == 0;
+	};
+	bool undone = false;
+	if (int err = commit_to_attachers(call.ino, change, &undone)) {
+		if (undone)
+			forget_objects(call.ino, {m.object_id});
+		return err;
 	}
 	return 0;
 }

@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <dirent.h>
 #include <fcntl.h>
 #include <string>
 #include <sys/epoll.h>
@@ -27,6 +28,60 @@ namespace {
 constexpr auto kAnswerTimeout = std::chrono::seconds(10);
 // How long it waits for a fault handler to finish an install it started.
 constexpr auto kTicketTimeout = std::chrono::seconds(2);
+// How often an attacher that has not answered yet is looked at for being
+// stopped.
+constexpr auto kStoppedPoll = std::chrono::milliseconds(5);
+
+// True if the task whose stat file this is is stopped: state T (a stop
+// signal) or t (a tracer), the third field, after the command name in
+// parentheses.
+bool task_stopped(const char *stat_path)
+{
+	UniqueFd fd(open(stat_path, O_RDONLY | O_CLOEXEC));
+	if (!fd)
+		return false;
+	char buf[512];
+	const ssize_t n = read(fd.get(), buf, sizeof(buf) - 1);
+	if (n <= 0)
+		return false;
+	buf[n] = '\0';
+	const char *paren = std::strrchr(buf, ')');
+	return paren && paren[1] == ' ' && (paren[2] == 'T' || paren[2] == 't');
+}
+
+// The process is stopped as a whole (a stop signal, a tracer's all-stop):
+// its thread-group leader is.
+bool process_stopped(int32_t tgid)
+{
+	if (tgid <= 0)
+		return false;
+	char path[40];
+	std::snprintf(path, sizeof(path), "/proc/%d/stat", tgid);
+	return task_stopped(path);
+}
+
+// Some thread of the process is stopped (a tracer may stop one thread, such
+// as the runtime's, and leave the rest running).
+bool some_thread_stopped(int32_t tgid)
+{
+	if (tgid <= 0)
+		return false;
+	char path[64];
+	std::snprintf(path, sizeof(path), "/proc/%d/task", tgid);
+	DIR *dir = opendir(path);
+	if (!dir)
+		return false;
+	bool stopped = false;
+	while (dirent *e = readdir(dir)) {
+		if (e->d_name[0] == '.')
+			continue;
+		std::snprintf(path, sizeof(path), "/proc/%d/task/%.16s/stat", tgid, e->d_name);
+		if ((stopped = task_stopped(path)))
+			break;
+	}
+	closedir(dir);
+	return stopped;
+}
 
 #ifndef F_SEAL_FUTURE_WRITE
 #define F_SEAL_FUTURE_WRITE 0x0010
@@ -412,11 +467,13 @@ std::vector<int32_t> RuntimeService::attacher_pids(uint64_t ino)
 }
 
 // Asks every attacher in the list to recompose, then waits for all of them:
-// they recompose in parallel. One that does not answer in time is logged.
-void RuntimeService::sync_all(const std::vector<std::shared_ptr<Attacher>> &list)
+// they recompose in parallel. One that has not answered is given up on as
+// soon as one of its threads is seen stopped (EBUSY); one that does not answer in time, at the
+// deadline (ETIMEDOUT). Both are logged.
+int RuntimeService::sync_all(const std::vector<std::shared_ptr<Attacher>> &list)
 {
 	if (list.empty())
-		return;
+		return 0;
 	uint64_t cookie;
 	{
 		std::lock_guard<std::mutex> guard(lock_);
@@ -434,24 +491,46 @@ void RuntimeService::sync_all(const std::vector<std::shared_ptr<Attacher>> &list
 			drop(a); // its socket is full: it does not read
 	}
 	const auto deadline = std::chrono::steady_clock::now() + kAnswerTimeout;
+	int result = 0;
 	std::unique_lock<std::mutex> guard(lock_);
 	for (const auto &a : asked) {
-		if (!answered_.wait_until(guard, deadline, [&] { return a->gone || a->answered_cookie >= cookie; })) {
-			fprintf(stderr, "msharefsd: attacher %d of region %lu did not recompose its window in time\n",
-				a->tgid, static_cast<unsigned long>(a->ino));
-			drop_locked(a);
+		auto answered = [&] { return a->gone || a->answered_cookie >= cookie; };
+		while (!answered_.wait_for(guard, kStoppedPoll, answered)) {
+			guard.unlock();
+			const bool stopped = some_thread_stopped(a->tgid);
+			guard.lock();
+			if (answered())
+				break;
+			if (stopped || std::chrono::steady_clock::now() >= deadline) {
+				fprintf(stderr, "msharefsd: attacher %d of region %lu %s\n", a->tgid,
+					static_cast<unsigned long>(a->ino),
+					stopped ? "is stopped: its window cannot follow the change"
+						: "did not recompose its window in time");
+				if (!result)
+					result = stopped ? EBUSY : ETIMEDOUT;
+				if (!stopped)
+					drop_locked(a); // it does not read: not waited for again
+				break;
+			}
 		}
 	}
+	return result;
 }
 
-void RuntimeService::sync_attachers(uint64_t ino)
+int RuntimeService::sync_attachers(uint64_t ino)
 {
 	std::vector<std::shared_ptr<Attacher>> list;
 	{
 		std::lock_guard<std::mutex> guard(lock_);
 		list = live_attachers_locked(ino);
 	}
-	sync_all(list);
+	return sync_all(list);
+}
+
+bool RuntimeService::has_stopped_attacher(uint64_t ino)
+{
+	std::vector<int32_t> pids = attacher_pids(ino);
+	return std::any_of(pids.begin(), pids.end(), process_stopped);
 }
 
 void RuntimeService::wait_ticket(const Attacher &a, uint64_t seq)

@@ -55,8 +55,13 @@ public:
 	int publish(uint64_t ino, uint64_t region_size, std::span<const Mapping> mappings, uint32_t flags,
 		    int32_t lock_holder, FillingRange filling = {});
 	// Every live attacher of ino recomposes its window from the published
-	// layout; returns when all have (or did not answer within the timeout).
-	void sync_attachers(uint64_t ino);
+	// layout; returns when all have answered (0), or once each attacher
+	// that has not has a stopped thread (EBUSY, seen within 5 ms) or did not
+	// answer within the timeout (ETIMEDOUT).
+	int sync_attachers(uint64_t ino);
+	// True if a live attacher of ino is stopped as a whole (SIGSTOP, a
+	// tracer): it cannot recompose its window until it runs again.
+	bool has_stopped_attacher(uint64_t ino);
 	// After publish(): brings the write protection of [off, off+size) in
 	// every attacher in line with the published layout through their
 	// userfaultfds, then has attachers recompose where that cannot do it
@@ -88,7 +93,7 @@ private:
 	void drop(const std::shared_ptr<Attacher> &a);
 	void drop_locked(const std::shared_ptr<Attacher> &a);
 	std::vector<std::shared_ptr<Attacher>> live_attachers_locked(uint64_t ino);
-	void sync_all(const std::vector<std::shared_ptr<Attacher>> &list);
+	int sync_all(const std::vector<std::shared_ptr<Attacher>> &list);
 	void wait_ticket(const Attacher &a, uint64_t seq);
 
 	std::string socket_name_;

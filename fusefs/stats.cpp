@@ -1,9 +1,19 @@
 // Region statistics (user.mshare.stats, and user.mshare.unlinked on the mount
 // root): who has a window, what is resident, what the page tables cost.
 //
-// Locking: called with registry_lock_ held shared. The object table and the
-// runtime service have their own locks; reading /proc and mincore() on the
-// objects never waits on this daemon.
+// Who sees what: a caller sees a region's figures only if it could open the
+// region, as the kernel's default_permissions judges it (read permission on
+// the region, search permission on every directory above it; uid 0 sees
+// every region). user.mshare.unlinked lists only such regions; stats of any
+// other region fail with EACCES.
+//
+// Locking: the registry is read under registry_lock_ held shared for a
+// snapshot only (names, modes, mappings, references to the objects); the
+// figures (/proc scans, pagemap, SEEK_DATA and mincore() on the objects) are
+// computed without it, so that a reader never holds up region operations
+// (glibc's shared mutex lets readers in ahead of a waiting writer). One
+// computation runs at a time (stats_lock_). The object table and the runtime
+// service have their own locks; nothing here waits on this daemon.
 #include "filesystem.hpp"
 
 #include "msharefs/region_stats.hpp"
@@ -15,6 +25,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <fstream>
+#include <memory>
 #include <set>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
@@ -218,11 +229,83 @@ std::set<uint64_t> pmd_ranges_of(const std::set<uint64_t> &chunks)
 	return ranges;
 }
 
+
+// The credentials of a request's caller.
+struct Caller {
+	uid_t uid = 0;
+	gid_t gid = 0;
+	std::vector<gid_t> groups; // supplementary
+};
+
+Caller caller_of(fuse_req_t req)
+{
+	const fuse_ctx *ctx = fuse_req_ctx(req);
+	Caller c{ctx->uid, ctx->gid, {}};
+	if (c.uid == 0)
+		return c;
+	std::vector<gid_t> groups(64);
+	for (int tries = 0; tries < 3; tries++) {
+		const int n = fuse_req_getgroups(req, static_cast<int>(groups.size()), groups.data());
+		if (n < 0)
+			break; // none known: judged by uid and gid alone
+		if (static_cast<size_t>(n) <= groups.size()) {
+			groups.resize(static_cast<size_t>(n));
+			c.groups = std::move(groups);
+			break;
+		}
+		groups.resize(static_cast<size_t>(n));
+	}
+	return c;
+}
+
+// generic_permission() without ACLs (msharefs has none): `want` is 4 (read)
+// or 1 (search); uid 0 may do both everywhere.
+bool permits(const Caller &c, const NodeRecord &node, uint32_t want)
+{
+	if (c.uid == 0)
+		return true;
+	uint32_t bits = node.mode;
+	if (c.uid == node.uid)
+		bits >>= 6;
+	else if (c.gid == node.gid ||
+		 std::find(c.groups.begin(), c.groups.end(), static_cast<gid_t>(node.gid)) != c.groups.end())
+		bits >>= 3;
+	return (bits & want) == want;
+}
+
+// Whether the caller could open the region for reading: read on it, search
+// on each directory above it up to the mount root (those that still exist,
+// for a region whose name is gone).
+bool may_open(Registry &registry, const Caller &c, const NodeRecord &region)
+{
+	if (!permits(c, region, 4))
+		return false;
+	for (const NodeRecord *dir = registry.find(region.parent); dir; dir = registry.find(dir->parent)) {
+		if (!permits(c, *dir, 1))
+			return false;
+		if (dir->ino == kRootIno)
+			break;
+	}
+	return true;
+}
+
 } // namespace
 
-RegionStats Filesystem::region_stats_locked(const NodeRecord &node)
+// What the figures of one region are computed from, taken under
+// registry_lock_: the objects are held (an UNMAP meanwhile only unlinks
+// their memory), the rest is copied.
+struct Filesystem::RegionSnapshot {
+	RegionStats stats; // the registry's fields filled in
+	uint64_t ino = 0;
+	std::vector<Mapping> mappings;
+	std::vector<std::shared_ptr<BackingObject>> objects; // one per mapping, null if none
+};
+
+// Caller holds registry_lock_.
+Filesystem::RegionSnapshot Filesystem::snapshot_region_locked(const NodeRecord &node)
 {
-	RegionStats s;
+	RegionSnapshot snap;
+	RegionStats &s = snap.stats;
 	// The path below the mount.
 	std::string path(node.name.begin(), node.name.end());
 	for (const NodeRecord *dir = registry_->find(node.parent); dir && dir->ino != kRootIno;
@@ -238,19 +321,34 @@ RegionStats Filesystem::region_stats_locked(const NodeRecord &node)
 	s.backend = kmod_ ? "kmod" : runtime_ ? "uffd" : "compat";
 	int err = 0;
 	s.backing = region_attribute_locked(node, "user.mshare.backing", &err);
+	snap.ino = node.ino;
+	snap.mappings.assign(node.mappings.begin(), node.mappings.end());
+	for (const Mapping &m : snap.mappings) {
+		std::shared_ptr<BackingObject> object;
+		ObjectTable::const_accessor acc;
+		if (!kmod_ && objects_.find(acc, ObjectKey{node.ino, m.object_id}))
+			object = acc->second;
+		snap.objects.push_back(std::move(object));
+	}
+	return snap;
+}
 
+// The figures, from a snapshot; takes no registry lock.
+RegionStats Filesystem::region_stats(const RegionSnapshot &snap)
+{
+	RegionStats s = snap.stats;
 	std::set<uint64_t> base_chunks, huge_chunks;
 	std::set<uint64_t> shared_pmd_ranges; // 1 GiB ranges a hugetlb mapping covers whole
-	for (const Mapping &m : node.mappings) {
+	for (size_t i = 0; i < snap.mappings.size(); i++) {
+		const Mapping &m = snap.mappings[i];
 		s.mappings.push_back({m.region_offset, m.size, prot_string(m.prot), object_kind_name(m.kind)});
-		if (kmod_)
+		if (kmod_ || !snap.objects[i])
 			continue;
-		ObjectTable::const_accessor acc;
-		if (!objects_.find(acc, ObjectKey{node.ino, m.object_id}) || !acc->second)
-			continue;
-		const UniqueFd object_fd = acc->second->open();
+		const UniqueFd object_fd = snap.objects[i]->open();
 		const int fd = object_fd.get();
-		const Backing b = m.has_file ? Backing::small : acc->second->backing();
+		if (fd < 0)
+			continue; // freed meanwhile
+		const Backing b = m.has_file ? Backing::small : snap.objects[i]->backing();
 		auto &chunks = b == Backing::small ? base_chunks : huge_chunks;
 		s.resident_bytes += resident_chunks(fd, m.object_offset, m.size, m.region_offset, &chunks);
 		if (b == Backing::hugetlb)
@@ -264,7 +362,7 @@ RegionStats Filesystem::region_stats_locked(const NodeRecord &node)
 		msharefs_kmod_stats k{};
 		dev_t dev = 0;
 		ino_t file_ino = 0;
-		if (kmod_->stats(node.ino, &k) == 0) {
+		if (kmod_->stats(snap.ino, &k) == 0) {
 			s.resident_bytes = k.resident_pages * kPageSize;
 			s.page_table_bytes_used = k.table_pages * kPageSize;
 			s.page_table_figures = "exact";
@@ -277,15 +375,15 @@ RegionStats Filesystem::region_stats_locked(const NodeRecord &node)
 		}
 		// Windows map the region file (/proc/PID/maps names the FUSE
 		// file of a passthrough mapping); look for the module's too.
-		std::vector<FileIdentity> ids = {{mount_dev_, static_cast<ino_t>(node.ino)}};
-		if (kmod_->identity(node.ino, &dev, &file_ino) == 0)
+		std::vector<FileIdentity> ids = {{mount_dev_, static_cast<ino_t>(snap.ino)}};
+		if (kmod_->identity(snap.ino, &dev, &file_ino) == 0)
 			ids.push_back({dev, file_ino});
 		attachers = pids_of(mappings_of(ids));
 	} else {
 		// Windows of the FUSE file (the compat path) and runtime windows.
-		const std::vector<FileMapping> windows = mappings_of({{mount_dev_, static_cast<ino_t>(node.ino)}});
+		const std::vector<FileMapping> windows = mappings_of({{mount_dev_, static_cast<ino_t>(snap.ino)}});
 		std::vector<int32_t> compat = pids_of(windows);
-		std::vector<int32_t> runtime = runtime_ ? runtime_->attacher_pids(node.ino) : std::vector<int32_t>{};
+		std::vector<int32_t> runtime = runtime_ ? runtime_->attacher_pids(snap.ino) : std::vector<int32_t>{};
 		std::set<uint64_t> all_chunks(base_chunks);
 		all_chunks.insert(huge_chunks.begin(), huge_chunks.end());
 		ResidentChunks runtime_chunks{base_chunks.size(), huge_chunks.size(), 0, 0};
@@ -298,7 +396,7 @@ RegionStats Filesystem::region_stats_locked(const NodeRecord &node)
 		// written there reach the objects at writeback only).
 		for (const FileMapping &w : windows) {
 			std::set<uint64_t> chunks;
-			const uint64_t present = present_in_window(w, node.mappings, &chunks);
+			const uint64_t present = present_in_window(w, snap.mappings, &chunks);
 			s.resident_bytes = std::max(s.resident_bytes, present);
 			const PageTableFigures c =
 				estimate_page_tables({chunks.size(), 0, pmd_ranges_of(chunks).size(), 0}, 1);
@@ -317,27 +415,48 @@ RegionStats Filesystem::region_stats_locked(const NodeRecord &node)
 	return s;
 }
 
+std::vector<int32_t> Filesystem::attachers_locked(const NodeRecord &node)
+{
+	return region_stats(snapshot_region_locked(node)).attachers;
+}
+
 // user.mshare.stats of a region; user.mshare.unlinked of the root: the
 // regions that have no name any more but are still held (a JSON array).
-std::string Filesystem::stats_attribute(uint64_t ino, const std::string &name, int *err)
+std::string Filesystem::stats_attribute(fuse_req_t req, uint64_t ino, const std::string &name, int *err)
 {
-	std::shared_lock<std::shared_mutex> lock(registry_lock_);
-	NodeRecord *node = registry_->find(ino);
-	if (!node) {
-		*err = ENOENT;
-		return {};
+	const Caller caller = caller_of(req);
+	std::lock_guard<std::mutex> serial(stats_lock_);
+	std::vector<RegionSnapshot> snapshots;
+	bool one_region = false;
+	{
+		std::shared_lock<std::shared_mutex> lock(registry_lock_);
+		NodeRecord *node = registry_->find(ino);
+		if (!node) {
+			*err = ENOENT;
+			return {};
+		}
+		if (name == kStatsAttribute && node->kind == NodeKind::region) {
+			if (!may_open(*registry_, caller, *node)) {
+				*err = EACCES;
+				return {};
+			}
+			one_region = true;
+			snapshots.push_back(snapshot_region_locked(*node));
+		} else if (name == kUnlinkedAttribute && node->ino == kRootIno) {
+			for (const auto &[i, n] : registry_->nodes())
+				if (n.kind == NodeKind::region && n.unlinked && may_open(*registry_, caller, n))
+					snapshots.push_back(snapshot_region_locked(n));
+		} else {
+			*err = ENODATA;
+			return {};
+		}
 	}
-	if (name == kStatsAttribute && node->kind == NodeKind::region)
-		return to_json(region_stats_locked(*node));
-	if (name == kUnlinkedAttribute && node->ino == kRootIno) {
-		std::vector<RegionStats> list;
-		for (const auto &[i, n] : registry_->nodes())
-			if (n.kind == NodeKind::region && n.unlinked)
-				list.push_back(region_stats_locked(n));
-		return to_json(list);
-	}
-	*err = ENODATA;
-	return {};
+	if (one_region)
+		return to_json(region_stats(snapshots.front()));
+	std::vector<RegionStats> list;
+	for (const RegionSnapshot &snap : snapshots)
+		list.push_back(region_stats(snap));
+	return to_json(list);
 }
 
 } // namespace msharefs

@@ -14,6 +14,7 @@
 #include <ctime>
 #include <dirent.h>
 #include <getopt.h>
+#include <linux/limits.h>
 #include <optional>
 #include <pwd.h>
 #include <sstream>
@@ -72,9 +73,17 @@ struct Settings {
 
 [[noreturn]] void usage_error(const std::string &what) { fail(what + " (try --help)", 2); }
 
-// getxattr into a string; nullopt with errno set on failure.
+// getxattr into a string; nullopt with errno set on failure. One call with
+// room for the largest value (the daemon computes the figures per call).
 std::optional<std::string> attribute(const std::string &path, const char *name)
 {
+	std::string first(XATTR_SIZE_MAX, '\0');
+	if (const ssize_t got = getxattr(path.c_str(), name, first.data(), first.size()); got >= 0) {
+		first.resize(static_cast<size_t>(got));
+		return first;
+	}
+	if (errno != ERANGE)
+		return std::nullopt;
 	for (;;) {
 		const ssize_t need = getxattr(path.c_str(), name, nullptr, 0);
 		if (need < 0)

@@ -12,7 +12,9 @@
 #include <fcntl.h>
 #include <fstream>
 #include <string>
+#include <dirent.h>
 #include <sys/ioctl.h>
+#include <sys/ptrace.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -130,7 +132,9 @@ TEST_CASE("uffd: faults raise SIGSEGV with the faulting address")
 
 TEST_CASE("uffd: PROTECT reaches an attacher that is stopped while it runs")
 {
-	Daemon d;
+	// 4 KiB memory: a PROTECT that cuts a huge page must move it for every
+	// attacher first, and fails with EBUSY while one is stopped.
+	Daemon d({"align=1G", "backing=4k"});
 	Fd fd(create_region("protect", kStart, kSize));
 	REQUIRE(fd.get() >= 0);
 	int ready[2], go[2];
@@ -258,4 +262,195 @@ TEST_CASE("uffd: a killed daemon loses nothing; attachers keep working and relin
 	}
 	CHECK(protected_now);
 	CHECK(strcmp(w.at(0), "before the crash") == 0);
+}
+
+namespace {
+
+// Waits (up to 5 s) until the process is in a stop state (T in
+// /proc/PID/stat): kill(SIGSTOP) returns before the process has stopped.
+bool wait_stopped(pid_t pid)
+{
+	for (int i = 0; i < 500; i++) {
+		std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+		std::string text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
+		const size_t paren = text.rfind(')');
+		if (paren != std::string::npos && paren + 2 < text.size() && text[paren + 2] == 'T')
+			return true;
+		usleep(10000);
+	}
+	return false;
+}
+
+double seconds_since(const timespec &t0)
+{
+	timespec t1{};
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	return static_cast<double>(t1.tv_sec - t0.tv_sec) + static_cast<double>(t1.tv_nsec - t0.tv_nsec) / 1e9;
+}
+
+bool reads_fault(const char *addr)
+{
+	return fault_of([&] { (void)*reinterpret_cast<const volatile char *>(addr); }).sig != 0;
+}
+
+} // namespace
+
+TEST_CASE("uffd: UNMAP and CREATE_MAPPING with a stopped attacher fail with EBUSY at once and change nothing")
+{
+	Daemon d;
+	Fd fd(create_region("stopped", kStart, kSize));
+	REQUIRE(fd.get() >= 0);
+	Window w(fd.get());
+	REQUIRE(w);
+	strcpy(w.at(3 * kPage), "kept");
+	REQUIRE(unmap(fd.get(), kStart + 16 * kPage, 16 * kPage) == 0); // a hole
+	int ready[2], go[2];
+	REQUIRE(pipe(ready) == 0);
+	REQUIRE(pipe(go) == 0);
+	// The attacher reports each stage's view by its exit code.
+	pid_t attacher = spawn([&] {
+		Fd own(open(path("stopped").c_str(), O_RDWR));
+		Window aw(own.get());
+		if (!aw || strcmp(aw.at(3 * kPage), "kept") != 0)
+			return 2;
+		char c = 'r';
+		if (write(ready[1], &c, 1) != 1 || read(go[0], &c, 1) != 1)
+			return 3;
+		// Stopped through both ioctls: the layout is the one it had.
+		if (reads_fault(aw.at(3 * kPage)) || strcmp(aw.at(3 * kPage), "kept") != 0)
+			return 4;
+		if (!reads_fault(aw.at(16 * kPage)))
+			return 5;
+		if (write(ready[1], &c, 1) != 1 || read(go[0], &c, 1) != 1)
+			return 6;
+		// Running again: the changes made then reached it.
+		if (!reads_fault(aw.at(3 * kPage)))
+			return 7;
+		if (reads_fault(aw.at(16 * kPage)) || aw.at(16 * kPage)[0] != 0)
+			return 8;
+		return 0;
+	});
+	char c;
+	REQUIRE(read(ready[0], &c, 1) == 1);
+	REQUIRE(kill(attacher, SIGSTOP) == 0);
+	REQUIRE(wait_stopped(attacher));
+	timespec t0{};
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	CHECK(unmap(fd.get(), kStart, 8 * kPage) == EBUSY);
+	CHECK(create_mapping(fd.get(), kStart + 16 * kPage, 16 * kPage, 0, kRW, kAnon) == EBUSY);
+	mshare_unmap_v3 v3{0, 8 * kPage};
+	errno = 0;
+	CHECK(ioctl(fd.get(), MSHAREFS_UNMAP_V3, &v3) == -1);
+	CHECK(errno == EBUSY);
+	CHECK(seconds_since(t0) < 2.0);
+	// Nothing changed for this attacher either.
+	CHECK(!reads_fault(w.at(3 * kPage)));
+	CHECK(strcmp(w.at(3 * kPage), "kept") == 0);
+	CHECK(reads_fault(w.at(16 * kPage)));
+	REQUIRE(kill(attacher, SIGCONT) == 0);
+	REQUIRE(write(go[1], "g", 1) == 1);
+	REQUIRE(read(ready[0], &c, 1) == 1);
+	// With every attacher running, both succeed and reach everyone.
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	CHECK(unmap(fd.get(), kStart, 8 * kPage) == 0);
+	CHECK(create_mapping(fd.get(), kStart + 16 * kPage, 16 * kPage, 0, kRW, kAnon) == 0);
+	CHECK(seconds_since(t0) < 2.0);
+	CHECK(reads_fault(w.at(3 * kPage)));
+	CHECK(!reads_fault(w.at(16 * kPage)));
+	REQUIRE(write(go[1], "g", 1) == 1);
+	ChildResult r = wait_for(attacher, 30);
+	CHECK(r.exit_code == 0);
+	for (int p : {ready[0], ready[1], go[0], go[1]})
+		close(p);
+}
+
+namespace {
+
+// Stops every thread of pid but its first (the runtime's own threads, here)
+// under ptrace: the process as a whole is not stopped, its runtime is.
+// Returns the threads stopped.
+std::vector<pid_t> stop_other_threads(pid_t pid)
+{
+	std::vector<pid_t> stopped;
+	DIR *dir = opendir(("/proc/" + std::to_string(pid) + "/task").c_str());
+	if (!dir)
+		return stopped;
+	while (dirent *e = readdir(dir)) {
+		const pid_t tid = static_cast<pid_t>(atoi(e->d_name));
+		if (tid <= 0 || tid == pid)
+			continue;
+		int status = 0;
+		if (ptrace(PTRACE_SEIZE, tid, nullptr, nullptr) != 0)
+			continue;
+		if (ptrace(PTRACE_INTERRUPT, tid, nullptr, nullptr) == 0 && waitpid(tid, &status, __WALL) == tid)
+			stopped.push_back(tid);
+	}
+	closedir(dir);
+	return stopped;
+}
+
+} // namespace
+
+TEST_CASE("uffd: an attacher whose runtime is stopped while a change is applied: EBUSY at once, the change taken back")
+{
+	Daemon d;
+	Fd fd(create_region("traced", kStart, kSize));
+	REQUIRE(fd.get() >= 0);
+	Window w(fd.get());
+	REQUIRE(w);
+	strcpy(w.at(3 * kPage), "kept");
+	REQUIRE(unmap(fd.get(), kStart + 16 * kPage, 16 * kPage) == 0);
+	int ready[2], go[2];
+	REQUIRE(pipe(ready) == 0);
+	REQUIRE(pipe(go) == 0);
+	pid_t attacher = spawn([&] {
+		Fd own(open(path("traced").c_str(), O_RDWR));
+		Window aw(own.get());
+		if (!aw || strcmp(aw.at(3 * kPage), "kept") != 0)
+			return 2;
+		char c = 'r';
+		if (write(ready[1], &c, 1) != 1 || read(go[0], &c, 1) != 1)
+			return 3;
+		if (reads_fault(aw.at(3 * kPage)) || strcmp(aw.at(3 * kPage), "kept") != 0)
+			return 4;
+		if (!reads_fault(aw.at(16 * kPage)))
+			return 5;
+		return 0;
+	});
+	char c;
+	REQUIRE(read(ready[0], &c, 1) == 1);
+	// The process itself runs (the check before a change passes); its
+	// runtime cannot answer.
+	const std::vector<pid_t> traced = stop_other_threads(attacher);
+	if (traced.empty()) {
+		// Not allowed to trace it (a process that changed its uid is not
+		// dumpable: without CAP_SYS_PTRACE, as uid 65534 here).
+		MESSAGE("cannot ptrace the attacher's threads: ", strerror(errno), "; case not run");
+		kill(attacher, SIGKILL);
+		wait_for(attacher, 30);
+		for (int p : {ready[0], ready[1], go[0], go[1]})
+			close(p);
+		return;
+	}
+	timespec t0{};
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	CHECK(unmap(fd.get(), kStart, 8 * kPage) == EBUSY);
+	CHECK(create_mapping(fd.get(), kStart + 16 * kPage, 16 * kPage, 0, kRW, kAnon) == EBUSY);
+	CHECK(seconds_since(t0) < 2.0);
+	// Taken back for this attacher too.
+	CHECK(!reads_fault(w.at(3 * kPage)));
+	CHECK(strcmp(w.at(3 * kPage), "kept") == 0);
+	CHECK(reads_fault(w.at(16 * kPage)));
+	for (pid_t tid : traced)
+		CHECK(ptrace(PTRACE_DETACH, tid, nullptr, nullptr) == 0);
+	REQUIRE(write(go[1], "g", 1) == 1);
+	ChildResult r = wait_for(attacher, 30);
+	CHECK(r.exit_code == 0);
+	// Everyone runs: the same calls succeed.
+	CHECK(unmap(fd.get(), kStart, 8 * kPage) == 0);
+	CHECK(create_mapping(fd.get(), kStart + 16 * kPage, 16 * kPage, 0, kRW, kAnon) == 0);
+	CHECK(reads_fault(w.at(3 * kPage)));
+	CHECK(!reads_fault(w.at(16 * kPage)));
+	for (int p : {ready[0], ready[1], go[0], go[1]})
+		close(p);
 }
