@@ -189,7 +189,7 @@ KEEPER=$MSHAREFS_BUILD/fusefs/msharefs-keeper
 
 # 4. The initramfs.
 R=$TMP/root
-mkdir -p "$R"/{bin,sbin,usr/bin,usr/sbin,dev/shm,proc,sys,tmp,etc,root}
+mkdir -p "$R"/{bin,sbin,usr/bin,usr/sbin,dev/shm,proc,run,sys,tmp,etc,root}
 cp /bin/busybox "$R/bin/busybox"
 while read -r applet; do
 	[ -e "$R/$applet" ] || [ -L "$R/$applet" ] || ln -s /bin/busybox "$R/$applet"

@@ -4,6 +4,7 @@
 export MSHAREFS_TEST_DATAPATH=kmod MSHAREFSD=/bin/msharefsd MSHARECTL=/msharectl
 export EXAMPLE_CREATOR=/mshare_creator EXAMPLE_ATTACHER=/mshare_attacher
 export EXAMPLE_LIB_CREATOR=/mshare_lib_creator EXAMPLE_LIB_ATTACHER=/mshare_lib_attacher
+export EXAMPLES_DIR=/
 export LD_LIBRARY_PATH=/
 [ -e /libmshare.so.0 ] || ln -s /libmshare.so.0.1.0 /libmshare.so.0
 status=0
