@@ -1465,6 +1465,7 @@ void Filesystem::start_runtime_service()
 	hooks.object_fd = [this](uint64_t ino, uint64_t id, UniqueFd *fd) { return runtime_object_fd(ino, id, fd); };
 	hooks.mount_device = [this] { return mount_dev_; };
 	auto service = std::make_unique<RuntimeService>(options_.runtime_socket, std::move(hooks));
+	service->limit_attachers_per_uid(options_.max_attachers_per_uid);
 	if (options_.lend_uffd_device) // absent before Linux 6.1, root's only
 		service->lend_uffd_device(UniqueFd(::open(kUserfaultfdDevice, O_RDWR | O_CLOEXEC)));
 	if (int err = service->start()) {

@@ -53,6 +53,7 @@ struct Options {
 	std::string runtime_socket; // datapath=uffd: the runtime service's socket
 	uint64_t store_size = 0;    // size= of the object tmpfs mounts, 0: default
 	uint32_t max_regions_per_uid = kDefaultMaxRegionsPerUid; // 0: unlimited; root never limited
+	uint32_t max_attachers_per_uid = kDefaultMaxAttachersPerUid; // runtime connections; likewise
 	std::string data_path = "auto"; // resolved to kmod or uffd before the Filesystem is made
 	std::string backing = "auto"; // anonymous memory on datapath=uffd (BackingStore)
 	// datapath=uffd: lend /dev/userfaultfd to runtime peers holding a region

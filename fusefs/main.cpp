@@ -30,6 +30,7 @@ struct CommandLineOptions {
 	char *backing = nullptr;
 	char *data_path = nullptr;
 	char *max_regions_per_uid = nullptr;
+	char *max_attachers_per_uid = nullptr;
 	char *root_mode = nullptr;
 	char *state = nullptr;
 	char *state_root = nullptr;
@@ -42,6 +43,7 @@ const fuse_opt kOptionSpecs[] = {
 	{"backing=%s", offsetof(CommandLineOptions, backing), 0},
 	{"datapath=%s", offsetof(CommandLineOptions, data_path), 0},
 	{"max_regions_per_uid=%s", offsetof(CommandLineOptions, max_regions_per_uid), 0},
+	{"max_attachers_per_uid=%s", offsetof(CommandLineOptions, max_attachers_per_uid), 0},
 	{"statedir=%s", offsetof(CommandLineOptions, state_root), 0},
 	{"store_size=%s", offsetof(CommandLineOptions, store_size), 0},
 	{"root_mode=%s", offsetof(CommandLineOptions, root_mode), 0},
@@ -83,6 +85,9 @@ void print_usage(const char *prog)
 		"    -o root_mode=OCTAL     mode of the mount's root (default 1777)\n"
 		"    -o max_regions_per_uid=N  regions one non-root user may hold at once\n"
 		"                           (default 1024, 0 = unlimited); more fail EDQUOT\n"
+		"    -o max_attachers_per_uid=N  runtime connections (attached windows) one\n"
+		"                           non-root user may hold (default 4096, 0 = unlimited);\n"
+		"                           more fail EDQUOT\n"
 		"    -o statedir=PATH       root of the daemons' private state (default\n"
 		"                           /run/msharefs; created 0755, must be root's)\n"
 		"    -o state=NAME          this mount's state directory in it, 0700\n"
@@ -337,13 +342,18 @@ int main(int argc, char *argv[])
 			return fail(std::string("store_size=") + opts.store_size + ": not a size of at least 4096 bytes");
 		options.store_size = *size;
 	}
-	if (opts.max_regions_per_uid) {
+	for (auto [name, text, limit] : {std::tuple{"max_regions_per_uid", opts.max_regions_per_uid,
+						     &options.max_regions_per_uid},
+					 std::tuple{"max_attachers_per_uid", opts.max_attachers_per_uid,
+						     &options.max_attachers_per_uid}}) {
+		if (!text)
+			continue;
 		char *end = nullptr;
 		errno = 0;
-		const unsigned long n = std::strtoul(opts.max_regions_per_uid, &end, 10);
-		if (*end || !*opts.max_regions_per_uid || errno || n > UINT32_MAX)
-			return fail(std::string("max_regions_per_uid=") + opts.max_regions_per_uid + ": not a count");
-		options.max_regions_per_uid = static_cast<uint32_t>(n);
+		const unsigned long n = std::strtoul(text, &end, 10);
+		if (*end || !*text || errno || n > UINT32_MAX)
+			return fail(std::string(name) + "=" + text + ": not a count");
+		*limit = static_cast<uint32_t>(n);
 	}
 	const std::string state_root = opts.state_root ? opts.state_root : kDefaultStateRoot;
 	const std::string state_name = opts.state ? std::string(opts.state) : state_prefix_for(options.mountpoint);

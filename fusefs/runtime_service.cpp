@@ -97,6 +97,8 @@ struct RuntimeService::Attacher {
 	uint64_t base = 0;
 	uint64_t size = 0;
 	int32_t tgid = 0; // SO_PEERCRED, at connect
+	uint32_t uid = 0; // likewise; charged to attacher_quota_ while connected
+	bool over_quota = false; // its first request is answered EDQUOT
 	int access = O_RDONLY; // the region fd's: what object descriptors get
 	bool live = false;	      // guarded by lock_
 	bool gone = false;	      // guarded by lock_
@@ -210,12 +212,17 @@ void RuntimeService::accept_one()
 	if (getsockopt(sock.get(), SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 || cred.pid <= 0)
 		return; // a peer the daemon cannot name is not served
 	a->tgid = cred.pid;
+	a->uid = cred.uid;
 	const int fd = sock.get();
 	a->sock = std::move(sock);
 	epoll_event ev{};
 	ev.events = EPOLLIN | EPOLLRDHUP;
 	ev.data.fd = fd;
 	std::lock_guard<std::mutex> guard(lock_);
+	if (attacher_quota_.admits(a->uid))
+		attacher_quota_.charge(a->uid);
+	else
+		a->over_quota = true; // -o max_attachers_per_uid
 	by_socket_[fd] = a;
 	epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, fd, &ev);
 }
@@ -233,6 +240,8 @@ void RuntimeService::drop_locked(const std::shared_ptr<Attacher> &a)
 	epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, a->sock.get(), nullptr);
 	by_socket_.erase(a->sock.get());
 	a->gone = true;
+	if (!a->over_quota)
+		attacher_quota_.release(a->uid);
 	if (a->ino)
 		release_view_locked(a->ino);
 	answered_.notify_all();
@@ -263,6 +272,13 @@ void RuntimeService::handle(std::shared_ptr<Attacher> a)
 			refuse(RuntimeMsgType::attached);
 		else
 			drop(a);
+		return;
+	}
+	if (a->over_quota) {
+		reply.type = msg.type == RuntimeMsgType::lend_uffd ? msg.type : RuntimeMsgType::attached;
+		reply.status = EDQUOT;
+		a->send(reply);
+		drop(a);
 		return;
 	}
 	if (msg.type == RuntimeMsgType::lend_uffd) {

@@ -15,6 +15,7 @@
 #include "msharefs/runtime_protocol.hpp"
 #include "msharefs/uffd.hpp"
 #include "msharefs/unique_fd.hpp"
+#include "uid_quota.hpp"
 
 #include <condition_variable>
 #include <functional>
@@ -47,6 +48,9 @@ public:
 	// The /dev/userfaultfd descriptor lent to peers that hold a region open
 	// (lend_uffd in runtime_protocol.hpp); none (the default): ENODEV.
 	void lend_uffd_device(UniqueFd device) { uffd_device_ = std::move(device); }
+	// Runtime connections one non-root uid may hold at once (0: unlimited);
+	// one more is answered EDQUOT. Call before start().
+	void limit_attachers_per_uid(uint32_t limit) { attacher_quota_ = UidQuota(limit); }
 	const std::string &socket_name() const { return socket_name_; }
 
 	// Writes the region's layout where its attachers read it (nothing
@@ -107,6 +111,7 @@ private:
 	std::mutex lock_;
 	std::condition_variable answered_;
 	std::map<int, std::shared_ptr<Attacher>> by_socket_; // guarded by lock_
+	UidQuota attacher_quota_{kDefaultMaxAttachersPerUid}; // guarded by lock_
 	std::map<uint64_t, std::unique_ptr<View>> views_;   // guarded by lock_
 	uint64_t next_cookie_ = 1;			     // guarded by lock_
 };

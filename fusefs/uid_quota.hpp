@@ -1,9 +1,12 @@
-// Per-uid limit on the regions a user may hold (-o max_regions_per_uid=N):
-// every region costs the daemon memory and, while its owner lives, a share of
-// a pidfd. Regions count from creation until they are destroyed (an unlinked
-// region still open counts). Root is not limited.
+// Per-uid limits. Regions (-o max_regions_per_uid=N): every region costs the
+// daemon memory and, while its owner lives, a share of a pidfd; regions count
+// from creation until they are destroyed (an unlinked region still open
+// counts). Runtime connections (-o max_attachers_per_uid=N): each attached
+// window holds its socket, userfaultfd and ticket in the daemon; they count
+// from connect to disconnect. Root is not limited.
 //
-// Not synchronised: Filesystem guards it with registry_lock_ (exclusive).
+// Not synchronised: Filesystem guards the region quota with registry_lock_
+// (exclusive), RuntimeService the attacher quota with its lock_.
 #pragma once
 
 #include <cstdint>
@@ -12,6 +15,7 @@
 namespace msharefs {
 
 inline constexpr uint32_t kDefaultMaxRegionsPerUid = 1024;
+inline constexpr uint32_t kDefaultMaxAttachersPerUid = 4096;
 
 class UidQuota {
 public:

@@ -1044,3 +1044,51 @@ TEST_CASE("runtime: with -o uffd_device=keep no device is lent (ENODEV)")
 	CHECK(!device);
 	CHECK(dropped);
 }
+
+TEST_CASE("runtime: a user's runtime connections are bounded by max_attachers_per_uid (EDQUOT); root's are not")
+{
+	Daemon d({"align=1G", "max_attachers_per_uid=3"});
+	Fd own(create_region("nobodys", kStart, kSize, 0666));
+	REQUIRE(own.get() >= 0);
+	REQUIRE(fchmod(own.get(), 0666) == 0);
+	const RuntimeInfo info = runtime_info(own.get());
+	ChildResult r = as_user(kNobody, [&] {
+		Fd region(open(path("nobodys").c_str(), O_RDWR));
+		if (!region)
+			return 1;
+		// Three connections held: the fourth is answered EDQUOT, whatever
+		// it asks, and closed.
+		std::vector<std::unique_ptr<RawClient>> held;
+		for (int i = 0; i < 3; i++) {
+			held.push_back(std::make_unique<RawClient>(info.socket));
+			if (!held.back()->connected())
+				return 2;
+		}
+		Fd device;
+		bool dropped = false;
+		if (lend_uffd(info.socket, info.ino, {region.get()}, &device, &dropped) != EDQUOT || device || !dropped)
+			return 3;
+		RawClient fourth(info.socket);
+		Fd uffd(userfaultfd_for_anyone());
+		Fd t(ticket(sizeof(msharefs::RuntimeTicket)));
+		if (!fourth.connected() || fourth.attach(info.ino, {uffd.get(), t.get(), region.get()}) != EDQUOT)
+			return 4;
+		// One let go: the next is served again.
+		held.pop_back();
+		for (int i = 0; i < 100; i++) {
+			if (lend_uffd(info.socket, info.ino, {region.get()}, &device, &dropped) != EDQUOT)
+				break;
+			usleep(10000);
+		}
+		return device ? 0 : 5;
+	});
+	CHECK(r.exit_code == 0);
+	// Root is not limited.
+	std::vector<std::unique_ptr<RawClient>> roots;
+	for (int i = 0; i < 5; i++)
+		roots.push_back(std::make_unique<RawClient>(info.socket));
+	Fd device;
+	bool dropped = false;
+	CHECK(lend_uffd(info.socket, info.ino, {own.get()}, &device, &dropped) == 0);
+	CHECK(device);
+}
