@@ -193,6 +193,7 @@ int Filesystem::map_file(IoctlCall &call, const MappingRequest &req, uint32_t fd
 		return EINVAL;
 	if (int err = validate_create(node->geometry, checked, default_huge_page_size_, m))
 		return err;
+	m->max_prot = allowed;
 	Layout layout(std::vector<Mapping>(node->mappings.begin(), node->mappings.end()));
 	if (int err = layout.can_insert(*m))
 		return replaying() ? 0 : err;
@@ -363,17 +364,20 @@ static int check_protect(const NodeRecord *node, const mshare_protect &a, uint64
 	return a.prot & ~(PROT_READ | PROT_WRITE | PROT_EXEC) ? EINVAL : 0;
 }
 
-// PROTECT never grants more than a file mapped in the range allows [EACCES].
-// Caller holds registry_lock_.
+// PROTECT never grants more than a file mapped in the range allows [EACCES]:
+// what it allowed at CREATE_MAPPING and, where the daemon holds the file
+// (not on datapath=kmod, where the module does), what it allows now (seals
+// added since). Caller holds registry_lock_.
 int Filesystem::check_object_access(const NodeRecord &node, uint64_t off, uint64_t size, uint32_t prot)
 {
 	for (const Mapping &m : node.mappings) {
 		if (!m.has_file || m.end() <= off || m.region_offset >= off + size)
 			continue;
+		uint32_t allowed = m.max_prot;
 		ObjectTable::const_accessor acc;
-		if (!objects_.find(acc, ObjectKey{node.ino, m.object_id}) || !acc->second)
-			continue; // datapath=kmod: the module holds the file
-		if (prot & ~object_max_prot(acc->second->file_fd()))
+		if (objects_.find(acc, ObjectKey{node.ino, m.object_id}) && acc->second)
+			allowed &= object_max_prot(acc->second->file_fd());
+		if (prot & ~allowed)
 			return EACCES;
 	}
 	return 0;

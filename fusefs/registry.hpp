@@ -68,7 +68,7 @@ using NodeMap = bip::map<uint64_t, NodeRecord, std::less<uint64_t>,
 
 struct RegistryHeader {
 	static constexpr uint32_t kMagic = 0x6d736866; // "mshf"
-	static constexpr uint32_t kVersion = 2;
+	static constexpr uint32_t kVersion = 3;
 	uint32_t magic = kMagic;
 	uint32_t version = kVersion;
 	uint64_t alignment = 0;

@@ -36,6 +36,9 @@ struct Mapping {
 	uint32_t flags = 0;
 	ObjectKind kind = ObjectKind::anonymous;
 	bool has_file = false; // backed by a caller's file rather than memory owned by the region
+	// The most the object itself allows (a file's access mode, seals, append
+	// only), as found at CREATE_MAPPING: PROTECT grants no more [EACCES].
+	uint32_t max_prot = 7; // PROT_READ | PROT_WRITE | PROT_EXEC
 
 	uint64_t end() const { return region_offset + size; }
 	bool operator==(const Mapping &) const = default;
