@@ -217,6 +217,17 @@ bool alive(pid_t pid)
 	return state != 0 && state != 'Z' && state != 'X';
 }
 
+bool eventually(const std::function<bool()> &pred, int timeout_ms)
+{
+	const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+	while (!pred()) {
+		if (std::chrono::steady_clock::now() > deadline)
+			return false;
+		usleep(10000);
+	}
+	return true;
+}
+
 // Waits for a process that is not our child (the launcher's) to end.
 bool wait_gone(pid_t pid, int timeout_s)
 {

@@ -80,6 +80,10 @@ inline bool on_uffd() { return data_path() == "uffd"; }
 // read-only stores, PROTECT for every attacher).
 inline bool exact_semantics() { return on_kmod() || on_uffd(); }
 
+// Waits up to timeout_ms for pred (what the daemon does after a release or
+// an exit reaches it asynchronously); false if pred never held.
+bool eventually(const std::function<bool()> &pred, int timeout_ms = 5000);
+
 // True while pid runs (not a zombie). Works for processes that are not our
 // children, such as the daemon (started by the harness's launcher process).
 bool alive(pid_t pid);

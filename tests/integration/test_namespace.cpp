@@ -107,18 +107,6 @@ int open_as(uid_t id, const std::string &p, int flags, mode_t mode = 0600)
 	return r.exit_code;
 }
 
-// Waits up to timeout for pred (releases reach the daemon asynchronously).
-bool eventually(const std::function<bool()> &pred, int timeout_ms = 5000)
-{
-	const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
-	while (!pred()) {
-		if (std::chrono::steady_clock::now() > deadline)
-			return false;
-		usleep(10000);
-	}
-	return true;
-}
-
 // A region of kSize at start, fully mapped, with `text` written at its start
 // through a window that is unmapped again. Returns the open fd.
 int region_with_text(const std::string &name, uint64_t start, const char *text)

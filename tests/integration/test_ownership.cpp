@@ -88,17 +88,6 @@ msharefs::RegionStats stats_of(const std::string &name)
 	return *s;
 }
 
-bool eventually(const std::function<bool()> &pred, int timeout_ms = 5000)
-{
-	const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
-	while (!pred()) {
-		if (std::chrono::steady_clock::now() > deadline)
-			return false;
-		usleep(10000);
-	}
-	return true;
-}
-
 // A sized region with one anonymous mapping over [0, kMapped) and kPayload
 // written at its start; mode as given (after the umask: set with fchmod).
 int owned_region(const std::string &name, mode_t mode = 0600)

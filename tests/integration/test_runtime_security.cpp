@@ -56,18 +56,6 @@ constexpr const char *kSecret = "TOP-SECRET-of-root";
 #define UFFD_USER_MODE_ONLY 1
 #endif
 
-// Waits up to timeout_ms for pred.
-bool eventually(const std::function<bool()> &pred, int timeout_ms)
-{
-	const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
-	while (!pred()) {
-		if (std::chrono::steady_clock::now() > deadline)
-			return false;
-		usleep(10000);
-	}
-	return true;
-}
-
 // Exit codes of the children below.
 constexpr int kNoUser = 100;
 
