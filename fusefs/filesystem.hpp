@@ -176,6 +176,8 @@ private:
 	int commit_to_attachers(uint64_t ino, const LayoutChange &change, bool *undone = nullptr);
 	// EBUSY if an attacher of ino is stopped (a change could not reach it).
 	int refuse_if_attacher_stopped(uint64_t ino);
+	void undo_protection(uint64_t ino, uint64_t off, uint64_t size, const std::vector<Mapping> &before,
+			     const std::vector<Mapping> &after);
 	int punch_range(uint64_t ino, uint64_t off, uint64_t size); // advice.cpp
 	void invalidate(uint64_t ino, uint64_t off, uint64_t len);
 	void set_kernel_size(uint64_t ino, uint64_t size);

@@ -402,6 +402,7 @@ int Filesystem::ioctl_protect(IoctlCall &call)
 		return EOPNOTSUPP;
 	if (int err = split_huge_pages(call.ino, off, a.size))
 		return err;
+	std::vector<Mapping> before, after;
 	{
 		std::unique_lock<std::shared_mutex> lock(registry_lock_);
 		if (!registry_->ensure_space())
@@ -409,14 +410,36 @@ int Filesystem::ioctl_protect(IoctlCall &call)
 		NodeRecord *node = registry_->find(call.ino);
 		if (!node)
 			return ENOENT;
-		Layout layout(std::vector<Mapping>(node->mappings.begin(), node->mappings.end()));
+		before.assign(node->mappings.begin(), node->mappings.end());
+		Layout layout(before);
 		if (int err = layout.protect(off, a.size, a.prot))
 			return err;
-		node->mappings.assign(layout.mappings().begin(), layout.mappings().end());
+		after.assign(layout.mappings().begin(), layout.mappings().end());
+		node->mappings.assign(after.begin(), after.end());
 	}
 	publish_region(call.ino);
-	runtime_->apply_protection(call.ino, off, a.size);
-	return 0;
+	const int err = runtime_->apply_protection(call.ino, off, a.size);
+	if (err)
+		undo_protection(call.ino, off, a.size, before, after);
+	return err;
+}
+
+// A PROTECT that an attacher could not follow (stopped, or mute: it had to
+// recompose) is taken back for everyone, so the ioctl never fails with some
+// attachers on the new protection: all or nothing, as UNMAP.
+void Filesystem::undo_protection(uint64_t ino, uint64_t off, uint64_t size, const std::vector<Mapping> &before,
+				 const std::vector<Mapping> &after)
+{
+	{
+		std::unique_lock<std::shared_mutex> lock(registry_lock_);
+		registry_->ensure_space();
+		NodeRecord *node = registry_->find(ino);
+		if (!node || !std::equal(after.begin(), after.end(), node->mappings.begin(), node->mappings.end()))
+			return; // changed again since: that change stands
+		node->mappings.assign(before.begin(), before.end());
+	}
+	publish_region(ino);
+	runtime_->apply_protection(ino, off, size);
 }
 
 // LOCK / UNLOCK (datapath=uffd): the buffer handoff. While a process holds

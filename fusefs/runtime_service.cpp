@@ -562,7 +562,7 @@ void RuntimeService::wait_ticket(const Attacher &a, uint64_t seq)
 	}
 }
 
-void RuntimeService::apply_protection(uint64_t ino, uint64_t off, uint64_t size)
+int RuntimeService::apply_protection(uint64_t ino, uint64_t off, uint64_t size)
 {
 	PublishedState state;
 	std::vector<std::shared_ptr<Attacher>> list;
@@ -570,7 +570,7 @@ void RuntimeService::apply_protection(uint64_t ino, uint64_t off, uint64_t size)
 		std::lock_guard<std::mutex> guard(lock_);
 		auto it = views_.find(ino);
 		if (it == views_.end())
-			return;
+			return 0;
 		state = read_published(it->second->page);
 		list = live_attachers_locked(ino);
 	}
@@ -614,7 +614,7 @@ void RuntimeService::apply_protection(uint64_t ino, uint64_t off, uint64_t size)
 			to_sync.push_back(a);
 		}
 	});
-	sync_all(to_sync);
+	return sync_all(to_sync);
 }
 
 void RuntimeService::forget_region(uint64_t ino)

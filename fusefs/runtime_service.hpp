@@ -70,7 +70,9 @@ public:
 	// every attacher in line with the published layout through their
 	// userfaultfds, then has attachers recompose where that cannot do it
 	// (PROT_NONE, files on other filesystems).
-	void apply_protection(uint64_t ino, uint64_t off, uint64_t size);
+	// 0, or the errno of an attacher that had to recompose and could not
+	// (EBUSY: stopped; ETIMEDOUT: mute), as sync_attachers.
+	int apply_protection(uint64_t ino, uint64_t off, uint64_t size);
 	// The region is gone: drop its page and detach its attachers.
 	void forget_region(uint64_t ino);
 	// Process ids of the runtimes with a window of ino attached now.

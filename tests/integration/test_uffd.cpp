@@ -364,6 +364,56 @@ TEST_CASE("uffd: UNMAP and CREATE_MAPPING with a stopped attacher fail with EBUS
 		close(p);
 }
 
+TEST_CASE("uffd: a PROTECT that a stopped attacher would have to recompose for fails with EBUSY and changes nothing")
+{
+	// 4 KiB backing: no huge page to cut, so the change itself is refused.
+	Daemon d({"align=1G", "backing=4k"});
+	Fd fd(create_region("guarded", kStart, kSize));
+	REQUIRE(fd.get() >= 0);
+	Window w(fd.get());
+	REQUIRE(w);
+	strcpy(w.at(0), "readable");
+	int ready[2], go[2];
+	REQUIRE(pipe(ready) == 0);
+	REQUIRE(pipe(go) == 0);
+	pid_t attacher = spawn([&] {
+		Fd own(open(path("guarded").c_str(), O_RDWR));
+		Window aw(own.get());
+		if (!aw || strcmp(aw.at(0), "readable") != 0)
+			return 2;
+		char c = 'r';
+		if (write(ready[1], &c, 1) != 1 || read(go[0], &c, 1) != 1)
+			return 3;
+		// The refused PROT_NONE never reached it.
+		if (reads_fault(aw.at(0)) || strcmp(aw.at(0), "readable") != 0)
+			return 4;
+		if (write(ready[1], &c, 1) != 1 || read(go[0], &c, 1) != 1)
+			return 5;
+		// The one made while it ran did.
+		return reads_fault(aw.at(0)) ? 0 : 6;
+	});
+	char c;
+	REQUIRE(read(ready[0], &c, 1) == 1);
+	REQUIRE(kill(attacher, SIGSTOP) == 0);
+	REQUIRE(wait_stopped(attacher));
+	timespec t0{};
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	CHECK(protect(fd.get(), kStart, kPage, PROT_NONE) == EBUSY);
+	CHECK(seconds_since(t0) < 2.0);
+	CHECK(!reads_fault(w.at(0))); // taken back for the owner too
+	CHECK(strcmp(w.at(0), "readable") == 0);
+	REQUIRE(kill(attacher, SIGCONT) == 0);
+	REQUIRE(write(go[1], "g", 1) == 1);
+	REQUIRE(read(ready[0], &c, 1) == 1);
+	CHECK(protect(fd.get(), kStart, kPage, PROT_NONE) == 0);
+	CHECK(reads_fault(w.at(0)));
+	REQUIRE(write(go[1], "g", 1) == 1);
+	ChildResult r = wait_for(attacher, 30);
+	CHECK(r.exit_code == 0);
+	for (int p : {ready[0], ready[1], go[0], go[1]})
+		close(p);
+}
+
 namespace {
 
 // Stops every thread of pid but its first (the runtime's own threads, here)
