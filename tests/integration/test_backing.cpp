@@ -186,8 +186,11 @@ TEST_CASE("backing: shmem THP maps the window by PMD entries")
 	w.reset();
 	const long kib = attacher_page_table_kib("thp");
 	MESSAGE("thp: an extra attacher of 1 GiB costs " << kib << " KiB of page tables");
+	// No PTE table for the window (those would be 2 MiB): its PUD and PMD
+	// table pages, and at most two more of the runtime's own small mappings
+	// for the window (where they land decides whether they need a new table).
 	CHECK(kib >= 0);
-	CHECK(kib <= 8);
+	CHECK(kib <= 16);
 	Window again(fd.get());
 	REQUIRE(again);
 	CHECK(holds(again.get(), kSize, 2));
