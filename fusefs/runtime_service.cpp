@@ -549,14 +549,18 @@ bool RuntimeService::has_stopped_attacher(uint64_t ino)
 	return std::any_of(pids.begin(), pids.end(), process_stopped);
 }
 
-void RuntimeService::wait_ticket(const Attacher &a, uint64_t seq)
+void RuntimeService::wait_ticket(const Attacher &a, uint64_t seq, bool unless_stopped)
 {
 	const auto deadline = std::chrono::steady_clock::now() + kTicketTimeout;
-	for (;;) {
+	for (unsigned spins = 1;; spins++) {
 		const uint64_t busy = __atomic_load_n(&a.ticket->busy_seq, __ATOMIC_ACQUIRE);
 		if (busy == 0 || busy - 1 >= seq)
 			return;
 		if (std::chrono::steady_clock::now() > deadline)
+			return;
+		// Every ~5 ms: a stopped attacher that must recompose anyway fails
+		// the change in sync_all (which takes it back); no use waiting.
+		if (unless_stopped && spins % 250 == 0 && some_thread_stopped(a.tgid))
 			return;
 		usleep(20);
 	}
@@ -608,7 +612,7 @@ int RuntimeService::apply_protection(uint64_t ino, uint64_t off, uint64_t size)
 				fprintf(stderr, "msharefsd: write-protecting attacher %d: %s\n", a->tgid,
 					strerror(err));
 		}
-		wait_ticket(*a, state.seq);
+		wait_ticket(*a, state.seq, needs_sync);
 		if (needs_sync) {
 			std::lock_guard<std::mutex> guard(to_sync_lock);
 			to_sync.push_back(a);

@@ -100,7 +100,9 @@ private:
 	void drop_locked(const std::shared_ptr<Attacher> &a);
 	std::vector<std::shared_ptr<Attacher>> live_attachers_locked(uint64_t ino);
 	int sync_all(const std::vector<std::shared_ptr<Attacher>> &list);
-	void wait_ticket(const Attacher &a, uint64_t seq);
+	// Until a fault install begun on a layout older than seq has ended (or a
+	// timeout); with unless_stopped, not for an attacher that is stopped.
+	void wait_ticket(const Attacher &a, uint64_t seq, bool unless_stopped = false);
 
 	std::string socket_name_;
 	Hooks hooks_;

@@ -399,7 +399,7 @@ TEST_CASE("uffd: a PROTECT that a stopped attacher would have to recompose for f
 	timespec t0{};
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	CHECK(protect(fd.get(), kStart, kPage, PROT_NONE) == EBUSY);
-	CHECK(seconds_since(t0) < 2.0);
+	CHECK(seconds_since(t0) < 5.0); // not the 10 s an unanswered sync may take
 	CHECK(!reads_fault(w.at(0))); // taken back for the owner too
 	CHECK(strcmp(w.at(0), "readable") == 0);
 	REQUIRE(kill(attacher, SIGCONT) == 0);
