@@ -510,6 +510,12 @@ int unmap(int fd, uint64_t addr, uint64_t size)
 	return ioctl(fd, MSHAREFS_UNMAP, &u) == 0 ? 0 : errno;
 }
 
+int protect(int fd, uint64_t addr, uint64_t size, uint32_t prot)
+{
+	mshare_protect p{addr, size, prot, 0};
+	return ioctl(fd, MSHAREFS_PROTECT, &p) == 0 ? 0 : errno;
+}
+
 int create_region(const std::string &name, uint64_t start, uint64_t size, mode_t mode)
 {
 	int fd = open(path(name).c_str(), O_RDWR | O_CREAT | O_EXCL, mode);

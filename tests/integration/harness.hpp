@@ -118,6 +118,7 @@ int get_size(int fd, mshare_info *info);
 int create_mapping(int fd, uint64_t addr, uint64_t size, uint64_t offset, uint32_t prot, uint32_t flags,
 		   int object_fd = -1);
 int unmap(int fd, uint64_t addr, uint64_t size);
+int protect(int fd, uint64_t addr, uint64_t size, uint32_t prot); // MSHAREFS_PROTECT
 
 // True if reading (or writing) addr in a child process faults.
 bool read_faults(const void *addr);

@@ -53,12 +53,6 @@ bool under_runtime()
 	return p && std::strstr(p, "libmshare-preload");
 }
 
-int protect(int fd, uint64_t addr, uint64_t size, uint32_t prot)
-{
-	mshare_protect p{addr, size, prot, 0};
-	return ioctl(fd, MSHAREFS_PROTECT, &p) == 0 ? 0 : errno;
-}
-
 std::string msharectl_stat(const std::string &name)
 {
 	const char *ctl = getenv("MSHARECTL");

@@ -93,12 +93,6 @@ int unmap_v3(int fd, uint64_t region_offset, uint64_t size)
 	return raw_ioctl(fd, MSHAREFS_UNMAP_V3, &u);
 }
 
-int protect(int fd, uint64_t addr, uint64_t size, uint32_t prot)
-{
-	mshare_protect p{addr, size, prot, 0};
-	return raw_ioctl(fd, MSHAREFS_PROTECT, &p);
-}
-
 int lock_ioctl(int fd, unsigned long cmd) { return ioctl(fd, cmd, 0) == 0 ? 0 : errno; }
 
 // A plain file in /tmp of `size` bytes whose byte i is pattern(i).

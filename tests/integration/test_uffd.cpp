@@ -28,12 +28,6 @@ constexpr uint64_t kSize = kGiB;
 constexpr uint32_t kRW = PROT_READ | PROT_WRITE;
 constexpr uint32_t kAnon = MAP_ANONYMOUS | MAP_SHARED | MAP_FIXED;
 
-int protect(int fd, uint64_t addr, uint64_t size, uint32_t prot)
-{
-	mshare_protect p{addr, size, prot, 0};
-	return ioctl(fd, MSHAREFS_PROTECT, &p) == 0 ? 0 : errno;
-}
-
 int lock_ioctl(int fd, unsigned long cmd) { return ioctl(fd, cmd) == 0 ? 0 : errno; }
 
 // The mappings of this process inside [start, start+size), as /proc shows them.
