@@ -2,210 +2,131 @@
 /*
  * msharefs_kmod: page-table sharing for msharefs regions.
  *
- * A region owns its memory (one page per 4 KiB of mapped range, kept in an
- * xarray) and its page tables: one PMD table per PUD-sized (1 GiB) chunk and
- * the PTE tables below them. Every window (an mmap() of the region's file)
- * points the attaching process's PUD entries at those PMD tables, so an
- * extra attacher costs no page-table memory and sees every populated page
- * without faulting on it.
+ * A region's memory is ordinary kernel memory in a host address space: the
+ * mm of the process that created the region. There the module maps the
+ * region's objects (a shmem file for anonymous memory, the caller's files)
+ * with vm_mmap(), so core mm builds and owns the VMAs, pages and page tables:
+ * pages are page cache or shmem pages on the LRU, reclaimable, migratable and
+ * charged to the host's memory cgroup. Each region has two views in the host,
+ * one as the layout says and one without write permission for read-only
+ * windows.
  *
- * Core mm code must never zap or free the shared tables through an
- * attacher. Each attaching mm carries an mmu notifier: before any range of a
- * window is invalidated (munmap, exit, madvise, ...) the notifier unlinks the
- * window's PUD entries and flushes that mm's TLB, so the walkers that follow
- * find nothing of ours; for invalidations that keep the window it relinks
- * them at invalidate_range_end. The xarray, not the PTEs, is the truth about
- * which page holds what, so nothing is lost if a shared PTE is ever cleared.
+ * A window (an mmap() of the region's file) shares the view's page tables:
+ * its PUD entries point at the view's PMD tables. A fault in a window is
+ * forwarded to the host (handle_mm_fault() on the view) and the window's PUD
+ * entry for that GiB is linked on the way out; every other attacher then
+ * sees the page with no fault of its own.
  *
- * Windows refuse mprotect, splits (partial munmap) and mremap; the region's
- * own MAP/UNMAP/PROTECT change the shared entries once and flush the TLBs of
- * every attached mm before returning.
- *
- * Locking, outermost first:
- *   region->lock (mutex)      layout changes, pages, tables, the region's
- *                             windows (the layout is also read under RCU);
- *   mn->lock (spinlock)       the windows of one mm;
- *   mm->page_table_lock       an attacher's PUD entries.
- * The shared PTE tables are written under region->lock; their split ptlock
- * is initialised so that core walkers (smaps, pagemap, pfn_mkwrite) can lock
- * them like any PTE table.
+ * fastpath-kmod/DESIGN.md states the locking and lifetime rules and which
+ * core-mm walkers can reach the shared tables through a window.
  */
 
 #include <linux/file.h>
-#include <linux/fs_context.h>
-#include <linux/magic.h>
-#include <linux/pseudo_fs.h>
 #include <linux/fs.h>
-#include <linux/kobject.h>
-#include <linux/kprobes.h>
+#include <linux/fs_context.h>
+#include <linux/kthread.h>
 #include <linux/maple_tree.h>
 #include <linux/miscdevice.h>
 #include <linux/mm.h>
 #include <linux/mman.h>
 #include <linux/mmu_notifier.h>
 #include <linux/module.h>
-#include <linux/pagemap.h>
 #include <linux/moduleparam.h>
+#include <linux/pagemap.h>
 #include <linux/pgtable.h>
 #include <linux/proc_fs.h>
+#include <linux/pseudo_fs.h>
+#include <linux/sched/mm.h>
 #include <linux/seq_file.h>
 #include <linux/shmem_fs.h>
 #include <linux/slab.h>
 #include <linux/sysfs.h>
 #include <linux/uaccess.h>
-#include <linux/xarray.h>
-#include <asm/pgalloc.h>
+#include <linux/falloc.h>
+#include <linux/magic.h>
 #include <asm/tlbflush.h>
 
 #include "msharefs_kmod.h"
 
 #define MSK_MAX_SIZE	BIT_ULL(46)
-
-/* Kernel functions this module needs that are not exported. */
-static void (*msk_flush_tlb_mm_range)(struct mm_struct *mm, unsigned long start,
-				      unsigned long end, unsigned int stride_shift,
-				      bool freed_tables);
-static int (*msk_pud_alloc)(struct mm_struct *mm, p4d_t *p4d, unsigned long address);
-static int (*msk_p4d_alloc)(struct mm_struct *mm, pgd_t *pgd, unsigned long address);
-
-struct msk_region {
-	struct mutex lock;	/* see "Locking" above */
-	struct kref ref;
-	u64 size;
-	unsigned long nr_pages;
-	unsigned int nr_chunks;
-	/* page ranges -> xa_mk_value(PROT_*), or a struct msk_file_map */
-	struct maple_tree layout;
-	struct list_head file_maps;	/* every msk_file_map, freed with r */
-	struct xarray pages;	/* page index -> struct page */
-	pmd_t **pmd_tables;	/* per chunk: the shared PMD table */
-	struct list_head windows;
-	bool sealed;		/* no new windows: the region was torn down */
-	u64 id;
-	unsigned long ino;	/* of the region's file, as /proc/PID/maps shows it */
-	struct list_head node;	/* in msk_regions */
-	unsigned long mapped_pages;	/* pages the layout maps */
-	u64 resident_pages;
-	u64 table_pages;
-	u64 nr_windows;
-	u64 faults;
-};
+#define MSK_VIEWS	2	/* 0: as the layout says; 1: never writable */
 
 /*
- * A file mapped into a region. Layout entries point at it for each range it
- * backs (a PROTECT of part of it stores a copy with the new prot); page index
- * i shows file page pgoff + (i - first), however the range was split.
+ * Host changes are made in pieces no larger than this, each piece's first
+ * page on its own, so that core mm never frees a page table of this size
+ * that a window may link (see DESIGN.md, "Tables the host keeps"). Kernels
+ * that free PTE tables under RCU need it for PMD tables only.
  */
-struct msk_file_map {
-	struct list_head node;
+#ifdef MSK_HAVE_RCU_PTE_TABLES
+#define MSK_KEEP_SIZE	PUD_SIZE
+#else
+#define MSK_KEEP_SIZE	PMD_SIZE
+#endif
+
+static struct kthread_worker *msk_worker;
+
+/* One per host mm: flushes every window's TLB when the host's flushes. */
+struct msk_host {
+	struct mmu_notifier mn;
+	spinlock_t lock;		/* guards regions */
+	struct list_head regions;
+};
+
+/* A layout entry: an object mapped at region pages [first, ...). */
+struct msk_map {
+	struct list_head node;		/* in region->maps, freed with it */
 	struct file *file;
-	unsigned long first;
+	unsigned long first;		/* region page index of pgoff */
 	pgoff_t pgoff;
 	int prot;
 };
 
-/* Marks the pages of r->pages that are a file's and writable: dirtied when let go. */
-#define MSK_FILE_DIRTY	XA_MARK_1
+struct msk_region {
+	struct mutex lock;		/* layout changes, serialised */
+	struct kref ref;
+	u64 size;
+	u64 id;
+	unsigned long ino;
+	struct mm_struct *host_mm;	/* mmget() while the region lives */
+	struct msk_host *host;
+	unsigned long view[MSK_VIEWS];	/* host addresses, PUD aligned */
+	struct file *anon;		/* shmem object of anonymous mappings */
+	struct maple_tree layout;	/* page index -> struct msk_map */
+	struct list_head maps;
+	struct list_head host_node;	/* in host->regions */
+	struct list_head node;		/* in msk_regions */
+	struct kthread_work free_work;
+	atomic_t windows;
+	bool sealed;
+	unsigned long mapped_pages;
+	atomic64_t faults;
+};
 
-/* One per attaching mm; holds that mm's windows. */
+/* One per attaching mm: unlinks its windows before core mm walks them. */
 struct msk_mm {
 	struct mmu_notifier mn;
-	spinlock_t lock;	/* guards windows */
+	spinlock_t lock;		/* guards windows */
 	struct list_head windows;
+};
+
+/* A window's view of one GiB: the link, and the table core mm had there. */
+struct msk_slot {
+	pud_t link;			/* our entry while linked, else 0 */
+	pud_t parked;			/* the attacher's own PMD table, or 0 */
 };
 
 struct msk_window {
 	struct msk_region *region;
 	struct mm_struct *mm;
-	struct msk_mm *owner;
+	struct msk_mm *mmn;
+	struct list_head mm_node;	/* under mmn->lock */
 	unsigned long start;
 	unsigned long end;
-	bool unmapping;			/* under owner->lock */
-	struct list_head region_node;	/* under region->lock */
-	struct list_head mm_node;	/* under owner->lock */
-	struct list_head parked;	/* private PMD tables replaced by ours */
+	int view;
+	int invalidating;		/* under mmn->lock */
+	wait_queue_head_t wq;
+	struct msk_slot *slots;		/* under mm->page_table_lock */
 };
-
-/* An attacher's own (empty) PMD table, replaced by a shared one. */
-struct msk_parked_table {
-	struct list_head node;
-	pmd_t *table;
-};
-
-/* ---- symbols ------------------------------------------------------------ */
-
-static unsigned long msk_lookup(const char *name)
-{
-	static unsigned long (*lookup_name)(const char *name);
-	struct kprobe kp = { .symbol_name = "kallsyms_lookup_name" };
-
-	if (!lookup_name) {
-		if (register_kprobe(&kp))
-			return 0;
-		lookup_name = (void *)kp.addr;
-		unregister_kprobe(&kp);
-	}
-	return lookup_name(name);
-}
-
-static int msk_resolve_symbols(void)
-{
-	msk_flush_tlb_mm_range = (void *)msk_lookup("flush_tlb_mm_range");
-	msk_pud_alloc = (void *)msk_lookup("__pud_alloc");
-	msk_p4d_alloc = (void *)msk_lookup("__p4d_alloc");
-	if (!msk_flush_tlb_mm_range || !msk_pud_alloc || !msk_p4d_alloc)
-		return -ENOENT;
-	return 0;
-}
-
-static void msk_flush(struct mm_struct *mm, unsigned long start, unsigned long end,
-		      bool tables)
-{
-	msk_flush_tlb_mm_range(mm, start, end, PAGE_SHIFT, tables);
-}
-
-/* ---- regions -------------------------------------------------------------- */
-
-static pgprot_t msk_pgprot(int prot)
-{
-	unsigned long flags = VM_SHARED;
-
-	if (prot & PROT_READ)
-		flags |= VM_READ;
-	if (prot & PROT_WRITE)
-		flags |= VM_READ | VM_WRITE;
-	if (prot & PROT_EXEC)
-		flags |= VM_READ | VM_EXEC;
-	return vm_get_page_prot(flags);
-}
-
-static void msk_region_put(struct msk_region *r);
-
-/* A user PMD table page, set up like the kernel's own (split lock, stats). */
-static pmd_t *msk_alloc_pmd_table(void)
-{
-#ifdef MSK_HAVE_PTDESC
-	struct ptdesc *ptdesc = pagetable_alloc(GFP_PGTABLE_USER, 0);
-
-	if (!ptdesc)
-		return NULL;
-	if (!pagetable_pmd_ctor(ptdesc)) {
-		pagetable_free(ptdesc);
-		return NULL;
-	}
-	return ptdesc_address(ptdesc);
-#else
-	struct page *page = alloc_page(GFP_PGTABLE_USER);
-
-	if (!page)
-		return NULL;
-	if (!pgtable_pmd_page_ctor(page)) {
-		__free_page(page);
-		return NULL;
-	}
-	return page_address(page);
-#endif
-}
 
 static void msk_vm_flags_set(struct vm_area_struct *vma, unsigned long flags)
 {
@@ -216,11 +137,237 @@ static void msk_vm_flags_set(struct vm_area_struct *vma, unsigned long flags)
 #endif
 }
 
+/* ---- TLBs ---------------------------------------------------------------- */
+
+static void msk_flush_local(void *unused)
+{
+	__flush_tlb_all();
+}
+
 /*
- * Every region, for /sys/module/msharefs_kmod/parameters/regions_with_memory:
- * the ids of the regions that have memory mapped now (what a test or an
- * operator checks to see memory freed).
+ * Drops every CPU's translations, for every address space. The module
+ * cannot flush one mm's TLB on other CPUs with exported interfaces; a
+ * global flush is correct for every window at once.
  */
+static void msk_flush_all_cpus(void)
+{
+	on_each_cpu(msk_flush_local, NULL, 1);
+}
+
+/* ---- host notifier --------------------------------------------------------- */
+
+static bool msk_region_in_range(struct msk_region *r, unsigned long start, unsigned long end)
+{
+	int v;
+
+	for (v = 0; v < MSK_VIEWS; v++)
+		if (r->view[v] && start < r->view[v] + r->size && end > r->view[v])
+			return true;
+	return false;
+}
+
+/*
+ * Called when the host flushes its TLB for [start, end): after a PTE of a
+ * view changed and before its page may be freed. Any CPU may cache that
+ * translation through a window, so all are flushed.
+ */
+static void msk_host_flushed(struct mmu_notifier *mn, struct mm_struct *mm,
+			     unsigned long start, unsigned long end)
+{
+	struct msk_host *h = container_of(mn, struct msk_host, mn);
+	struct msk_region *r;
+	bool flush = false;
+
+	spin_lock(&h->lock);
+	list_for_each_entry(r, &h->regions, host_node)
+		if (atomic_read(&r->windows) && msk_region_in_range(r, start, end)) {
+			flush = true;
+			break;
+		}
+	spin_unlock(&h->lock);
+	if (flush)
+		msk_flush_all_cpus();
+}
+
+static struct mmu_notifier *msk_host_alloc(struct mm_struct *mm)
+{
+	struct msk_host *h = kzalloc(sizeof(*h), GFP_KERNEL);
+
+	if (!h)
+		return ERR_PTR(-ENOMEM);
+	spin_lock_init(&h->lock);
+	INIT_LIST_HEAD(&h->regions);
+	return &h->mn;
+}
+
+static void msk_host_free(struct mmu_notifier *mn)
+{
+	kfree(container_of(mn, struct msk_host, mn));
+}
+
+static const struct mmu_notifier_ops msk_host_ops = {
+#ifdef MSK_HAVE_SECONDARY_TLBS
+	.arch_invalidate_secondary_tlbs = msk_host_flushed,
+#else
+	.invalidate_range = msk_host_flushed,
+#endif
+	.alloc_notifier = msk_host_alloc,
+	.free_notifier = msk_host_free,
+};
+
+/* ---- host calls ------------------------------------------------------------ */
+
+struct msk_host_call {
+	struct kthread_work work;
+	struct mm_struct *mm;
+	int (*fn)(struct msk_region *r, void *arg);
+	struct msk_region *r;
+	void *arg;
+	int ret;
+	struct completion done;
+};
+
+static void msk_host_call_work(struct kthread_work *work)
+{
+	struct msk_host_call *c = container_of(work, struct msk_host_call, work);
+
+	kthread_use_mm(c->mm);
+	c->ret = c->fn(c->r, c->arg);
+	kthread_unuse_mm(c->mm);
+	complete(&c->done);
+}
+
+/*
+ * Runs fn with current->mm the region's host mm (vm_mmap() works on
+ * current->mm): on the module's worker thread. The caller holds no mmap
+ * lock.
+ */
+static int msk_in_host(struct msk_region *r, int (*fn)(struct msk_region *r, void *arg), void *arg)
+{
+	struct msk_host_call c = {
+		.mm = r->host_mm, .fn = fn, .r = r, .arg = arg,
+	};
+
+	kthread_init_work(&c.work, msk_host_call_work);
+	init_completion(&c.done);
+	kthread_queue_work(msk_worker, &c.work);
+	wait_for_completion(&c.done);
+	return c.ret;
+}
+
+/* Maps what a layout entry says at [addr, addr + len) of a view, or a hole. */
+static int msk_host_map_piece(unsigned long addr, unsigned long len, struct file *file,
+			      pgoff_t pgoff, int prot)
+{
+	unsigned long ret;
+
+	if (file)
+		ret = vm_mmap(file, addr, len, prot, MAP_SHARED | MAP_FIXED,
+			      pgoff << PAGE_SHIFT);
+	else
+		ret = vm_mmap(NULL, addr, len, PROT_NONE,
+			      MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, 0);
+	if (IS_ERR_VALUE(ret))
+		return (int)ret;
+	return ret == addr ? 0 : -EFAULT;
+}
+
+/*
+ * Host context. Replaces [addr, addr + len) of a view, MSK_KEEP_SIZE at a
+ * time with each piece's first page alone: core mm frees a page table only
+ * when one replacement covers all of it, so the tables windows link stay.
+ */
+static int msk_host_replace(unsigned long addr, unsigned long len, struct file *file,
+			    pgoff_t pgoff, int prot)
+{
+	unsigned long end = addr + len, next;
+	int err;
+
+	while (addr < end) {
+		next = min(ALIGN(addr + 1, MSK_KEEP_SIZE), end);
+		if (IS_ALIGNED(addr, MSK_KEEP_SIZE) && next - addr > PAGE_SIZE) {
+			err = msk_host_map_piece(addr, PAGE_SIZE, file, pgoff, prot);
+			if (err)
+				return err;
+			addr += PAGE_SIZE;
+			pgoff++;
+		}
+		err = msk_host_map_piece(addr, next - addr, file, pgoff, prot);
+		if (err)
+			return err;
+		pgoff += (next - addr) >> PAGE_SHIFT;
+		addr = next;
+		cond_resched();
+	}
+	return 0;
+}
+
+/* What one host change does: region pages [first, last) show m (or a hole). */
+struct msk_change {
+	unsigned long first;
+	unsigned long last;
+	const struct msk_map *m;
+	int prot;
+};
+
+static int msk_view_prot(int view, int prot)
+{
+	return view ? prot & ~PROT_WRITE : prot;
+}
+
+/* Host context: applies a change to both views. */
+static int msk_host_apply(struct msk_region *r, void *arg)
+{
+	const struct msk_change *c = arg;
+	unsigned long off = c->first << PAGE_SHIFT;
+	unsigned long len = (c->last - c->first) << PAGE_SHIFT;
+	struct file *file = c->m ? c->m->file : NULL;
+	pgoff_t pgoff = c->m ? c->m->pgoff + (c->first - c->m->first) : 0;
+	int v, err;
+
+	for (v = 0; v < MSK_VIEWS; v++) {
+		err = msk_host_replace(r->view[v] + off, len, file, pgoff,
+				       msk_view_prot(v, c->prot));
+		if (err)
+			return err;
+	}
+	return 0;
+}
+
+/* Host context: reserves both views (PROT_NONE, PUD aligned). */
+static int msk_host_reserve(struct msk_region *r, void *arg)
+{
+	unsigned long raw, base;
+	int v;
+
+	for (v = 0; v < MSK_VIEWS; v++) {
+		raw = vm_mmap(NULL, 0, r->size + PUD_SIZE, PROT_NONE,
+			      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, 0);
+		if (IS_ERR_VALUE(raw))
+			return (int)raw;
+		base = ALIGN(raw, PUD_SIZE);
+		if (base > raw)
+			vm_munmap(raw, base - raw);
+		if (raw + PUD_SIZE > base)
+			vm_munmap(base + r->size, raw + PUD_SIZE - base);
+		r->view[v] = base;
+	}
+	return 0;
+}
+
+/* Host context, no window left: gives both views back to the host. */
+static int msk_host_release(struct msk_region *r, void *arg)
+{
+	int v;
+
+	for (v = 0; v < MSK_VIEWS; v++)
+		if (r->view[v])
+			vm_munmap(r->view[v], r->size);
+	return 0;
+}
+
+/* ---- regions ------------------------------------------------------------- */
+
 static LIST_HEAD(msk_regions);		/* guarded by msk_regions_lock */
 static DEFINE_MUTEX(msk_regions_lock);
 static u64 msk_next_region_id;		/* guarded by msk_regions_lock */
@@ -242,168 +389,116 @@ static const struct kernel_param_ops msk_regions_with_memory_ops = {
 	.get = msk_get_regions_with_memory,
 };
 
-module_param_cb(regions_with_memory, &msk_regions_with_memory_ops, NULL, 0444);
+module_param_cb(regions_with_memory, &msk_regions_with_memory_ops, NULL, 0400);
 MODULE_PARM_DESC(regions_with_memory, "ids of the regions that have memory mapped now");
 
+/* Page-table pages under [addr, addr + size) of mm, and the pages they map. */
+static void msk_count_tables(struct mm_struct *mm, unsigned long addr, u64 size,
+			     u64 *tables, u64 *resident)
+{
+	unsigned long end = addr + size, a;
+	pgd_t *pgd;
+	p4d_t *p4d;
+	pud_t *pud;
+	pmd_t *pmd;
+	pte_t *pte;
+	int i, j;
+
+	for (a = addr; a < end; a += PUD_SIZE) {
+		pgd = pgd_offset(mm, a);
+		if (!pgd_present(*pgd))
+			continue;
+		p4d = p4d_offset(pgd, a);
+		if (!p4d_present(*p4d))
+			continue;
+		pud = pud_offset(p4d, a);
+		if (!pud_present(*pud) || (pud_val(*pud) & _PAGE_PSE))
+			continue;
+		(*tables)++;
+		pmd = pmd_offset(pud, a);
+		for (i = 0; i < PTRS_PER_PMD; i++) {
+			pmd_t e = READ_ONCE(pmd[i]);
+
+			if (!pmd_present(e))
+				continue;
+			if (pmd_val(e) & _PAGE_PSE) {
+				*resident += PTRS_PER_PTE;
+				continue;
+			}
+			(*tables)++;
+			rcu_read_lock();
+			pte = (pte_t *)pmd_page_vaddr(e);
+			for (j = 0; j < PTRS_PER_PTE; j++)
+				if (pte_present(READ_ONCE(pte[j])))
+					(*resident)++;
+			rcu_read_unlock();
+		}
+	}
+}
+
+static void msk_region_stats(struct msk_region *r, struct msharefs_kmod_stats *s)
+{
+	u64 tables = 0, resident = 0, ro_resident = 0;
+
+	memset(s, 0, sizeof(*s));
+	s->size = READ_ONCE(r->size);
+	s->windows = atomic_read(&r->windows);
+	s->faults = atomic64_read(&r->faults);
+	if (!s->size)
+		return;
+	mmap_read_lock(r->host_mm);
+	msk_count_tables(r->host_mm, r->view[0], r->size, &tables, &resident);
+	msk_count_tables(r->host_mm, r->view[1], r->size, &tables, &ro_resident);
+	mmap_read_unlock(r->host_mm);
+	s->table_pages = tables;
+	s->resident_pages = max(resident, ro_resident);
+}
+
 /*
- * /proc/msharefs_kmod: one line per region. Takes msk_regions_lock only; the
- * figures are written under each region's lock and read here with
- * READ_ONCE, so a line may mix figures from either side of a change.
+ * /proc/msharefs_kmod: one line per region (root only). Figures are read
+ * without the region's lock and may mix two sides of a change.
  */
 static int msk_proc_show(struct seq_file *m, void *v)
 {
+	struct msharefs_kmod_stats s;
 	struct msk_region *r;
 
 	seq_puts(m, "id inode size resident_bytes table_bytes windows faults\n");
 	mutex_lock(&msk_regions_lock);
-	list_for_each_entry(r, &msk_regions, node)
+	list_for_each_entry(r, &msk_regions, node) {
+		msk_region_stats(r, &s);
 		seq_printf(m, "%llu %lu %llu %llu %llu %llu %llu\n", r->id, READ_ONCE(r->ino),
-			   READ_ONCE(r->size), READ_ONCE(r->resident_pages) << PAGE_SHIFT,
-			   READ_ONCE(r->table_pages) << PAGE_SHIFT, READ_ONCE(r->nr_windows),
-			   READ_ONCE(r->faults));
+			   s.size, s.resident_pages << PAGE_SHIFT, s.table_pages << PAGE_SHIFT,
+			   s.windows, s.faults);
+	}
 	mutex_unlock(&msk_regions_lock);
 	return 0;
 }
 
-static struct msk_region *msk_region_alloc(void)
+static void msk_region_free_work(struct kthread_work *work)
 {
-	struct msk_region *r = kzalloc(sizeof(*r), GFP_KERNEL);
+	struct msk_region *r = container_of(work, struct msk_region, free_work);
+	struct msk_map *m, *next;
 
-	if (!r)
-		return NULL;
-	mutex_init(&r->lock);
-	kref_init(&r->ref);
-	xa_init(&r->pages);
-	mt_init(&r->layout);
-	INIT_LIST_HEAD(&r->file_maps);
-	INIT_LIST_HEAD(&r->windows);
-	__module_get(THIS_MODULE);	/* dropped by msk_region_free() */
-	mutex_lock(&msk_regions_lock);
-	r->id = ++msk_next_region_id;
-	list_add_tail(&r->node, &msk_regions);
-	mutex_unlock(&msk_regions_lock);
-	return r;
-}
-
-/*
- * Gives an unsized region its size: one PMD table per chunk,
- * which exist for the region's life so that windows link them at once.
- * Caller holds r->lock (or has r to itself).
- */
-static int msk_region_set_size(struct msk_region *r, u64 size)
-{
-	unsigned int chunk;
-
-	if (r->size)
-		return -EBUSY;
-	if (!size || !IS_ALIGNED(size, PUD_SIZE) || size > MSK_MAX_SIZE)
-		return -EINVAL;
-	r->pmd_tables = kcalloc(size >> PUD_SHIFT, sizeof(*r->pmd_tables), GFP_KERNEL);
-	if (!r->pmd_tables)
-		goto fail;
-	r->nr_chunks = size >> PUD_SHIFT;
-	for (chunk = 0; chunk < r->nr_chunks; chunk++) {
-		r->pmd_tables[chunk] = msk_alloc_pmd_table();
-		if (!r->pmd_tables[chunk])
-			goto fail;
-		r->table_pages++;
+	if (r->size) {
+		kthread_use_mm(r->host_mm);
+		msk_host_release(r, NULL);
+		kthread_unuse_mm(r->host_mm);
 	}
-	r->nr_pages = size >> PAGE_SHIFT;
-	WRITE_ONCE(r->size, size);
-	return 0;
-fail:
-	for (chunk = 0; r->pmd_tables && chunk < r->nr_chunks; chunk++)
-		if (r->pmd_tables[chunk])
-			pmd_free(NULL, r->pmd_tables[chunk]);
-	r->table_pages = 0;
-	r->nr_chunks = 0;
-	kfree(r->pmd_tables);
-	r->pmd_tables = NULL;
-	return -ENOMEM;
-}
-
-/*
- * Caller holds r->lock. Returns the shared PTE slot of page index, with the
- * PTE table allocated; NULL on allocation failure.
- */
-static pte_t *msk_pte_slot(struct msk_region *r, unsigned long index)
-{
-	unsigned long off = index << PAGE_SHIFT;
-	pmd_t *pmd = r->pmd_tables[off >> PUD_SHIFT] + pmd_index(off);
-	pgtable_t pte_table;
-
-	if (pmd_none(*pmd)) {
-		pte_table = __pte_alloc_one(NULL, GFP_PGTABLE_USER);
-		if (!pte_table)
-			return NULL;
-		r->table_pages++;
-		pmd_populate(NULL, pmd, pte_table);
+	if (r->host) {
+		spin_lock(&r->host->lock);
+		list_del(&r->host_node);
+		spin_unlock(&r->host->lock);
+		mmu_notifier_put(&r->host->mn);
 	}
-	return pte_offset_kernel(pmd, off);
-}
-
-/* Caller holds r->lock. The shared PTE of index if its table exists. */
-static pte_t *msk_pte_lookup(struct msk_region *r, unsigned long index)
-{
-	unsigned long off = index << PAGE_SHIFT;
-	pmd_t *pmd_table = r->pmd_tables[off >> PUD_SHIFT];
-	pmd_t *pmd;
-
-	if (!pmd_table)
-		return NULL;
-	pmd = pmd_table + pmd_index(off);
-	if (pmd_none(*pmd))
-		return NULL;
-	return pte_offset_kernel(pmd, off);
-}
-
-/* Caller holds r->lock: make every window see the change of [off, end). */
-static void msk_flush_windows(struct msk_region *r, u64 off, u64 end)
-{
-	struct msk_window *w;
-
-	list_for_each_entry(w, &r->windows, region_node)
-		msk_flush(w->mm, w->start + off, w->start + end, false);
-}
-
-/*
- * Lets go of a page of r->pages: a data page is freed, a file page's
- * reference is dropped, dirtied first if it was writable.
- */
-static void msk_release_page(struct msk_region *r, unsigned long index, struct page *page)
-{
-	if (xa_get_mark(&r->pages, index, MSK_FILE_DIRTY))
-		set_page_dirty_lock(page);
-	put_page(page);
-}
-
-static void msk_region_free(struct kref *ref)
-{
-	struct msk_region *r = container_of(ref, struct msk_region, ref);
-	struct msk_file_map *fm, *next;
-	unsigned long index;
-	struct page *page;
-	unsigned int chunk, i;
-
-	xa_for_each(&r->pages, index, page)
-		msk_release_page(r, index, page);
-	xa_destroy(&r->pages);
-	list_for_each_entry_safe(fm, next, &r->file_maps, node) {
-		fput(fm->file);
-		kfree(fm);
+	list_for_each_entry_safe(m, next, &r->maps, node) {
+		fput(m->file);
+		kfree(m);
 	}
-	for (chunk = 0; chunk < r->nr_chunks; chunk++) {
-		pmd_t *pmd_table = r->pmd_tables[chunk];
-
-		if (!pmd_table)
-			continue;
-		for (i = 0; i < PTRS_PER_PMD; i++)
-			if (!pmd_none(pmd_table[i]))
-				pte_free(NULL, pmd_pgtable(pmd_table[i]));
-		pmd_free(NULL, pmd_table);
-	}
-	kfree(r->pmd_tables);
+	if (r->anon)
+		fput(r->anon);
 	mtree_destroy(&r->layout);
+	mmput(r->host_mm);
 	mutex_lock(&msk_regions_lock);
 	list_del(&r->node);
 	mutex_unlock(&msk_regions_lock);
@@ -411,9 +506,78 @@ static void msk_region_free(struct kref *ref)
 	module_put(THIS_MODULE);
 }
 
+/* The last reference: the host's views go on the worker (never inline). */
+static void msk_region_release(struct kref *ref)
+{
+	struct msk_region *r = container_of(ref, struct msk_region, ref);
+
+	kthread_init_work(&r->free_work, msk_region_free_work);
+	kthread_queue_work(msk_worker, &r->free_work);
+}
+
 static void msk_region_put(struct msk_region *r)
 {
-	kref_put(&r->ref, msk_region_free);
+	kref_put(&r->ref, msk_region_release);
+}
+
+/* A region hosted by current's mm. */
+static struct msk_region *msk_region_alloc(void)
+{
+	struct msk_region *r;
+
+	if (!current->mm)
+		return ERR_PTR(-EINVAL);
+	r = kzalloc(sizeof(*r), GFP_KERNEL);
+	if (!r)
+		return ERR_PTR(-ENOMEM);
+	mutex_init(&r->lock);
+	kref_init(&r->ref);
+	mt_init(&r->layout);
+	INIT_LIST_HEAD(&r->maps);
+	INIT_LIST_HEAD(&r->host_node);
+	atomic_set(&r->windows, 0);
+	atomic64_set(&r->faults, 0);
+	mmget(current->mm);
+	r->host_mm = current->mm;
+	__module_get(THIS_MODULE);	/* dropped by msk_region_free_work() */
+	mutex_lock(&msk_regions_lock);
+	r->id = ++msk_next_region_id;
+	list_add_tail(&r->node, &msk_regions);
+	mutex_unlock(&msk_regions_lock);
+	return r;
+}
+
+/* Gives an unsized region its size and its views. Caller holds r->lock. */
+static int msk_region_set_size(struct msk_region *r, u64 size)
+{
+	struct mmu_notifier *mn;
+	struct file *anon;
+	int err;
+
+	if (r->size)
+		return -EBUSY;
+	if (!size || !IS_ALIGNED(size, PUD_SIZE) || size > MSK_MAX_SIZE)
+		return -EINVAL;
+	anon = shmem_file_setup("msharefs_region", size, VM_NORESERVE);
+	if (IS_ERR(anon))
+		return PTR_ERR(anon);
+	mmap_write_lock(r->host_mm);
+	mn = mmu_notifier_get_locked(&msk_host_ops, r->host_mm);
+	mmap_write_unlock(r->host_mm);
+	if (IS_ERR(mn)) {
+		fput(anon);
+		return PTR_ERR(mn);
+	}
+	r->host = container_of(mn, struct msk_host, mn);
+	spin_lock(&r->host->lock);
+	list_add(&r->host_node, &r->host->regions);
+	spin_unlock(&r->host->lock);
+	r->anon = anon;
+	WRITE_ONCE(r->size, size);
+	err = msk_in_host(r, msk_host_reserve, NULL);
+	if (err)
+		return err;	/* the views reserved so far go with the region */
+	return 0;
 }
 
 static int msk_check_range(struct msk_region *r, const struct msharefs_kmod_range *a)
@@ -425,21 +589,6 @@ static int msk_check_range(struct msk_region *r, const struct msharefs_kmod_rang
 	if (a->prot & ~(u32)(PROT_READ | PROT_WRITE | PROT_EXEC))
 		return -EINVAL;
 	return 0;
-}
-
-/* The protection of page index, or -1 where no mapping is. Lock free. */
-static int msk_prot_of(void *entry)
-{
-	if (!entry)
-		return -1;
-	if (xa_is_value(entry))
-		return (int)xa_to_value(entry);
-	return ((struct msk_file_map *)entry)->prot;
-}
-
-static int msk_prot_at(struct msk_region *r, unsigned long index)
-{
-	return msk_prot_of(mtree_load(&r->layout, index));
 }
 
 /* Caller holds r->lock: how many pages of [first, last) the layout maps. */
@@ -456,525 +605,352 @@ static unsigned long msk_mapped_in(struct msk_region *r, unsigned long first, un
 	return n;
 }
 
-static int msk_set_layout(struct msk_region *r, unsigned long first, unsigned long last, int prot)
+/* Whether m's object lets its pages be mapped with prot (as mmap() judges). */
+static int msk_may_map(const struct msk_map *m, int prot)
 {
-	return mtree_store_range(&r->layout, first, last - 1,
-				 prot < 0 ? NULL : xa_mk_value(prot), GFP_KERNEL);
+	struct inode *inode = file_inode(m->file);
+
+	if (!(prot & PROT_WRITE))
+		return 0;
+	if (!(m->file->f_mode & FMODE_WRITE))
+		return -EACCES;
+	if (shmem_mapping(m->file->f_mapping) &&
+	    (SHMEM_I(inode)->seals & (F_SEAL_WRITE | F_SEAL_FUTURE_WRITE)))
+		return -EPERM;
+	return 0;
 }
 
-static long msk_map(struct msk_region *r, const struct msharefs_kmod_range *a)
+static struct msk_map *msk_map_new(struct msk_region *r, struct file *file, unsigned long first,
+				   pgoff_t pgoff, int prot)
 {
-	unsigned long first = a->offset >> PAGE_SHIFT;
-	unsigned long last = (a->offset + a->size) >> PAGE_SHIFT;
+	struct msk_map *m = kzalloc(sizeof(*m), GFP_KERNEL);
+
+	if (!m)
+		return NULL;
+	m->file = get_file(file);
+	m->first = first;
+	m->pgoff = pgoff;
+	m->prot = prot;
+	list_add(&m->node, &r->maps);
+	return m;
+}
+
+/*
+ * Caller holds r->lock. Region pages [first, last) show m with prot: the
+ * host first (where the object's own permissions are checked), then the
+ * layout.
+ */
+static int msk_apply(struct msk_region *r, unsigned long first, unsigned long last,
+		     struct msk_map *m, int prot)
+{
+	struct msk_change c = { first, last, m, prot };
+	int err;
+
+	err = msk_in_host(r, msk_host_apply, &c);
+	if (err)
+		return err;
+	return mtree_store_range(&r->layout, first, last - 1, m, GFP_KERNEL);
+}
+
+static long msk_map_object(struct msk_region *r, struct file *file, u64 offset, u64 size,
+			   pgoff_t pgoff, int prot)
+{
+	unsigned long first = offset >> PAGE_SHIFT;
+	unsigned long last = (offset + size) >> PAGE_SHIFT;
+	struct msk_map *m;
 	int err;
 
 	if (msk_mapped_in(r, first, last))
 		return -EEXIST;
-	err = msk_set_layout(r, first, last, a->prot);
-	if (!err)
-		WRITE_ONCE(r->mapped_pages, r->mapped_pages + last - first);
-	return err;
+	err = msk_may_map(&(struct msk_map){ .file = file }, prot);
+	if (err)
+		return err;
+	m = msk_map_new(r, file, first, pgoff, prot);
+	if (!m)
+		return -ENOMEM;
+	err = msk_apply(r, first, last, m, prot);
+	if (err) {
+		/* Nothing maps m: the host's pieces go back to holes. */
+		msk_apply(r, first, last, NULL, PROT_NONE);
+		mtree_store_range(&r->layout, first, last - 1, NULL, GFP_KERNEL);
+		return err;
+	}
+	WRITE_ONCE(r->mapped_pages, r->mapped_pages + last - first);
+	return 0;
 }
 
 /*
- * Caller holds r->lock. Every present shared PTE maps a page of r->pages, so
- * walking the resident pages of a range finds all of its PTEs.
+ * Caller holds r->lock. The host's views get holes there, then the
+ * anonymous memory of the range is freed (the anonymous object's offsets
+ * are the region's).
  */
 static long msk_unmap(struct msk_region *r, const struct msharefs_kmod_range *a)
 {
 	unsigned long first = a->offset >> PAGE_SHIFT;
 	unsigned long last = (a->offset + a->size) >> PAGE_SHIFT;
-	unsigned long mapped = msk_mapped_in(r, first, last), i;
-	struct page *page;
-	pte_t *pte;
+	unsigned long mapped = msk_mapped_in(r, first, last);
 	int err;
 
-	err = msk_set_layout(r, first, last, -1);
+	if (!mapped)
+		return 0;
+	err = msk_apply(r, first, last, NULL, PROT_NONE);
 	if (err)
 		return err;
 	WRITE_ONCE(r->mapped_pages, r->mapped_pages - mapped);
-	xa_for_each_range(&r->pages, i, page, first, last - 1) {
-		pte = msk_pte_lookup(r, i);
-		if (pte)
-			pte_clear(NULL, 0, pte);
-	}
-	msk_flush_windows(r, a->offset, a->offset + a->size);
-	xa_for_each_range(&r->pages, i, page, first, last - 1) {
-		msk_release_page(r, i, page);
-		xa_erase(&r->pages, i);
-		r->resident_pages--;
-		cond_resched();
-	}
-	return 0;
+	return vfs_fallocate(r->anon, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+			     a->offset, a->size);
+}
+
+/* The layout entry at page index, and where it ends (exclusive), under rcu. */
+static struct msk_map *msk_entry_at(struct msk_region *r, unsigned long index,
+				    unsigned long limit, unsigned long *end)
+{
+	MA_STATE(mas, &r->layout, index, index);
+	struct msk_map *m;
+
+	rcu_read_lock();
+	m = mas_find(&mas, limit - 1);
+	rcu_read_unlock();
+	if (m)
+		*end = min(mas.last + 1, limit);
+	return m;
 }
 
 /*
- * Caller holds r->lock. Stores prot over [first, last): value entries are
- * replaced, file entries by a copy that keeps the file's page offsets.
+ * Caller holds r->lock. Every page of the range must be mapped [ENOMEM];
+ * PROT_WRITE needs objects that may be written [EACCES, EPERM]. Each entry
+ * is mapped again with the new protection.
  */
-static int msk_reprotect(struct msk_region *r, unsigned long first, unsigned long last, int prot)
-{
-	MA_STATE(mas, &r->layout, first, first);
-	struct msk_file_map *fm, *copy;
-	unsigned long from, to;
-	void *entry;
-	int err = 0;
-
-	for (;;) {
-		rcu_read_lock();
-		entry = mas_find(&mas, last - 1);
-		rcu_read_unlock();
-		if (!entry)
-			return 0;
-		from = max(mas.index, first);
-		to = min(mas.last, last - 1);
-		if (xa_is_value(entry)) {
-			err = mtree_store_range(&r->layout, from, to, xa_mk_value(prot),
-						GFP_KERNEL);
-		} else {
-			fm = entry;
-			copy = kmemdup(fm, sizeof(*fm), GFP_KERNEL);
-			if (!copy)
-				return -ENOMEM;
-			copy->prot = prot;
-			get_file(copy->file);
-			list_add(&copy->node, &r->file_maps);
-			err = mtree_store_range(&r->layout, from, to, copy, GFP_KERNEL);
-		}
-		if (err || to >= last - 1)
-			return err;
-		mas_set(&mas, to + 1);
-	}
-}
-
 static long msk_protect(struct msk_region *r, const struct msharefs_kmod_range *a)
 {
 	unsigned long first = a->offset >> PAGE_SHIFT;
-	unsigned long last = (a->offset + a->size) >> PAGE_SHIFT, i;
-	struct page *page;
-	pte_t *pte;
+	unsigned long last = (a->offset + a->size) >> PAGE_SHIFT;
+	unsigned long at, to;
+	struct msk_map *m, *copy;
 	int err;
 
 	if (msk_mapped_in(r, first, last) != last - first)
 		return -ENOMEM;
-	err = msk_reprotect(r, first, last, a->prot);
-	if (err)
-		return err;
-	xa_for_each_range(&r->pages, i, page, first, last - 1) {
-		pte = msk_pte_lookup(r, i);
-		if (!pte || pte_none(ptep_get(pte)))
-			continue;
-		if (!(a->prot & (PROT_READ | PROT_WRITE | PROT_EXEC)))
-			pte_clear(NULL, 0, pte);
-		else
-			set_pte(pte, pte_mkspecial(pte_mkyoung(mk_pte(page, msk_pgprot(a->prot)))));
+	for (at = first; at < last; at = to) {
+		m = msk_entry_at(r, at, last, &to);
+		err = m ? msk_may_map(m, a->prot) : -ENOMEM;
+		if (err)
+			return err;
 	}
-	msk_flush_windows(r, a->offset, a->offset + a->size);
+	for (at = first; at < last; at = to) {
+		m = msk_entry_at(r, at, last, &to);
+		if (!m)
+			return -ENOMEM;
+		if (m->prot == (int)a->prot)
+			continue;
+		copy = msk_map_new(r, m->file, m->first, m->pgoff, a->prot);
+		if (!copy)
+			return -ENOMEM;
+		err = msk_apply(r, at, to, copy, a->prot);
+		if (err) {
+			msk_apply(r, at, to, m, m->prot);
+			return err;
+		}
+	}
 	return 0;
 }
 
-static bool msk_is_shmem(struct file *file)
-{
-	return file_inode(file)->i_sb->s_magic == TMPFS_MAGIC;
-}
-
-/* The page-cache page of a file at pgoff, with a reference; ERR_PTR past EOF. */
-static struct page *msk_file_page(struct file *file, pgoff_t pgoff)
-{
-	struct address_space *mapping = file->f_mapping;
-	struct folio *folio;
-	struct page *page;
-
-	if (msk_is_shmem(file))
-		return shmem_read_mapping_page_gfp(mapping, pgoff, mapping_gfp_mask(mapping));
-	folio = read_mapping_folio(mapping, pgoff, file);
-	if (IS_ERR(folio))
-		return ERR_CAST(folio);
-	page = folio_file_page(folio, pgoff);
-	get_page(page);
-	folio_put(folio);
-	return page;
-}
-
-/* Caller holds r->lock. */
 static long msk_map_file(struct msk_region *r, const struct msharefs_kmod_map_file *a)
 {
-	unsigned long first = a->offset >> PAGE_SHIFT;
-	unsigned long last = (a->offset + a->size) >> PAGE_SHIFT;
-	struct msk_file_map *fm;
 	struct file *file;
-	int err;
+	long err;
 
 	if (!PAGE_ALIGNED(a->file_offset))
 		return -EINVAL;
-	if (msk_mapped_in(r, first, last))
-		return -EEXIST;
 	file = fget(a->fd);
 	if (!file)
 		return -EBADF;
-	err = -ENODEV;
-	if (!S_ISREG(file_inode(file)->i_mode) ||
-	    file_inode(file)->i_sb->s_magic == HUGETLBFS_MAGIC ||
-	    (!msk_is_shmem(file) && !file->f_mapping->a_ops->read_folio))
-		goto out_fput;
-	err = -EACCES;
-	if (!(file->f_mode & FMODE_READ) ||
-	    ((a->prot & PROT_WRITE) && !(file->f_mode & FMODE_WRITE)))
-		goto out_fput;
-	err = -ENOMEM;
-	fm = kzalloc(sizeof(*fm), GFP_KERNEL);
-	if (!fm)
-		goto out_fput;
-	fm->file = file;
-	fm->first = first;
-	fm->pgoff = a->file_offset >> PAGE_SHIFT;
-	fm->prot = a->prot;
-	err = mtree_store_range(&r->layout, first, last - 1, fm, GFP_KERNEL);
-	if (err) {
-		kfree(fm);
-		goto out_fput;
-	}
-	list_add(&fm->node, &r->file_maps);
-	WRITE_ONCE(r->mapped_pages, r->mapped_pages + last - first);
-	return 0;
-out_fput:
+	if (!S_ISREG(file_inode(file)->i_mode) || !file->f_op->mmap)
+		err = -ENODEV;
+	else if (file_inode(file)->i_sb->s_magic == HUGETLBFS_MAGIC)
+		err = -EOPNOTSUPP;
+	else
+		err = msk_map_object(r, file, a->offset, a->size, a->file_offset >> PAGE_SHIFT,
+				     a->prot);
 	fput(file);
 	return err;
 }
 
-/*
- * Caller holds r->lock. The page that backs index, from r->pages or newly
- * taken: a zeroed data page, or the file's page-cache page.
- */
-static struct page *msk_page_for(struct msk_region *r, unsigned long index, vm_fault_t *ret)
-{
-	void *entry = mtree_load(&r->layout, index);
-	struct msk_file_map *fm = entry;
-	struct page *page = xa_load(&r->pages, index);
+/* ---- windows -------------------------------------------------------------- */
 
-	if (page)
-		return page;
-	if (xa_is_value(entry)) {
-		page = alloc_page(GFP_HIGHUSER | __GFP_ZERO | __GFP_ACCOUNT);
-		if (!page) {
-			*ret = VM_FAULT_OOM;
-			return NULL;
-		}
-	} else {
-		page = msk_file_page(fm->file, fm->pgoff + (index - fm->first));
-		if (IS_ERR(page)) {
-			*ret = VM_FAULT_SIGBUS;	/* past the end of the file */
-			return NULL;
-		}
-	}
-	if (xa_err(xa_store(&r->pages, index, page, GFP_KERNEL))) {
-		put_page(page);
-		*ret = VM_FAULT_OOM;
-		return NULL;
-	}
-	if (!xa_is_value(entry) && (fm->prot & PROT_WRITE))
-		xa_set_mark(&r->pages, index, MSK_FILE_DIRTY);
-	r->resident_pages++;
-	return page;
-}
-
-/* ---- attaching mms -------------------------------------------------------- */
-
-/* The attacher's PUD entry for addr, allocating upper levels. NULL on OOM. */
-static pud_t *msk_pud_of(struct mm_struct *mm, unsigned long addr, bool alloc)
+/* The attacher's PUD entry for addr; its tables exist while a window does. */
+static pud_t *msk_window_pud(struct mm_struct *mm, unsigned long addr)
 {
 	pgd_t *pgd = pgd_offset(mm, addr);
 	p4d_t *p4d;
 
-	if (pgd_none(*pgd) && (!alloc || msk_p4d_alloc(mm, pgd, addr)))
+	if (!pgd_present(*pgd))
 		return NULL;
 	p4d = p4d_offset(pgd, addr);
-	if (p4d_none(*p4d) && (!alloc || msk_pud_alloc(mm, p4d, addr)))
+	if (!p4d_present(*p4d))
 		return NULL;
 	return pud_offset(p4d, addr);
 }
 
-static bool msk_pmd_table_empty(pmd_t *table)
+/*
+ * Caller holds w->mm->page_table_lock. Puts back what core mm had in slot i
+ * (its own PMD table, or nothing). Returns true if the slot was linked.
+ */
+static bool msk_unlink_slot(struct msk_window *w, unsigned long i)
 {
-	unsigned int i;
+	struct msk_slot *s = &w->slots[i];
+	pud_t *pud;
 
-	for (i = 0; i < PTRS_PER_PMD; i++)
-		if (!pmd_none(table[i]))
-			return false;
+	if (!pud_val(s->link))
+		return false;
+	pud = msk_window_pud(w->mm, w->start + i * PUD_SIZE);
+	if (pud && pud_val(*pud) == pud_val(s->link)) {
+		if (pud_val(s->parked))
+			set_pud(pud, s->parked);
+		else
+			pud_clear(pud);
+	}
+	s->link = __pud(0);
+	s->parked = __pud(0);
 	return true;
 }
 
-/*
- * Points the attacher's PUD entry of chunk at the shared PMD table. A private
- * PMD table the fault path put there first (it is empty: every fault in a
- * window comes to us) is parked on the window, not freed, as another thread
- * of the mm may still be reading it; it is freed when the window goes.
- * Takes mm->page_table_lock. Returns true if a TLB flush is needed.
- */
-static bool msk_link_chunk(struct msk_window *w, pud_t *pud, pmd_t *shared)
-{
-	struct mm_struct *mm = w->mm;
-	struct msk_parked_table *parked;
-	pud_t entry = READ_ONCE(*pud);
-	bool flush = false;
-
-	/* Already linked: every fault after the first in a chunk. */
-	if (pud_present(entry) && !pud_leaf(entry) && pud_pgtable(entry) == shared)
-		return false;
-	parked = kmalloc(sizeof(*parked), GFP_KERNEL);
-	if (!parked)
-		return false;
-	parked->table = NULL;
-	spin_lock(&mm->page_table_lock);
-	if (pud_none(*pud)) {
-		pud_populate(mm, pud, shared);
-	} else if (!pud_leaf(*pud) && pud_pgtable(*pud) != shared &&
-		   msk_pmd_table_empty(pud_pgtable(*pud))) {
-		parked->table = pud_pgtable(*pud);
-		pud_populate(mm, pud, shared);
-		flush = true;
-	}
-	spin_unlock(&mm->page_table_lock);
-	if (parked->table)
-		list_add(&parked->node, &w->parked);
-	else
-		kfree(parked);
-	return flush;
-}
-
-/* Caller holds w->owner->lock or has w to itself. */
+/* Unlinks the slots of [start, end) and flushes the TLBs if any was linked. */
 static void msk_unlink_range(struct msk_window *w, unsigned long start, unsigned long end)
 {
-	struct msk_region *r = w->region;
-	struct mm_struct *mm = w->mm;
-	unsigned long addr;
+	unsigned long i, first, last;
 	bool flush = false;
-	pud_t *pud;
 
-	start = max(start, w->start) & PUD_MASK;
+	if (!w->slots)
+		return;
+	start = max(start, w->start);
 	end = min(end, w->end);
-	spin_lock(&mm->page_table_lock);
-	for (addr = start; addr < end; addr += PUD_SIZE) {
-		pmd_t *shared = r->pmd_tables[(addr - w->start) >> PUD_SHIFT];
-
-		pud = msk_pud_of(mm, addr, false);
-		if (pud && shared && pud_present(*pud) && !pud_leaf(*pud) &&
-		    pud_pgtable(*pud) == shared) {
-			pud_clear(pud);
-			flush = true;
-		}
-	}
-	spin_unlock(&mm->page_table_lock);
+	if (start >= end)
+		return;
+	first = (start - w->start) >> PUD_SHIFT;
+	last = (end - w->start + PUD_SIZE - 1) >> PUD_SHIFT;
+	spin_lock(&w->mm->page_table_lock);
+	for (i = first; i < last; i++)
+		flush |= msk_unlink_slot(w, i);
+	spin_unlock(&w->mm->page_table_lock);
 	if (flush)
-		msk_flush(mm, start, end, true);
+		msk_flush_all_cpus();
 }
-
-static int msk_invalidate_start(struct mmu_notifier *mn,
-				const struct mmu_notifier_range *range)
-{
-	struct msk_mm *m = container_of(mn, struct msk_mm, mn);
-	struct msk_window *w;
-
-	spin_lock(&m->lock);
-	list_for_each_entry(w, &m->windows, mm_node) {
-		if (range->end <= w->start || range->start >= w->end)
-			continue;
-		/* The window itself goes: never relink it. */
-		if (range->event == MMU_NOTIFY_UNMAP)
-			w->unmapping = true;
-		msk_unlink_range(w, range->start, range->end);
-	}
-	spin_unlock(&m->lock);
-	return 0;
-}
-
-static void msk_release(struct mmu_notifier *mn, struct mm_struct *mm)
-{
-	struct msk_mm *m = container_of(mn, struct msk_mm, mn);
-	struct msk_window *w;
-
-	spin_lock(&m->lock);
-	list_for_each_entry(w, &m->windows, mm_node) {
-		w->unmapping = true;
-		msk_unlink_range(w, w->start, w->end);
-	}
-	spin_unlock(&m->lock);
-}
-
-static struct mmu_notifier *msk_alloc_notifier(struct mm_struct *mm)
-{
-	struct msk_mm *m = kzalloc(sizeof(*m), GFP_KERNEL);
-
-	if (!m)
-		return ERR_PTR(-ENOMEM);
-	spin_lock_init(&m->lock);
-	INIT_LIST_HEAD(&m->windows);
-	return &m->mn;
-}
-
-static void msk_free_notifier(struct mmu_notifier *mn)
-{
-	kfree(container_of(mn, struct msk_mm, mn));
-}
-
-static const struct mmu_notifier_ops msk_mn_ops = {
-	.invalidate_range_start = msk_invalidate_start,
-	.release = msk_release,
-	.alloc_notifier = msk_alloc_notifier,
-	.free_notifier = msk_free_notifier,
-};
-
-/* ---- windows -------------------------------------------------------------- */
-
-static const struct vm_operations_struct msk_vm_ops;
 
 /*
- * Attaches vma as a window of r: registers the mm's notifier and links every
- * chunk that has a PMD table. The caller holds the mm's mmap_lock for writing
- * (mmap, or fork's copy of the parent's window).
+ * Points slot i of w at the view's PMD table for host address haddr. Caller
+ * holds the host's mmap lock (the host's PUD entries are stable under it).
+ * A PMD table core mm put in the slot (a fault while it was unlinked) is
+ * parked, and put back when the slot is unlinked so that core mm frees it.
  */
-static int msk_window_attach(struct vm_area_struct *vma, struct msk_region *r)
+static void msk_link_slot(struct msk_window *w, unsigned long i, unsigned long haddr)
 {
-	struct mm_struct *mm = vma->vm_mm;
-	struct mmu_notifier *mn;
-	struct msk_window *w;
-	unsigned long addr;
-	pud_t *pud;
+	struct msk_slot *s = &w->slots[i];
+	pud_t *hpud, *pud, link;
 
-	w = kzalloc(sizeof(*w), GFP_KERNEL);
-	if (!w)
-		return -ENOMEM;
-	mn = mmu_notifier_get_locked(&msk_mn_ops, mm);
-	if (IS_ERR(mn)) {
-		kfree(w);
-		return PTR_ERR(mn);
+	hpud = msk_window_pud(w->region->host_mm, haddr);
+	if (!hpud || !pud_present(*hpud) || (pud_val(*hpud) & _PAGE_PSE))
+		return;
+	link = *hpud;
+	spin_lock(&w->mm->page_table_lock);
+	pud = msk_window_pud(w->mm, w->start + i * PUD_SIZE);
+	if (!pud || pud_val(*pud) == pud_val(link))
+		goto out;
+	if (!pud_none(*pud) && pud_val(*pud) != pud_val(s->link)) {
+		if (pud_val(s->parked))
+			goto out;	/* a second table of core mm's: leave it */
+		s->parked = *pud;
 	}
-	w->region = r;
-	w->mm = mm;
-	w->owner = container_of(mn, struct msk_mm, mn);
-	w->start = vma->vm_start;
-	w->end = vma->vm_end;
-	INIT_LIST_HEAD(&w->parked);
-	kref_get(&r->ref);
-
-	mutex_lock(&r->lock);
-	list_add(&w->region_node, &r->windows);
-	r->nr_windows++;
-	for (addr = w->start; addr < w->end; addr += PUD_SIZE) {
-		pud = msk_pud_of(mm, addr, true);
-		if (pud)
-			msk_link_chunk(w, pud, r->pmd_tables[(addr - w->start) >> PUD_SHIFT]);
-	}
-	mutex_unlock(&r->lock);
-
-	spin_lock(&w->owner->lock);
-	list_add(&w->mm_node, &w->owner->windows);
-	spin_unlock(&w->owner->lock);
-	vma->vm_private_data = w;
-	return 0;
+	set_pud(pud, link);
+	s->link = link;
+out:
+	spin_unlock(&w->mm->page_table_lock);
 }
 
-static void msk_vm_open(struct vm_area_struct *vma)
+static vm_fault_t msk_fault_common(struct vm_fault *vmf)
 {
-	struct msk_window *parent = vma->vm_private_data;
-
-	/* fork: the child's copy of a window is a window of its own. */
-	vma->vm_private_data = NULL;
-	if (msk_window_attach(vma, parent->region))
-		pr_warn_ratelimited("msharefs_kmod: a forked window could not attach; it will fault\n");
-}
-
-static void msk_vm_close(struct vm_area_struct *vma)
-{
+	struct vm_area_struct *vma = vmf->vma;
 	struct msk_window *w = vma->vm_private_data;
 	struct msk_region *r;
-	struct msk_parked_table *pt, *next;
+	struct vm_area_struct *hvma;
+	struct mm_struct *host;
+	unsigned long off, haddr;
+	unsigned int flags;
+	vm_flags_t need;
+	vm_fault_t ret;
+	bool own;
 
-	if (!w)
-		return;
-	r = w->region;
-	spin_lock(&w->owner->lock);
-	list_del(&w->mm_node);
-	spin_unlock(&w->owner->lock);
-	/* Normally done by the notifier already (munmap, exit). */
-	if (!w->unmapping)
-		msk_unlink_range(w, w->start, w->end);
-
-	mutex_lock(&r->lock);
-	list_del(&w->region_node);
-	r->nr_windows--;
-	mutex_unlock(&r->lock);
-
-	list_for_each_entry_safe(pt, next, &w->parked, node) {
-		pmd_free(w->mm, pt->table);
-		mm_dec_nr_pmds(w->mm);
-		kfree(pt);
+#ifdef MSK_HAVE_VMA_LOCK
+	if (vmf->flags & FAULT_FLAG_VMA_LOCK) {
+		/* Forwarding takes mmap locks: ask for the fault under mmap_lock. */
+		vma_end_read(vma);
+		return VM_FAULT_RETRY;
 	}
-	mmu_notifier_put(&w->owner->mn);
-	kfree(w);
-	vma->vm_private_data = NULL;
-	msk_region_put(r);
+#endif
+	if (!w)
+		return VM_FAULT_SIGBUS;
+	r = w->region;
+	host = r->host_mm;
+	/* Core mm is walking this window through the other side: wait it out. */
+	if (wait_event_killable(w->wq, !READ_ONCE(w->invalidating)))
+		return VM_FAULT_SIGBUS;
+	off = (vmf->address & PAGE_MASK) - vma->vm_start;
+	haddr = r->view[w->view] + off;
+	need = VM_READ;
+	if (vmf->flags & FAULT_FLAG_WRITE)
+		need = VM_WRITE;
+	else if (vmf->flags & FAULT_FLAG_INSTRUCTION)
+		need = VM_EXEC;
+	own = host == vma->vm_mm;	/* its mmap lock is held already */
+	if (!own && !mmap_read_trylock(host)) {
+		if ((vmf->flags & FAULT_FLAG_ALLOW_RETRY) &&
+		    !(vmf->flags & FAULT_FLAG_RETRY_NOWAIT)) {
+			/* Never wait for the host while holding the attacher's lock. */
+			mmgrab(host);
+			mmap_read_unlock(vma->vm_mm);
+			mmap_read_lock(host);
+			mmap_read_unlock(host);
+			mmdrop(host);
+			return VM_FAULT_RETRY;
+		}
+		mmap_read_lock(host);
+	}
+	hvma = find_vma(host, haddr);
+	if (!hvma || hvma->vm_start > haddr || !(hvma->vm_flags & need)) {
+		ret = VM_FAULT_SIGSEGV;
+		goto out;
+	}
+	flags = FAULT_FLAG_REMOTE | (vmf->flags & (FAULT_FLAG_WRITE | FAULT_FLAG_INSTRUCTION));
+	ret = handle_mm_fault(hvma, haddr, flags, NULL);
+	atomic64_inc(&r->faults);
+	if (ret & VM_FAULT_ERROR)
+		goto out;
+	msk_link_slot(w, off >> PUD_SHIFT, haddr);
+	ret = VM_FAULT_NOPAGE;
+out:
+	if (!own)
+		mmap_read_unlock(host);
+	return ret;
 }
 
 static vm_fault_t msk_vm_fault(struct vm_fault *vmf)
 {
-	struct msk_window *w = vmf->vma->vm_private_data;
-	bool write = vmf->flags & FAULT_FLAG_WRITE;
-	vm_fault_t ret = VM_FAULT_NOPAGE;
-	unsigned long off, index;
-	struct msk_region *r;
-	struct page *page;
-	pmd_t *shared;
-	pte_t *pte, entry;
-	int prot;
-
-	if (!w || READ_ONCE(w->unmapping))
-		return VM_FAULT_SIGBUS;
-	r = w->region;
-	off = vmf->address - w->start;
-	index = off >> PAGE_SHIFT;
-	mutex_lock(&r->lock);
-	prot = msk_prot_at(r, index);
-	if (prot < 0 || !(prot & (PROT_READ | PROT_WRITE | PROT_EXEC)) ||
-	    (write && !(prot & PROT_WRITE))) {
-		ret = VM_FAULT_SIGSEGV;
-		goto out;
-	}
-	shared = r->pmd_tables[off >> PUD_SHIFT];
-	pte = msk_pte_slot(r, index);
-	if (!pte) {
-		ret = VM_FAULT_OOM;
-		goto out;
-	}
-	if (pte_none(ptep_get(pte))) {
-		page = msk_page_for(r, index, &ret);
-		if (!page)
-			goto out;
-		entry = mk_pte(page, msk_pgprot(prot));
-		set_pte(pte, pte_mkspecial(pte_mkdirty(pte_mkyoung(entry))));
-	}
-	r->faults++;
-	if (msk_link_chunk(w, vmf->pud, shared))
-		msk_flush(w->mm, vmf->address & PUD_MASK,
-			  (vmf->address & PUD_MASK) + PUD_SIZE, true);
-out:
-	mutex_unlock(&r->lock);
-	return ret;
+	return msk_fault_common(vmf);
 }
 
-/* A store to a read-only shared PTE: allowed only if the mapping allows it. */
-static vm_fault_t msk_vm_pfn_mkwrite(struct vm_fault *vmf)
+#ifdef MSK_HAVE_HUGE_FAULT_ORDER
+static vm_fault_t msk_vm_huge_fault(struct vm_fault *vmf, unsigned int order)
+#else
+static vm_fault_t msk_vm_huge_fault(struct vm_fault *vmf, enum page_entry_size pe_size)
+#endif
 {
-	struct msk_window *w = vmf->vma->vm_private_data;
-	unsigned long index = (vmf->address - w->start) >> PAGE_SHIFT;
-	int prot = msk_prot_at(w->region, index);
-
-	return prot >= 0 && (prot & PROT_WRITE) ? 0 : VM_FAULT_SIGSEGV;
+	return msk_fault_common(vmf);
 }
 
-static struct page *msk_vm_find_special_page(struct vm_area_struct *vma, unsigned long addr)
+/* A store to a present read-only PTE: the host decides, as for any fault. */
+static vm_fault_t msk_vm_page_mkwrite(struct vm_fault *vmf)
 {
-	return NULL;	/* our pages are the region's, never the mm's */
+	return msk_fault_common(vmf);
 }
 
 static int msk_vm_may_split(struct vm_area_struct *vma, unsigned long addr)
@@ -993,32 +969,185 @@ static int msk_vm_mprotect(struct vm_area_struct *vma, unsigned long start,
 	return -EINVAL;
 }
 
+/* ---- attaching mms ------------------------------------------------------------ */
+
+/*
+ * Before core mm walks [start, end) of an attacher (munmap, mremap, madvise,
+ * clear_refs, ...) its windows there are unlinked: the walk then finds only
+ * the attacher's own tables. Faults wait until the walk is over.
+ */
+static int msk_mm_invalidate_start(struct mmu_notifier *mn,
+				   const struct mmu_notifier_range *range)
+{
+	struct msk_mm *mmn = container_of(mn, struct msk_mm, mn);
+	struct msk_window *w;
+
+	spin_lock(&mmn->lock);
+	list_for_each_entry(w, &mmn->windows, mm_node) {
+		if (range->start >= w->end || range->end <= w->start)
+			continue;
+		w->invalidating++;
+		msk_unlink_range(w, range->start, range->end);
+	}
+	spin_unlock(&mmn->lock);
+	return 0;
+}
+
+static void msk_mm_invalidate_end(struct mmu_notifier *mn,
+				  const struct mmu_notifier_range *range)
+{
+	struct msk_mm *mmn = container_of(mn, struct msk_mm, mn);
+	struct msk_window *w;
+
+	spin_lock(&mmn->lock);
+	list_for_each_entry(w, &mmn->windows, mm_node)
+		if (range->start < w->end && range->end > w->start && w->invalidating) {
+			if (!--w->invalidating)
+				wake_up_all(&w->wq);
+		}
+	spin_unlock(&mmn->lock);
+}
+
+/* exit_mmap(): unlinked before any table of the mm is walked or freed. */
+static void msk_mm_release(struct mmu_notifier *mn, struct mm_struct *mm)
+{
+	struct msk_mm *mmn = container_of(mn, struct msk_mm, mn);
+	struct msk_window *w;
+
+	spin_lock(&mmn->lock);
+	list_for_each_entry(w, &mmn->windows, mm_node) {
+		w->invalidating++;
+		msk_unlink_range(w, w->start, w->end);
+	}
+	spin_unlock(&mmn->lock);
+}
+
+static struct mmu_notifier *msk_mm_alloc(struct mm_struct *mm)
+{
+	struct msk_mm *mmn = kzalloc(sizeof(*mmn), GFP_KERNEL);
+
+	if (!mmn)
+		return ERR_PTR(-ENOMEM);
+	spin_lock_init(&mmn->lock);
+	INIT_LIST_HEAD(&mmn->windows);
+	return &mmn->mn;
+}
+
+static void msk_mm_free(struct mmu_notifier *mn)
+{
+	kfree(container_of(mn, struct msk_mm, mn));
+}
+
+static const struct mmu_notifier_ops msk_mm_ops = {
+	.invalidate_range_start = msk_mm_invalidate_start,
+	.invalidate_range_end = msk_mm_invalidate_end,
+	.release = msk_mm_release,
+	.alloc_notifier = msk_mm_alloc,
+	.free_notifier = msk_mm_free,
+};
+
+/* A window for vma, whose mm's mmap lock is held for writing. */
+static struct msk_window *msk_window_new(struct vm_area_struct *vma, struct msk_region *r)
+{
+	unsigned long nr = (vma->vm_end - vma->vm_start) >> PUD_SHIFT;
+	struct mmu_notifier *mn;
+	struct msk_window *w;
+
+	w = kzalloc(sizeof(*w), GFP_KERNEL);
+	if (!w)
+		return NULL;
+	w->slots = kvcalloc(nr, sizeof(*w->slots), GFP_KERNEL);
+	mn = mmu_notifier_get_locked(&msk_mm_ops, vma->vm_mm);
+	if (!w->slots || IS_ERR(mn)) {
+		if (!IS_ERR(mn))
+			mmu_notifier_put(mn);
+		kvfree(w->slots);
+		kfree(w);
+		return NULL;
+	}
+	w->mmn = container_of(mn, struct msk_mm, mn);
+	w->region = r;
+	w->mm = vma->vm_mm;
+	w->start = vma->vm_start;
+	w->end = vma->vm_end;
+	w->view = (vma->vm_flags & VM_WRITE) ? 0 : 1;
+	init_waitqueue_head(&w->wq);
+	kref_get(&r->ref);
+	atomic_inc(&r->windows);
+	spin_lock(&w->mmn->lock);
+	list_add(&w->mm_node, &w->mmn->windows);
+	spin_unlock(&w->mmn->lock);
+	return w;
+}
+
+static void msk_window_free(struct msk_window *w)
+{
+	spin_lock(&w->mmn->lock);
+	msk_unlink_range(w, w->start, w->end);
+	list_del(&w->mm_node);
+	spin_unlock(&w->mmn->lock);
+	mmu_notifier_put(&w->mmn->mn);
+	atomic_dec(&w->region->windows);
+	msk_region_put(w->region);
+	kvfree(w->slots);
+	kfree(w);
+}
+
+/* fork() and mremap()'s copy: the new VMA is a window of its own. */
+static void msk_vm_open(struct vm_area_struct *vma)
+{
+	struct msk_window *w = vma->vm_private_data;
+
+	vma->vm_private_data = w ? msk_window_new(vma, w->region) : NULL;
+}
+
+static void msk_vm_close(struct vm_area_struct *vma)
+{
+	struct msk_window *w = vma->vm_private_data;
+
+	if (w)
+		msk_window_free(w);
+	vma->vm_private_data = NULL;
+}
+
 static const struct vm_operations_struct msk_vm_ops = {
 	.open = msk_vm_open,
 	.close = msk_vm_close,
 	.fault = msk_vm_fault,
-	.pfn_mkwrite = msk_vm_pfn_mkwrite,
-	.find_special_page = msk_vm_find_special_page,
+	.huge_fault = msk_vm_huge_fault,
+	.page_mkwrite = msk_vm_page_mkwrite,
 	.may_split = msk_vm_may_split,
 	.mremap = msk_vm_mremap,
 	.mprotect = msk_vm_mprotect,
 };
 
-/* ---- region files --------------------------------------------------------- */
+/* ---- region files ------------------------------------------------------------ */
+
+static struct msk_region *msk_region_of(struct file *file)
+{
+	return file_inode(file)->i_private;
+}
 
 static int msk_region_mmap(struct file *file, struct vm_area_struct *vma)
 {
-	struct msk_region *r = file->private_data;
-	int err;
+	struct msk_region *r = msk_region_of(file);
+	struct msk_window *w;
 
 	if (!(vma->vm_flags & VM_MAYSHARE) || vma->vm_pgoff || READ_ONCE(r->sealed) ||
 	    !READ_ONCE(r->size) || vma->vm_end - vma->vm_start != READ_ONCE(r->size) ||
 	    !IS_ALIGNED(vma->vm_start, PUD_SIZE))
 		return -EINVAL;
-	msk_vm_flags_set(vma, VM_IO | VM_DONTEXPAND | VM_DONTDUMP | VM_NORESERVE);
+	/*
+	 * Not expandable, so not mlock()ed nor collapsed by khugepaged; huge
+	 * faults come to msk_vm_huge_fault() before core mm allocates a table.
+	 */
+	msk_vm_flags_set(vma, VM_DONTEXPAND | VM_NORESERVE | VM_HUGEPAGE);
+	w = msk_window_new(vma, r);
+	if (!w)
+		return -ENOMEM;
 	vma->vm_ops = &msk_vm_ops;
-	err = msk_window_attach(vma, r);
-	return err;
+	vma->vm_private_data = w;
+	return 0;
 }
 
 static unsigned long msk_unmapped_area(unsigned long addr, unsigned long len,
@@ -1054,22 +1183,16 @@ static unsigned long msk_region_get_unmapped_area(struct file *file, unsigned lo
 
 static long msk_region_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
 {
-	struct msk_region *r = file->private_data;
+	struct msk_region *r = msk_region_of(file);
 	void __user *uarg = (void __user *)arg;
 	struct msharefs_kmod_range range;
+	struct msharefs_kmod_map_file mf;
 	struct msharefs_kmod_stats stats;
+	u64 size;
 	long ret;
 
 	if (cmd == MSHAREFS_KMOD_STATS) {
-		mutex_lock(&r->lock);
-		stats = (struct msharefs_kmod_stats){
-			.size = r->size,
-			.resident_pages = r->resident_pages,
-			.table_pages = r->table_pages,
-			.windows = r->nr_windows,
-			.faults = r->faults,
-		};
-		mutex_unlock(&r->lock);
+		msk_region_stats(r, &stats);
 		return copy_to_user(uarg, &stats, sizeof(stats)) ? -EFAULT : 0;
 	}
 	if (cmd != MSHAREFS_KMOD_MAP && cmd != MSHAREFS_KMOD_UNMAP &&
@@ -1078,27 +1201,13 @@ static long msk_region_ioctl(struct file *file, unsigned int cmd, unsigned long 
 		return -ENOTTY;
 	if (!(file->f_mode & FMODE_WRITE))
 		return -EBADF;
+	if (!capable(CAP_SYS_ADMIN))
+		return -EPERM;
 	if (cmd == MSHAREFS_KMOD_SEAL) {
 		WRITE_ONCE(r->sealed, true);
 		return 0;
 	}
-	if (cmd == MSHAREFS_KMOD_MAP_FILE) {
-		struct msharefs_kmod_map_file mf;
-		struct msharefs_kmod_range as_range;
-
-		if (copy_from_user(&mf, uarg, sizeof(mf)))
-			return -EFAULT;
-		as_range = (struct msharefs_kmod_range){ mf.offset, mf.size, mf.prot, 0 };
-		mutex_lock(&r->lock);
-		ret = msk_check_range(r, &as_range);
-		if (!ret)
-			ret = msk_map_file(r, &mf);
-		mutex_unlock(&r->lock);
-		return ret;
-	}
 	if (cmd == MSHAREFS_KMOD_SET_SIZE) {
-		u64 size;
-
 		if (copy_from_user(&size, uarg, sizeof(size)))
 			return -EFAULT;
 		mutex_lock(&r->lock);
@@ -1108,38 +1217,42 @@ static long msk_region_ioctl(struct file *file, unsigned int cmd, unsigned long 
 		mutex_unlock(&r->lock);
 		return ret;
 	}
-	if (copy_from_user(&range, uarg, sizeof(range)))
+	if (cmd == MSHAREFS_KMOD_MAP_FILE) {
+		if (copy_from_user(&mf, uarg, sizeof(mf)))
+			return -EFAULT;
+		range = (struct msharefs_kmod_range){ mf.offset, mf.size, mf.prot, 0 };
+	} else if (copy_from_user(&range, uarg, sizeof(range))) {
 		return -EFAULT;
+	}
 	mutex_lock(&r->lock);
-	ret = msk_check_range(r, &range);
-	if (!ret && cmd == MSHAREFS_KMOD_MAP)
-		ret = msk_map(r, &range);
-	else if (!ret && cmd == MSHAREFS_KMOD_UNMAP)
+	ret = r->size ? msk_check_range(r, &range) : -EINVAL;
+	if (ret)
+		;
+	else if (cmd == MSHAREFS_KMOD_MAP_FILE)
+		ret = msk_map_file(r, &mf);
+	else if (cmd == MSHAREFS_KMOD_MAP)
+		ret = msk_map_object(r, r->anon, range.offset, range.size,
+				     range.offset >> PAGE_SHIFT, range.prot);
+	else if (cmd == MSHAREFS_KMOD_UNMAP)
 		ret = msk_unmap(r, &range);
-	else if (!ret)
+	else
 		ret = msk_protect(r, &range);
 	mutex_unlock(&r->lock);
 	return ret;
 }
 
-/*
- * msync() of a window: the stores into file pages go back to their files.
- * Writable file pages are dirtied again each time (the window's PTEs are not
- * write-protected by writeback, so a later store would not dirty them).
- */
+/* msync() of a window: the files mapped into the region are written back. */
 static int msk_region_fsync(struct file *file, loff_t start, loff_t end, int datasync)
 {
-	struct msk_region *r = file->private_data;
-	struct msk_file_map *fm;
-	unsigned long index;
-	struct page *page;
+	struct msk_region *r = msk_region_of(file);
+	struct msk_map *m;
 	int err = 0, ret;
 
 	mutex_lock(&r->lock);
-	xa_for_each_marked(&r->pages, index, page, MSK_FILE_DIRTY)
-		set_page_dirty_lock(page);
-	list_for_each_entry(fm, &r->file_maps, node) {
-		ret = vfs_fsync(fm->file, datasync);
+	list_for_each_entry(m, &r->maps, node) {
+		if (m->file == r->anon)
+			continue;
+		ret = vfs_fsync(m->file, datasync);
 		if (ret && !err)
 			err = ret;
 	}
@@ -1147,46 +1260,47 @@ static int msk_region_fsync(struct file *file, loff_t start, loff_t end, int dat
 	return err;
 }
 
-/* A reopen of a region file's path, e.g. FUSE passthrough's backing file. */
-static int msk_region_open(struct inode *inode, struct file *file)
-{
-	struct msk_region *r = inode->i_private;
-
-	kref_get(&r->ref);
-	file->private_data = r;
-	return 0;
-}
-
-static int msk_region_release(struct inode *inode, struct file *file)
-{
-	msk_region_put(file->private_data);
-	return 0;
-}
-
 static const struct file_operations msk_region_fops = {
 	.owner = THIS_MODULE,
-	.open = msk_region_open,
 	.mmap = msk_region_mmap,
 	.fsync = msk_region_fsync,
 	.get_unmapped_area = msk_region_get_unmapped_area,
 	.unlocked_ioctl = msk_region_ioctl,
-	.release = msk_region_release,
 };
 
-/* ---- /dev/msharefs_kmod --------------------------------------------------- */
+/* ---- the region filesystem and /dev/msharefs_kmod ----------------------------- */
 
 /*
  * Region files live on a private pseudo filesystem: regular files whose
- * path can be opened again (FUSE passthrough reopens its backing file) and
- * lands in msk_region_open().
+ * path can be opened again (FUSE passthrough reopens its backing file). The
+ * inode holds a reference on its region, dropped when the inode is evicted,
+ * so any file of it (an O_PATH one too) keeps the region.
  */
 #define MSHAREFS_KMOD_MAGIC	0x6d73686b	/* "mshk" */
 
 static struct vfsmount *msk_mnt;
 
+static void msk_evict_inode(struct inode *inode)
+{
+	truncate_inode_pages_final(&inode->i_data);
+	clear_inode(inode);
+	if (inode->i_private)
+		msk_region_put(inode->i_private);
+}
+
+static const struct super_operations msk_sops = {
+	.statfs = simple_statfs,
+	.evict_inode = msk_evict_inode,
+};
+
 static int msk_init_fs_context(struct fs_context *fc)
 {
-	return init_pseudo(fc, MSHAREFS_KMOD_MAGIC) ? 0 : -ENOMEM;
+	struct pseudo_fs_context *ctx = init_pseudo(fc, MSHAREFS_KMOD_MAGIC);
+
+	if (!ctx)
+		return -ENOMEM;
+	ctx->ops = &msk_sops;
+	return 0;
 }
 
 static struct file_system_type msk_fs_type = {
@@ -1195,18 +1309,30 @@ static struct file_system_type msk_fs_type = {
 	.kill_sb = kill_anon_super,
 };
 
+/*
+ * Installs a descriptor of a new region file, which takes over the caller's
+ * reference on r (dropped here on failure).
+ */
 static int msk_region_install(struct msk_region *r)
 {
 	struct inode *inode;
 	struct file *file;
 	int fd;
 
+	fd = get_unused_fd_flags(O_CLOEXEC);
+	if (fd < 0) {
+		msk_region_put(r);
+		return fd;
+	}
 	inode = alloc_anon_inode(msk_mnt->mnt_sb);
-	if (IS_ERR(inode))
+	if (IS_ERR(inode)) {
+		put_unused_fd(fd);
+		msk_region_put(r);
 		return PTR_ERR(inode);
+	}
 	inode->i_mode = S_IFREG | 0600;
 	inode->i_fop = &msk_region_fops;
-	inode->i_private = r;
+	inode->i_private = r;		/* from here on, iput() drops r */
 	inode->i_size = r->size;
 	WRITE_ONCE(r->ino, inode->i_ino);
 	/* The file's f_op reference, dropped by __fput(). */
@@ -1214,14 +1340,9 @@ static int msk_region_install(struct msk_region *r)
 	file = alloc_file_pseudo(inode, msk_mnt, "msharefs_region", O_RDWR, &msk_region_fops);
 	if (IS_ERR(file)) {
 		module_put(THIS_MODULE);
+		put_unused_fd(fd);
 		iput(inode);
 		return PTR_ERR(file);
-	}
-	file->private_data = r;
-	fd = get_unused_fd_flags(O_CLOEXEC);
-	if (fd < 0) {
-		fput(file);	/* drops the region through release */
-		return fd;
 	}
 	fd_install(fd, file);
 	return fd;
@@ -1238,18 +1359,25 @@ static long msk_dev_create(void __user *uarg)
 	if (c.flags || c.pad)
 		return -EINVAL;
 	r = msk_region_alloc();
-	if (!r)
-		return -ENOMEM;
-	err = c.size ? msk_region_set_size(r, c.size) : 0;
-	if (!err)
-		err = msk_region_install(r);
-	if (err < 0)
+	if (IS_ERR(r))
+		return PTR_ERR(r);
+	err = 0;
+	if (c.size) {
+		mutex_lock(&r->lock);
+		err = msk_region_set_size(r, c.size);
+		mutex_unlock(&r->lock);
+	}
+	if (err) {
 		msk_region_put(r);
-	return err;
+		return err;
+	}
+	return msk_region_install(r);
 }
 
 static long msk_dev_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
 {
+	if (!capable(CAP_SYS_ADMIN))
+		return -EPERM;
 	if (cmd == MSHAREFS_KMOD_CREATE)
 		return msk_dev_create((void __user *)arg);
 	return -ENOTTY;
@@ -1271,28 +1399,33 @@ static bool msk_made_mount_point;
 
 static int __init msk_init(void)
 {
-	int err = msk_resolve_symbols();
+	int err;
 
-	if (err) {
-		pr_err("msharefs_kmod: kernel symbols not found\n");
-		return err;
-	}
+	msk_worker = kthread_create_worker(0, "msharefs_host");
+	if (IS_ERR(msk_worker))
+		return PTR_ERR(msk_worker);
 	msk_mnt = kern_mount(&msk_fs_type);
-	if (IS_ERR(msk_mnt))
-		return PTR_ERR(msk_mnt);
-	err = misc_register(&msk_dev);
-	if (err) {
-		kern_unmount(msk_mnt);
-		return err;
+	if (IS_ERR(msk_mnt)) {
+		err = PTR_ERR(msk_mnt);
+		goto fail_worker;
 	}
-	if (!proc_create_single("msharefs_kmod", 0444, NULL, msk_proc_show)) {
-		misc_deregister(&msk_dev);
-		kern_unmount(msk_mnt);
-		return -ENOMEM;
+	err = misc_register(&msk_dev);
+	if (err)
+		goto fail_mount;
+	if (!proc_create_single("msharefs_kmod", 0400, NULL, msk_proc_show)) {
+		err = -ENOMEM;
+		goto fail_dev;
 	}
 	/* /sys/fs/mshare, where msharefsd mounts; it may exist already. */
 	msk_made_mount_point = !sysfs_create_mount_point(fs_kobj, "mshare");
 	return 0;
+fail_dev:
+	misc_deregister(&msk_dev);
+fail_mount:
+	kern_unmount(msk_mnt);
+fail_worker:
+	kthread_destroy_worker(msk_worker);
+	return err;
 }
 
 static void __exit msk_exit(void)
@@ -1302,6 +1435,7 @@ static void __exit msk_exit(void)
 	remove_proc_entry("msharefs_kmod", NULL);
 	misc_deregister(&msk_dev);
 	kern_unmount(msk_mnt);
+	kthread_destroy_worker(msk_worker);
 	/* mmu_notifier_put() frees notifiers after an SRCU grace period. */
 	mmu_notifier_synchronize();
 }
