@@ -10,6 +10,8 @@
 #   --timeout SECONDS  whole boot-run-poweroff limit (default 300)
 #   --no-daemon        do not start msharefsd in the guest
 #   --add FILE         copy FILE into the guest's / (repeatable)
+#   --kmod NAME        load the guest kernel's own module NAME (with the
+#                      modules it depends on) before COMMAND (repeatable)
 #   --dkms DIR         build and install the module with dkms(8) from DIR, an
 #                      installed DKMS source tree (NAME-VERSION with dkms.conf),
 #                      into the guest's /lib/modules; the guest loads it with
@@ -37,7 +39,7 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=SCRIPTDIR/../../scripts/lib.sh
 . "$HERE/../../scripts/lib.sh"
 
-usage() { sed -n '2,34p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,36p' "$0" | sed 's/^# \{0,1\}//'; }
 
 KERNEL=6.12
 MEM=2G
@@ -45,6 +47,7 @@ SMP=2
 TIMEOUT=300
 NODAEMON=
 ADD=()
+KMODS=()
 DKMS_SRC=
 while [ $# -gt 0 ]; do
 	case "$1" in
@@ -52,9 +55,10 @@ while [ $# -gt 0 ]; do
 		usage
 		exit 0
 		;;
-	--kernel | --mem | --smp | --timeout | --add | --dkms)
+	--kernel | --mem | --smp | --timeout | --add | --dkms | --kmod)
 		[ $# -ge 2 ] || die "$1 needs a value (try --help)"
 		case "$1" in
+		--kmod) KMODS+=("$2") ;;
 		--dkms) DKMS_SRC=$2 ;;
 		--kernel) KERNEL=$2 ;;
 		--mem) MEM=$2 ;;
@@ -64,7 +68,7 @@ while [ $# -gt 0 ]; do
 		esac
 		shift 2
 		;;
-	--kernel=* | --mem=* | --smp=* | --timeout=* | --add=* | --dkms=*)
+	--kernel=* | --mem=* | --smp=* | --timeout=* | --add=* | --dkms=* | --kmod=*)
 		set -- "${1%%=*}" "${1#*=}" "${@:2}"
 		;;
 	--no-daemon)
@@ -98,7 +102,7 @@ for f in "${ADD[@]}"; do
 	[ -f "$f" ] || die "--add $f: no such file"
 	b=$(basename "$f")
 	case "$b" in
-	init | cmd | msharefs_kmod.ko | fuse.ko | bin | sbin | usr | lib | lib32 | lib64 | libx32 | etc | dev | proc | sys | tmp | root)
+	init | cmd | msharefs_kmod.ko | fuse.ko | kmods | bin | sbin | usr | lib | lib32 | lib64 | libx32 | etc | dev | proc | sys | tmp | root)
 		die "--add $f: its name $b is taken in the guest's /"
 		;;
 	esac
@@ -237,6 +241,34 @@ if grep -qx 'CONFIG_FUSE_FS=m' "/boot/config-$RELEASE" 2>/dev/null; then
 	*.ko.zst) zstd -qdc "$fuse" >"$R/fuse.ko" ;;
 	*) die "$RELEASE has fuse as a module, but there is no fuse.ko in /lib/modules/$RELEASE" ;;
 	esac
+fi
+# The kernel's own modules asked for with --kmod, dependencies first, in
+# /kmods with their load order in /kmods/order.
+copy_kmod() {
+	local name=$1 path dep f
+	path=$(awk -F: -v n="$name" '{ b = $1; sub(".*/", "", b); sub("[.]ko([.].*)?$", "", b); gsub("-", "_", b); if (b == n) print $1 }' \
+		"/lib/modules/$RELEASE/modules.dep" | head -n 1)
+	[ -n "$path" ] || die "--kmod $name: not a module of $RELEASE (see /lib/modules/$RELEASE/modules.dep)"
+	for dep in $(awk -F: -v p="$path" '$1 == p { print $2 }' "/lib/modules/$RELEASE/modules.dep"); do
+		dep=${dep##*/}
+		dep=${dep%%.ko*}
+		copy_kmod "${dep//-/_}"
+	done
+	f=$R/kmods/$name.ko
+	[ -f "$f" ] && return 0
+	case "$path" in
+	*.ko) cp "/lib/modules/$RELEASE/$path" "$f" ;;
+	*.ko.xz) xz -dc "/lib/modules/$RELEASE/$path" >"$f" ;;
+	*.ko.zst) zstd -qdc "/lib/modules/$RELEASE/$path" >"$f" ;;
+	*) die "--kmod $name: cannot unpack $path" ;;
+	esac
+	echo "$name" >>"$R/kmods/order"
+}
+if [ ${#KMODS[@]} -gt 0 ]; then
+	mkdir -p "$R/kmods"
+	for m in "${KMODS[@]}"; do
+		copy_kmod "${m//-/_}"
+	done
 fi
 # Every shared library (and the loader) that the dynamic ELF files need, at
 # its own path.

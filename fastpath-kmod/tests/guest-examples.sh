@@ -11,11 +11,13 @@ until grep -q 'creator: ready' /tmp/creator.log; do
 	[ $i -lt 100 ] || { cat /tmp/creator.log; exit 1; }
 	sleep 0.1
 done
-# The window must be the module's (a VM_IO mapping with shared tables), not
-# the FUSE page cache.
+# The window must be the module's (not expandable, attached to a module
+# region), not the FUSE page cache.
 awk '/^20000000000-/ { w = 1 } w && /^VmFlags:/ { print; exit }' /proc/$creator/smaps > /tmp/flags
 echo "creator's window: $(cat /tmp/flags)"
-grep -q ' io ' /tmp/flags || { echo "the window is not the module's"; kill $creator; exit 1; }
+grep -q ' de ' /tmp/flags || { echo "the window is not the module's"; kill $creator; exit 1; }
+awk 'NR > 1 && $6 >= 1 { found = 1 } END { exit !found }' /proc/msharefs_kmod ||
+	{ echo "no module region has a window:"; cat /proc/msharefs_kmod; kill $creator; exit 1; }
 /mshare_attacher guest-example
 wait $creator
 cat /tmp/creator.log

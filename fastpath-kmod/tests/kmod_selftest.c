@@ -19,6 +19,8 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -529,6 +531,169 @@ static void test_unsized_reopen_seal(void)
 	close(fd);
 }
 
+/* The findings of the first module's review, each reproduced. */
+static int count_regions(void)
+{
+	FILE *f = fopen("/proc/msharefs_kmod", "r");
+	char line[256];
+	int n = -1;
+
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f))
+		n++;
+	fclose(f);
+	return n;
+}
+
+/* The region count once the module's worker has freed what was let go. */
+static int settled_regions(void)
+{
+	int n = count_regions(), i;
+
+	for (i = 0; i < 40; i++) {
+		usleep(50000);
+		if (count_regions() == n)
+			break;
+		n = count_regions();
+	}
+	return n;
+}
+
+static void test_review_findings(void)
+{
+	struct rlimit old, low;
+	char path[64], *w;
+	int fd, opath, again, before, dev, i, used[64], nused = 0;
+	pid_t pid;
+	int status;
+
+	/* CREATE at the descriptor limit: EMFILE, nothing leaked or freed twice. */
+	before = settled_regions();
+	getrlimit(RLIMIT_NOFILE, &old);
+	dev = open(MSHAREFS_KMOD_DEVICE, O_RDWR);
+	while (nused < 64) {
+		int d = dup(0);
+
+		if (d < 0)
+			break;
+		used[nused++] = d;
+	}
+	/* Every descriptor below the limit is taken now. */
+	low = old;
+	low.rlim_cur = (rlim_t)used[nused - 1] + 1;
+	setrlimit(RLIMIT_NOFILE, &low);
+	{
+		struct msharefs_kmod_create c = { .size = GiB };
+
+		CHECK(dev >= 0 && ioctl(dev, MSHAREFS_KMOD_CREATE, &c) == -1 && errno == EMFILE,
+		      "CREATE at the descriptor limit is EMFILE");
+	}
+	setrlimit(RLIMIT_NOFILE, &old);
+	for (i = 0; i < nused; i++)
+		close(used[i]);
+	if (dev >= 0)
+		close(dev);
+	CHECK(settled_regions() == before, "and leaves no region behind (%d, was %d)", count_regions(), before);
+
+	/* An O_PATH descriptor keeps the region: reopened after every other file closed. */
+	fd = region_create(GiB);
+	range_op(fd, MSHAREFS_KMOD_MAP, 0, MiB, PROT_READ | PROT_WRITE);
+	w = window(fd, GiB);
+	if (w)
+		strcpy(w, "kept by O_PATH");
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+	opath = open(path, O_PATH);
+	if (w)
+		munmap(w, GiB);
+	close(fd);
+	usleep(100000);
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", opath);
+	again = open(path, O_RDWR);
+	w = again >= 0 ? window(again, GiB) : NULL;
+	CHECK(w && strcmp(w, "kept by O_PATH") == 0, "a reopen through an O_PATH descriptor finds the region intact");
+	if (w)
+		munmap(w, GiB);
+	if (again >= 0)
+		close(again);
+	close(opath);
+
+	/* The host exits: windows keep the region's memory and data. */
+	{
+		int sv[2];
+		char *shared;
+
+		shared = mmap(NULL, PAGE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+		socketpair(AF_UNIX, SOCK_STREAM, 0, sv);
+		pid = fork();
+		if (pid == 0) {
+			int r = region_create(GiB);
+			char *hw;
+			union {
+				struct cmsghdr h;
+				char buf[CMSG_SPACE(sizeof(int))];
+			} u;
+			struct iovec iov = { .iov_base = "r", .iov_len = 1 };
+			struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1,
+					      .msg_control = u.buf, .msg_controllen = sizeof(u.buf) };
+
+			range_op(r, MSHAREFS_KMOD_MAP, 0, MiB, PROT_READ | PROT_WRITE);
+			hw = window(r, GiB);
+			strcpy(hw, "written by the host");
+			munmap(hw, GiB);
+			u.h.cmsg_level = SOL_SOCKET;
+			u.h.cmsg_type = SCM_RIGHTS;
+			u.h.cmsg_len = CMSG_LEN(sizeof(int));
+			memcpy(CMSG_DATA(&u.h), &r, sizeof(int));
+			sendmsg(sv[0], &msg, 0);
+			_exit(0);
+		}
+		{
+			union {
+				struct cmsghdr h;
+				char buf[CMSG_SPACE(sizeof(int))];
+			} u;
+			char c;
+			struct iovec iov = { .iov_base = &c, .iov_len = 1 };
+			struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1,
+					      .msg_control = u.buf, .msg_controllen = sizeof(u.buf) };
+			int r = -1;
+
+			if (recvmsg(sv[1], &msg, 0) == 1)
+				memcpy(&r, CMSG_DATA(&u.h), sizeof(int));
+			waitpid(pid, &status, 0);
+			w = r >= 0 ? window(r, GiB) : NULL;
+			CHECK(w && strcmp(w, "written by the host") == 0,
+			      "after the host process exited, a new window shows its data");
+			if (w) {
+				strcpy(w + PAGE, "after the host");
+				CHECK(strcmp(w + PAGE, "after the host") == 0, "and takes new stores");
+				munmap(w, GiB);
+			}
+			if (r >= 0)
+				close(r);
+		}
+		close(sv[0]);
+		close(sv[1]);
+		munmap(shared, PAGE);
+	}
+
+	/* Root only: the device and /proc/msharefs_kmod. */
+	pid = fork();
+	if (pid == 0) {
+		if (setgid(65534) || setuid(65534))
+			_exit(3);
+		if (open(MSHAREFS_KMOD_DEVICE, O_RDWR) >= 0 || errno != EACCES)
+			_exit(1);
+		if (open("/proc/msharefs_kmod", O_RDONLY) >= 0 || errno != EACCES)
+			_exit(2);
+		_exit(0);
+	}
+	waitpid(pid, &status, 0);
+	CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+	      "uid 65534 can open neither the device nor /proc/msharefs_kmod (status %d)", status);
+}
+
 static uint64_t windows_of(int fd)
 {
 	struct msharefs_kmod_stats st = { 0 };
@@ -640,6 +805,7 @@ int main(int argc, char **argv)
 	test_sharing();
 	test_introspection();
 	test_unsized_reopen_seal();
+	test_review_findings();
 	test_killed_attachers();
 	test_module_lifetime();
 	test_teardown();
