@@ -29,7 +29,7 @@
 #
 # Exits with COMMAND's status; 1 when the guest printed no result (timeout,
 # crash, insmod failure) or its kernel logged BUG:, WARNING:, Oops, general
-# protection, Kernel panic or Call Trace:.
+# protection, Kernel panic, Call Trace: or a bad page-table entry.
 #
 # For testing the harness: MSHAREFS_KMOD_DIR=DIR builds the module from DIR
 # (a Kbuild and its sources; the module is named by its obj-m line) instead.
@@ -292,7 +292,7 @@ done
 # 5./6. Boot, stream the console, judge.
 APPEND="console=ttyS0 panic=-1 oops=panic quiet printk.time=1"
 [ -z "$NODAEMON" ] || APPEND+=" msharefs.nodaemon=1"
-PROBLEM='\[ *[0-9]+\.[0-9]+\] .*(BUG:|WARNING:|Oops|general protection|Kernel panic|Call Trace:)'
+PROBLEM='\[ *[0-9]+\.[0-9]+\] .*(BUG:|WARNING:|Oops|general protection|Kernel panic|Call Trace:|bad (pgd|p4d|pud|pmd|pte))'
 LOG=$TMP/console.log
 # A kernel that fails before /init runs has not seen the module or any of
 # msharefs yet: under TCG an SMP guest now and then takes a stray int3 while

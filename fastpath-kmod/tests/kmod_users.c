@@ -1,0 +1,1372 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * kmod_users: the kernel's other users of memory, on msharefs_kmod windows.
+ * Run as root in a QEMU guest with msharefs_kmod loaded
+ * (fastpath-kmod/qemu/run-guest.sh). Every check is a behaviour an ordinary
+ * MAP_SHARED shmem mapping has: process-shared futexes, /proc/PID/mem,
+ * process_vm_readv/writev, vmsplice, O_DIRECT, io_uring fixed buffers, the
+ * protection of read-only windows, addresses, refusals that keep the window
+ * working, madvise and fork inheritance. Each check prints "ok" or "not ok"
+ * with what it saw; the last line counts the failures and the exit status is
+ * 1 when there was any.
+ *
+ * Each item uses a 1 GiB region with its first 64 MiB mapped read-write;
+ * "another process" is a forked child that maps its own window of the region
+ * (not the mapping it inherited) unless the check says "inherited".
+ *
+ *   kmod_users [--help] [--memfd]
+ *
+ * --memfd runs the same checks on a 1 GiB memfd mapped MAP_SHARED instead of
+ * a module window (a sanity check of the test itself, on any machine); the
+ * window-only checks (alignment, refusals of mremap/munmap/mprotect) are
+ * skipped there.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/io_uring.h>
+#include <linux/magic.h>
+#include <pthread.h>
+#include <sched.h>
+#include <semaphore.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/statfs.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <sys/utsname.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "msharefs_kmod.h"
+
+#define GiB (1ULL << 30)
+#define MiB (1ULL << 20)
+#define KiB (1ULL << 10)
+#define PAGE 4096ULL
+
+#define REGION_SIZE GiB
+#define MAPPED_SIZE (64 * MiB) /* mapped read-write at offset 0 of each region */
+
+#ifndef MADV_COLD
+#define MADV_COLD 20
+#endif
+#ifndef MADV_PAGEOUT
+#define MADV_PAGEOUT 21
+#endif
+
+/* Whether the running kernel is at least major.minor. */
+static int kernel_at_least(int major, int minor)
+{
+	struct utsname u;
+	int ma = 0, mi = 0;
+
+	if (uname(&u) || sscanf(u.release, "%d.%d", &ma, &mi) != 2)
+		return 1;
+	return ma > major || (ma == major && mi >= minor);
+}
+
+static int failures;
+static bool memfd_mode; /* --memfd: a memfd instead of a module region */
+
+#define CHECK(cond, ...)                                                        \
+	do {                                                                    \
+		if (cond) {                                                     \
+			printf("ok - " __VA_ARGS__);                            \
+		} else {                                                        \
+			failures++;                                             \
+			printf("not ok - " __VA_ARGS__);                        \
+		}                                                               \
+		printf("\n");                                                   \
+		fflush(stdout);                                                 \
+	} while (0)
+
+#define SKIP(...)                                                               \
+	do {                                                                    \
+		printf("ok - # SKIP " __VA_ARGS__);                             \
+		printf("\n");                                                   \
+		fflush(stdout);                                                 \
+	} while (0)
+
+/* ---- helpers (copied from kmod_selftest.c, it is a separate binary) ---- */
+
+static void refresh_vmstat(void)
+{
+	int fd = open("/proc/sys/vm/stat_refresh", O_WRONLY);
+
+	if (fd >= 0) {
+		if (write(fd, "1", 1) < 0) {
+			/* EINVAL when some counter was negative: the values are read anyway */
+		}
+		close(fd);
+	}
+}
+
+static long meminfo_kb(const char *key)
+{
+	char line[256];
+	long v = -1;
+	size_t n = strlen(key);
+	FILE *f;
+
+	refresh_vmstat();
+	f = fopen("/proc/meminfo", "r");
+	while (f && fgets(line, sizeof(line), f))
+		if (!strncmp(line, key, n) && line[n] == ':')
+			v = strtol(line + n + 1, NULL, 10);
+	if (f)
+		fclose(f);
+	return v;
+}
+
+static int dev_fd(void)
+{
+	int fd = open(MSHAREFS_KMOD_DEVICE, O_RDWR | O_CLOEXEC);
+
+	if (fd < 0) {
+		perror(MSHAREFS_KMOD_DEVICE);
+		printf("not ok - open %s: %s\n", MSHAREFS_KMOD_DEVICE, strerror(errno));
+		printf("kmod_users: %d failures\n", failures + 1);
+		exit(1);
+	}
+	return fd;
+}
+
+static int region_create(uint64_t size)
+{
+	struct msharefs_kmod_create c = { .size = size };
+	int dev = dev_fd();
+	int fd = ioctl(dev, MSHAREFS_KMOD_CREATE, &c);
+	int err = errno;
+
+	close(dev);
+	errno = err;
+	return fd;
+}
+
+static int range_op(int fd, unsigned long cmd, uint64_t off, uint64_t size, uint32_t prot)
+{
+	struct msharefs_kmod_range r = { .offset = off, .size = size, .prot = prot };
+
+	return ioctl(fd, cmd, &r) == 0 ? 0 : errno;
+}
+
+/* A window of the region (or of the memfd): the whole of it, MAP_SHARED. */
+static char *window_prot(int fd, int prot)
+{
+	void *p = mmap(NULL, REGION_SIZE, prot, MAP_SHARED, fd, 0);
+
+	return p == MAP_FAILED ? NULL : p;
+}
+
+static char *window(int fd)
+{
+	return window_prot(fd, PROT_READ | PROT_WRITE);
+}
+
+/* A new 1 GiB region with MAPPED_SIZE mapped read-write, or a memfd. */
+static int region_new(void)
+{
+	int fd, err;
+
+	if (memfd_mode) {
+		fd = memfd_create("kmod_users", MFD_CLOEXEC);
+		if (fd >= 0 && ftruncate(fd, (off_t)REGION_SIZE)) {
+			err = errno;
+			close(fd);
+			errno = err;
+			return -1;
+		}
+		return fd;
+	}
+	fd = region_create(REGION_SIZE);
+	if (fd < 0)
+		return -1;
+	err = range_op(fd, MSHAREFS_KMOD_MAP, 0, MAPPED_SIZE, PROT_READ | PROT_WRITE);
+	if (err) {
+		close(fd);
+		errno = err;
+		return -1;
+	}
+	return fd;
+}
+
+struct region {
+	int fd;
+	char *w; /* the parent's own read-write window */
+};
+
+static bool region_setup(struct region *r, const char *item)
+{
+	r->w = NULL;
+	r->fd = region_new();
+	if (r->fd >= 0)
+		r->w = window(r->fd);
+	if (!r->w) {
+		CHECK(0, "%s: create and attach a region (%s)", item, strerror(errno));
+		if (r->fd >= 0)
+			close(r->fd);
+		return false;
+	}
+	return true;
+}
+
+static void region_teardown(struct region *r)
+{
+	munmap(r->w, REGION_SIZE);
+	close(r->fd);
+}
+
+/*
+ * The watchdog of an item: a module that hangs the parent (a fault that never
+ * resolves, a futex that never wakes) makes that item fail after its
+ * timeout and the next item runs; the item's children are killed.
+ */
+static sigjmp_buf item_env;
+static char item_message[128]; /* written by the watchdog, made before */
+static pid_t item_children[16];
+static int item_nchildren;
+
+static void item_timeout(int sig)
+{
+	(void)sig;
+	if (write(STDOUT_FILENO, item_message, strlen(item_message)) < 0) {
+		/* nothing better to do */
+	}
+	for (int i = 0; i < item_nchildren; i++)
+		kill(item_children[i], SIGKILL);
+	siglongjmp(item_env, 1);
+}
+
+static void run_item(const char *name, void (*fn)(void), unsigned int timeout_s)
+{
+	struct sigaction sa = { .sa_handler = item_timeout }; /* no SA_RESTART: waits end */
+
+	snprintf(item_message, sizeof(item_message), "not ok - %s: timed out (hung for %u s), its children killed\n",
+		 name, timeout_s);
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGALRM, &sa, NULL);
+	item_nchildren = 0;
+	if (sigsetjmp(item_env, 1) == 0) {
+		alarm(timeout_s);
+		fn();
+	} else {
+		failures++;
+		fflush(stdout);
+		signal(SIGSEGV, SIG_DFL); /* in case it hung inside probe() */
+		signal(SIGBUS, SIG_DFL);
+	}
+	alarm(0);
+	while (waitpid(-1, NULL, WNOHANG) > 0)
+		; /* children of an item that timed out */
+}
+
+/* Children: fork with stdout flushed; a child's status, or 128+signal. */
+static pid_t fork_child(unsigned int alarm_s)
+{
+	pid_t pid;
+
+	fflush(stdout);
+	pid = fork();
+	if (pid < 0) {
+		perror("fork");
+		exit(1);
+	}
+	if (pid == 0) {
+		signal(SIGALRM, SIG_DFL); /* not the parent's watchdog */
+		alarm(alarm_s);		  /* a hang becomes a failure (status 128+SIGALRM) */
+	} else if (item_nchildren < (int)(sizeof(item_children) / sizeof(item_children[0]))) {
+		item_children[item_nchildren++] = pid;
+	}
+	return pid;
+}
+
+static int status_code(int status)
+{
+	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+static int reap(pid_t pid)
+{
+	int status;
+
+	if (waitpid(pid, &status, 0) != pid)
+		return -1;
+	return status_code(status);
+}
+
+/* Deterministic bytes: index i of a buffer filled with seed. */
+static uint8_t pat(uint32_t seed, uint64_t i)
+{
+	uint64_t x = (i + 1) * 0x9E3779B97F4A7C15ULL ^ ((uint64_t)seed + 1) * 0xBF58476D1CE4E5B9ULL;
+
+	x ^= x >> 31;
+	x *= 0x94D049BB133111EBULL;
+	x ^= x >> 29;
+	return (uint8_t)x;
+}
+
+static void fill(void *p, size_t len, uint32_t seed)
+{
+	uint8_t *b = p;
+
+	for (size_t i = 0; i < len; i++)
+		b[i] = pat(seed, i);
+}
+
+/* The first index that is not the pattern, or -1. */
+static long mismatch(const void *p, size_t len, uint32_t seed)
+{
+	const volatile uint8_t *b = p;
+
+	for (size_t i = 0; i < len; i++)
+		if (b[i] != pat(seed, i))
+			return (long)i;
+	return -1;
+}
+
+static bool matches(const void *p, size_t len, uint32_t seed)
+{
+	return mismatch(p, len, seed) < 0;
+}
+
+/* Another process, with its own PROT_READ window, sees the pattern at off. */
+static int seen_by_child(int fd, uint64_t off, size_t len, uint32_t seed)
+{
+	pid_t pid = fork_child(20);
+
+	if (pid == 0) {
+		char *cw = window_prot(fd, PROT_READ);
+
+		if (!cw)
+			_exit(2);
+		_exit(matches(cw + off, len, seed) ? 0 : 4);
+	}
+	return reap(pid);
+}
+
+/* A child stores into p (its own window of fd at off when fd >= 0, else the inherited p). */
+static int store_in_child(int fd, uint64_t off, char *inherited)
+{
+	pid_t pid = fork_child(20);
+
+	if (pid == 0) {
+		char *p = inherited;
+
+		if (fd >= 0) {
+			char *cw = window_prot(fd, PROT_READ);
+
+			if (!cw)
+				_exit(2);
+			p = cw + off;
+		}
+		*(volatile char *)p = (char)~*(volatile char *)p;
+		_exit(0);
+	}
+	return reap(pid);
+}
+
+/* Loads and stores that report SIGSEGV/SIGBUS instead of dying. */
+static sigjmp_buf probe_env;
+
+static void probe_handler(int sig)
+{
+	siglongjmp(probe_env, sig);
+}
+
+/* Returns 0, or the signal the access raised. */
+static int probe(volatile char *p, bool store, char value, char *loaded)
+{
+	struct sigaction sa = { .sa_handler = probe_handler }, old_segv, old_bus;
+	volatile int sig;
+
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGSEGV, &sa, &old_segv);
+	sigaction(SIGBUS, &sa, &old_bus);
+	sig = sigsetjmp(probe_env, 1);
+	if (sig == 0) {
+		if (store)
+			*p = value;
+		else
+			*loaded = *p;
+	}
+	sigaction(SIGSEGV, &old_segv, NULL);
+	sigaction(SIGBUS, &old_bus, NULL);
+	return sig;
+}
+
+/* Every page of [p, p+len) loads without a signal and holds the pattern. */
+static bool probe_matches(char *p, size_t len, uint32_t seed)
+{
+	char c;
+
+	for (size_t off = 0; off < len; off += PAGE)
+		if (probe(p + off, false, 0, &c))
+			return false;
+	if (len && probe(p + len - 1, false, 0, &c))
+		return false;
+	return matches(p, len, seed);
+}
+
+/*
+ * After a refused change: the old window still shows the pattern at off, a
+ * store into it works and reaches the region (a child's own window sees it).
+ * Returns NULL or what went wrong.
+ */
+static const char *window_still_works(int fd, char *w, uint64_t off, size_t len, uint32_t seed)
+{
+	static char why[96];
+	char c = 0;
+	int st;
+
+	if (!probe_matches(w + off, len, seed))
+		return "the old data is not there (or a load faults)";
+	if (probe(w + off + len, true, 0x5a, NULL))
+		return "a store faults";
+	if (probe(w + off + len, false, 0, &c) || c != 0x5a)
+		return "a stored byte does not read back";
+	pid_t pid = fork_child(20);
+
+	if (pid == 0) {
+		char *cw = window_prot(fd, PROT_READ);
+
+		_exit(!cw ? 2 : cw[off + len] == 0x5a ? 0 : 4);
+	}
+	st = reap(pid);
+	if (st) {
+		snprintf(why, sizeof(why), "another window does not see the store (child status %d)", st);
+		return why;
+	}
+	w[off + len] = 0;
+	return NULL;
+}
+
+/* A 1 GiB aligned address with 1 GiB free there (nothing is mapped after). */
+static char *free_aligned_address(void)
+{
+	void *res = mmap(NULL, 3 * GiB, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	uintptr_t a;
+
+	if (res == MAP_FAILED)
+		return NULL;
+	a = ((uintptr_t)res + GiB - 1) & ~(uintptr_t)(GiB - 1);
+	munmap(res, 3 * GiB);
+	return (char *)a;
+}
+
+static bool is_mapped(void *p)
+{
+	return msync((void *)((uintptr_t)p & ~(PAGE - 1)), PAGE, MS_ASYNC) == 0 || errno != ENOMEM;
+}
+
+/* Waits (up to 10 s) until *flag == value. */
+static bool wait_flag(volatile int *flag, int value)
+{
+	for (int i = 0; i < 10000; i++) {
+		if (__atomic_load_n(flag, __ATOMIC_SEQ_CST) == value)
+			return true;
+		usleep(1000);
+	}
+	return false;
+}
+
+/* Has pid exited? (WNOHANG; when it has, its status goes to *st.) */
+static bool child_exited(pid_t pid, int *st)
+{
+	int status;
+
+	if (waitpid(pid, &status, WNOHANG) == pid) {
+		*st = status_code(status);
+		return true;
+	}
+	return false;
+}
+
+/* ---- 1. process-shared futexes ---- */
+
+static void test_futexes(void)
+{
+	struct region r;
+	int st, st2, early = 0;
+	bool blocked;
+	pid_t pid, pid2;
+
+	if (!region_setup(&r, "futex"))
+		return;
+
+	/* (a) a semaphore */
+	sem_t *sem = (sem_t *)(r.w + 0x1000);
+	volatile int *state = (volatile int *)(r.w + 0x2000);
+
+	CHECK(sem_init(sem, 1, 0) == 0, "futex: sem_init(pshared=1) in the window");
+	pid = fork_child(20);
+	if (pid == 0) {
+		char *cw = window(r.fd);
+
+		if (!cw)
+			_exit(2);
+		__atomic_store_n((int *)(cw + 0x2000), 1, __ATOMIC_SEQ_CST);
+		if (sem_wait((sem_t *)(cw + 0x1000)))
+			_exit(3);
+		__atomic_store_n((int *)(cw + 0x2000), 2, __ATOMIC_SEQ_CST);
+		_exit(0);
+	}
+	blocked = wait_flag(state, 1);
+	usleep(100000);
+	blocked = blocked && !child_exited(pid, &early) && *state == 1;
+	sem_post(sem);
+	st = early ? early : reap(pid);
+	CHECK(blocked, "futex: a child blocks in sem_wait on a pshared semaphore in its own window%s",
+	      early ? " (it exited instead)" : "");
+	CHECK(st == 0 && *state == 2, "futex: the parent's sem_post wakes it (child status %d, state %d)", st,
+	      *state);
+
+	/* (b) a mutex, 2 processes x 20000 increments */
+	pthread_mutex_t *mtx = (pthread_mutex_t *)(r.w + 0x3000);
+	volatile long *counter = (volatile long *)(r.w + 0x4000);
+	pthread_mutexattr_t ma;
+
+	pthread_mutexattr_init(&ma);
+	pthread_mutexattr_setpshared(&ma, PTHREAD_PROCESS_SHARED);
+	CHECK(pthread_mutex_init(mtx, &ma) == 0, "futex: a PTHREAD_PROCESS_SHARED mutex in the window");
+	*counter = 0;
+	pid_t kids[2];
+
+	for (int k = 0; k < 2; k++) {
+		kids[k] = fork_child(40); /* 40000 contended lock/unlock under TCG */
+		if (kids[k] == 0) {
+			char *cw = window(r.fd);
+
+			if (!cw)
+				_exit(2);
+			pthread_mutex_t *cm = (pthread_mutex_t *)(cw + 0x3000);
+			volatile long *cc = (volatile long *)(cw + 0x4000);
+
+			for (int i = 0; i < 20000; i++) {
+				if (pthread_mutex_lock(cm))
+					_exit(3);
+				long v = *cc; /* not atomic: only the mutex keeps it right */
+
+				if ((i & 63) == 0)
+					sched_yield(); /* hold it a while: contention, futex waits */
+				*cc = v + 1;
+				if (pthread_mutex_unlock(cm))
+					_exit(4);
+			}
+			_exit(0);
+		}
+	}
+	st = reap(kids[0]);
+	st2 = reap(kids[1]);
+	CHECK(st == 0 && st2 == 0 && *counter == 40000,
+	      "futex: 2 processes x 20000 lock/increment/unlock with a pshared mutex: %ld (child status %d, %d)",
+	      *counter, st, st2);
+
+	/* (c) a condition variable: the waiter in a child, the signaller here */
+	struct cv {
+		pthread_mutex_t m;
+		pthread_cond_t c;
+		int waiting, go, value;
+	} *cv = (struct cv *)(r.w + 0x5000);
+	pthread_condattr_t ca;
+
+	pthread_condattr_init(&ca);
+	pthread_condattr_setpshared(&ca, PTHREAD_PROCESS_SHARED);
+	pthread_mutex_init(&cv->m, &ma);
+	CHECK(pthread_cond_init(&cv->c, &ca) == 0, "futex: a PTHREAD_PROCESS_SHARED condition variable in the window");
+	cv->waiting = cv->go = cv->value = 0;
+	early = 0;
+	pid2 = fork_child(20);
+	if (pid2 == 0) {
+		char *cw = window(r.fd);
+
+		if (!cw)
+			_exit(2);
+		struct cv *c = (struct cv *)(cw + 0x5000);
+
+		if (pthread_mutex_lock(&c->m))
+			_exit(3);
+		__atomic_store_n(&c->waiting, 1, __ATOMIC_SEQ_CST);
+		while (!c->go)
+			if (pthread_cond_wait(&c->c, &c->m))
+				_exit(5);
+		int v = c->value;
+
+		pthread_mutex_unlock(&c->m);
+		_exit(v == 4242 ? 0 : 6);
+	}
+	blocked = wait_flag(&cv->waiting, 1);
+	usleep(100000);
+	blocked = blocked && !child_exited(pid2, &early);
+	/* The child set waiting under the mutex: holding it now, it is in pthread_cond_wait. */
+	pthread_mutex_lock(&cv->m);
+	cv->value = 4242;
+	cv->go = 1;
+	pthread_cond_signal(&cv->c);
+	pthread_mutex_unlock(&cv->m);
+	st = early ? early : reap(pid2);
+	CHECK(blocked, "futex: a child waits in pthread_cond_wait in its own window%s",
+	      early ? " (it exited instead)" : "");
+	CHECK(st == 0, "futex: pthread_cond_signal in the parent wakes it and it reads the value (child status %d)",
+	      st);
+	pthread_condattr_destroy(&ca);
+	pthread_mutexattr_destroy(&ma);
+	region_teardown(&r);
+}
+
+/* ---- 2. /proc/PID/mem ---- */
+
+static void test_proc_mem(void)
+{
+	struct region r;
+	const uint64_t roff = MiB + 100, woff = 4 * MiB + 7;
+	const size_t len = 200 * KiB;
+	pid_t parent = getpid(), pid;
+	int st;
+
+	if (!region_setup(&r, "/proc/PID/mem"))
+		return;
+	fill(r.w + roff, len, 2);
+	memset(r.w + woff, 0, len);
+	pid = fork_child(20);
+	if (pid == 0) {
+		char path[64], *buf = malloc(len);
+		int fd;
+
+		snprintf(path, sizeof(path), "/proc/%d/mem", parent);
+		fd = open(path, O_RDONLY);
+		if (fd < 0 || !buf)
+			_exit(2);
+		if (pread(fd, buf, len, (off_t)(uintptr_t)(r.w + roff)) != (ssize_t)len)
+			_exit(3);
+		_exit(matches(buf, len, 2) ? 0 : 4);
+	}
+	st = reap(pid);
+	CHECK(st == 0, "/proc/PID/mem: a child's pread at the parent's window address returns its bytes (status %d)",
+	      st);
+
+	pid = fork_child(20);
+	if (pid == 0) {
+		char path[64], *buf = malloc(len);
+		int fd;
+
+		snprintf(path, sizeof(path), "/proc/%d/mem", parent);
+		fd = open(path, O_RDWR);
+		if (fd < 0 || !buf)
+			_exit(2);
+		fill(buf, len, 3);
+		_exit(pwrite(fd, buf, len, (off_t)(uintptr_t)(r.w + woff)) == (ssize_t)len ? 0 : 3);
+	}
+	st = reap(pid);
+	CHECK(st == 0 && matches(r.w + woff, len, 3),
+	      "/proc/PID/mem: a child's pwrite into the parent's read-write window is seen by the parent (status %d)",
+	      st);
+	st = seen_by_child(r.fd, woff, len, 3);
+	CHECK(st == 0, "/proc/PID/mem: and by another process's window (status %d)", st);
+	region_teardown(&r);
+}
+
+/* ---- 3. process_vm_readv / process_vm_writev ---- */
+
+static void test_process_vm(void)
+{
+	struct region r;
+	const uint64_t roff = 2 * MiB + 333, woff = 5 * MiB + 5;
+	const size_t len = 300 * KiB;
+	pid_t parent = getpid(), pid;
+	int st;
+
+	if (!region_setup(&r, "process_vm"))
+		return;
+	fill(r.w + roff, len, 4);
+	memset(r.w + woff, 0, len);
+	pid = fork_child(20);
+	if (pid == 0) {
+		char *buf = malloc(len);
+		struct iovec local = { buf, len }, remote = { r.w + roff, len };
+
+		if (!buf)
+			_exit(2);
+		memset(buf, 0, len);
+		if (process_vm_readv(parent, &local, 1, &remote, 1, 0) != (ssize_t)len)
+			_exit(3);
+		_exit(matches(buf, len, 4) ? 0 : 4);
+	}
+	st = reap(pid);
+	CHECK(st == 0, "process_vm_readv: a child reads the full length of the parent's window, same bytes (status %d)",
+	      st);
+
+	pid = fork_child(20);
+	if (pid == 0) {
+		char *buf = malloc(len);
+		struct iovec local = { buf, len }, remote = { r.w + woff, len };
+
+		if (!buf)
+			_exit(2);
+		fill(buf, len, 5);
+		_exit(process_vm_writev(parent, &local, 1, &remote, 1, 0) == (ssize_t)len ? 0 : 3);
+	}
+	st = reap(pid);
+	CHECK(st == 0 && matches(r.w + woff, len, 5),
+	      "process_vm_writev: a child's write into the parent's window is seen by the parent (status %d)", st);
+	st = seen_by_child(r.fd, woff, len, 5);
+	CHECK(st == 0, "process_vm_writev: and by another process's window (status %d)", st);
+	region_teardown(&r);
+}
+
+/* ---- 4. vmsplice ---- */
+
+static ssize_t read_full(int fd, char *buf, size_t len)
+{
+	size_t done = 0;
+
+	while (done < len) {
+		ssize_t n = read(fd, buf + done, len - done);
+
+		if (n <= 0)
+			return done ? (ssize_t)done : n;
+		done += n;
+	}
+	return (ssize_t)done;
+}
+
+static void test_vmsplice(void)
+{
+	struct region r;
+	const uint64_t off = 6 * MiB;
+	const size_t len = 32 * KiB;
+	char *buf = malloc(len);
+	int p[2];
+	ssize_t n, got;
+
+	if (!buf || !region_setup(&r, "vmsplice")) {
+		free(buf);
+		return;
+	}
+	fill(r.w + off, len, 6);
+	if (pipe(p)) {
+		CHECK(0, "vmsplice: pipe (%s)", strerror(errno));
+		region_teardown(&r);
+		free(buf);
+		return;
+	}
+	struct iovec iov = { r.w + off, len };
+
+	n = vmsplice(p[1], &iov, 1, 0);
+	memset(buf, 0, len);
+	got = n > 0 ? read_full(p[0], buf, n) : -1;
+	CHECK(n == (ssize_t)len && got == n && matches(buf, len, 6),
+	      "vmsplice: window pages spliced into a pipe read back with the same bytes (%zd spliced, %zd read)", n,
+	      got);
+
+	/* The pipe holds the window's own pages, not copies: a later store shows. */
+	n = vmsplice(p[1], &iov, 1, 0);
+	r.w[off + 5000] = (char)(0xffu ^ pat(6, 5000));
+	got = n > 0 ? read_full(p[0], buf, n) : -1;
+	uint8_t marker = (uint8_t)(0xffu ^ pat(6, 5000));
+	bool marked = (uint8_t)buf[5000] == marker;
+
+	buf[5000] = (char)pat(6, 5000);
+	CHECK(n == (ssize_t)len && got == n && marked && matches(buf, len, 6),
+	      "vmsplice: the pipe references the window's pages (a store after vmsplice is read from the pipe)");
+	r.w[off + 5000] = (char)pat(6, 5000);
+	close(p[0]);
+	close(p[1]);
+	free(buf);
+	region_teardown(&r);
+}
+
+/* ---- 5. O_DIRECT ---- */
+
+static const char *fs_name(const char *dir)
+{
+	struct statfs s;
+
+	if (statfs(dir, &s))
+		return "?";
+	switch ((unsigned long)s.f_type) {
+	case TMPFS_MAGIC:
+		return "tmpfs";
+	case RAMFS_MAGIC:
+		return "ramfs";
+	case EXT4_SUPER_MAGIC:
+		return "ext2/3/4";
+	case 0x58465342:
+		return "xfs";
+	case 0x9123683e:
+		return "btrfs";
+	case 0x794c7630:
+		return "overlayfs";
+	default:
+		return "other";
+	}
+}
+
+/*
+ * A 1 MiB file of pattern seed in the first of /tmp, / where O_DIRECT opens;
+ * returns its O_DIRECT descriptor (path in path), or -1 (EINVAL everywhere:
+ * no file system here does O_DIRECT).
+ */
+static int odirect_file(uint32_t seed, char *path, size_t pathlen, const char **where)
+{
+	static const char *dirs[] = { "/tmp", "/" };
+	char *buf = malloc(MiB);
+
+	if (!buf)
+		return -1;
+	fill(buf, MiB, seed);
+	for (size_t i = 0; i < sizeof(dirs) / sizeof(dirs[0]); i++) {
+		int fd;
+
+		snprintf(path, pathlen, "%s/kmod_users.odirect.%d", strcmp(dirs[i], "/") ? dirs[i] : "", getpid());
+		fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+		if (fd < 0)
+			continue;
+		if (write(fd, buf, MiB) != (ssize_t)MiB || fsync(fd)) {
+			close(fd);
+			unlink(path);
+			continue;
+		}
+		close(fd);
+		fd = open(path, O_RDONLY | O_DIRECT | O_CLOEXEC);
+		if (fd >= 0) {
+			*where = dirs[i];
+			free(buf);
+			return fd;
+		}
+		unlink(path);
+	}
+	free(buf);
+	return -1;
+}
+
+static void test_odirect(void)
+{
+	struct region r;
+	const uint64_t off = 8 * MiB;
+	char path[128];
+	const char *where = NULL;
+	ssize_t n;
+	int fd, st;
+
+	if (!region_setup(&r, "O_DIRECT"))
+		return;
+	fd = odirect_file(7, path, sizeof(path), &where);
+	if (fd < 0) {
+		SKIP("O_DIRECT unsupported by the guest's filesystems (/tmp: %s, /: %s)", fs_name("/tmp"),
+		     fs_name("/"));
+		region_teardown(&r);
+		return;
+	}
+	memset(r.w + off, 0xee, MiB);
+	n = pread(fd, r.w + off, MiB, 0);
+	CHECK(n == (ssize_t)MiB && matches(r.w + off, MiB, 7),
+	      "O_DIRECT: a 1 MiB read from a file on %s (%s%s) into the window has the file's bytes (%zd: %s)", where,
+	      fs_name(where), strcmp(fs_name(where), "tmpfs") ? "" : ", which copies instead of pinning pages", n,
+	      n < 0 ? strerror(errno) : "read");
+	st = seen_by_child(r.fd, off, MiB, 7);
+	CHECK(st == 0, "O_DIRECT: another process's window sees the data (status %d)", st);
+	close(fd);
+	unlink(path);
+	region_teardown(&r);
+}
+
+/* ---- 6. io_uring fixed buffers ---- */
+
+static int uring_setup(unsigned entries, struct io_uring_params *p)
+{
+	return (int)syscall(__NR_io_uring_setup, entries, p);
+}
+
+static int uring_enter(int fd, unsigned submit, unsigned min_complete, unsigned flags)
+{
+	return (int)syscall(__NR_io_uring_enter, fd, submit, min_complete, flags, NULL, 0);
+}
+
+static int uring_register(int fd, unsigned op, void *arg, unsigned nr)
+{
+	return (int)syscall(__NR_io_uring_register, fd, op, arg, nr);
+}
+
+static void test_io_uring(void)
+{
+	struct region r;
+	struct io_uring_params p;
+	const uint64_t off = 16 * MiB;
+	char path[64], *buf = malloc(MiB);
+	void *sq = MAP_FAILED, *cq = MAP_FAILED, *sqes_map = MAP_FAILED;
+	size_t sq_sz, cq_sz;
+	int ring = -1, file = -1, st;
+
+	if (!buf || !region_setup(&r, "io_uring")) {
+		free(buf);
+		return;
+	}
+	memset(&p, 0, sizeof(p));
+	ring = uring_setup(4, &p);
+	if (ring < 0 && (errno == ENOSYS || errno == EPERM)) {
+		SKIP("io_uring unavailable here (io_uring_setup: %s)", strerror(errno));
+		goto out;
+	}
+	CHECK(ring >= 0, "io_uring: io_uring_setup (%s)", ring < 0 ? strerror(errno) : "done");
+	if (ring < 0)
+		goto out;
+
+	sq_sz = p.sq_off.array + p.sq_entries * sizeof(__u32);
+	cq_sz = p.cq_off.cqes + p.cq_entries * sizeof(struct io_uring_cqe);
+	if (p.features & IORING_FEAT_SINGLE_MMAP)
+		sq_sz = cq_sz = sq_sz > cq_sz ? sq_sz : cq_sz;
+	sq = mmap(NULL, sq_sz, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, ring, IORING_OFF_SQ_RING);
+	cq = (p.features & IORING_FEAT_SINGLE_MMAP) ? sq :
+		mmap(NULL, cq_sz, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, ring, IORING_OFF_CQ_RING);
+	sqes_map = mmap(NULL, p.sq_entries * sizeof(struct io_uring_sqe), PROT_READ | PROT_WRITE,
+			MAP_SHARED | MAP_POPULATE, ring, IORING_OFF_SQES);
+	if (sq == MAP_FAILED || cq == MAP_FAILED || sqes_map == MAP_FAILED) {
+		CHECK(0, "io_uring: map the rings (%s)", strerror(errno));
+		goto out;
+	}
+
+	/* A regular file (read through the page cache, not O_DIRECT). */
+	snprintf(path, sizeof(path), "/tmp/kmod_users.uring.%d", getpid());
+	file = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	fill(buf, MiB, 8);
+	if (file < 0 || write(file, buf, MiB) != (ssize_t)MiB) {
+		CHECK(0, "io_uring: write a 1 MiB file in /tmp (%s)", strerror(errno));
+		goto out;
+	}
+
+	memset(r.w + off, 0x33, MiB);
+	struct iovec iov = { r.w + off, MiB };
+	int rc = uring_register(ring, IORING_REGISTER_BUFFERS, &iov, 1);
+	int err = errno;
+
+	if (rc && err == EOPNOTSUPP && !kernel_at_least(6, 5)) {
+		/* The same refusal any file mapping but shmem and hugetlbfs gets there. */
+		printf("ok - # SKIP io_uring: before 6.5 only anonymous, shmem and hugetlbfs memory can be "
+		       "registered (EOPNOTSUPP, as for any other file mapping)\n");
+		goto out;
+	}
+	CHECK(rc == 0, "io_uring: IORING_REGISTER_BUFFERS of 1 MiB of the window (%s)",
+	      rc ? strerror(err) : "registered");
+	if (rc)
+		goto out;
+
+	unsigned *sq_tail = (unsigned *)((char *)sq + p.sq_off.tail);
+	unsigned *sq_mask = (unsigned *)((char *)sq + p.sq_off.ring_mask);
+	unsigned *sq_array = (unsigned *)((char *)sq + p.sq_off.array);
+	unsigned *cq_head = (unsigned *)((char *)cq + p.cq_off.head);
+	unsigned *cq_tail = (unsigned *)((char *)cq + p.cq_off.tail);
+	unsigned *cq_mask = (unsigned *)((char *)cq + p.cq_off.ring_mask);
+	struct io_uring_cqe *cqes = (struct io_uring_cqe *)((char *)cq + p.cq_off.cqes);
+	struct io_uring_sqe *sqes = sqes_map;
+	unsigned tail = __atomic_load_n(sq_tail, __ATOMIC_ACQUIRE), idx = tail & *sq_mask;
+
+	memset(&sqes[idx], 0, sizeof(sqes[idx]));
+	sqes[idx].opcode = IORING_OP_READ_FIXED;
+	sqes[idx].fd = file;
+	sqes[idx].addr = (uintptr_t)(r.w + off);
+	sqes[idx].len = MiB;
+	sqes[idx].off = 0;
+	sqes[idx].buf_index = 0;
+	sqes[idx].user_data = 0x6b6d6f64;
+	sq_array[idx] = idx;
+	__atomic_store_n(sq_tail, tail + 1, __ATOMIC_RELEASE);
+	rc = uring_enter(ring, 1, 1, IORING_ENTER_GETEVENTS);
+	err = errno;
+
+	unsigned head = __atomic_load_n(cq_head, __ATOMIC_ACQUIRE);
+	bool have = head != __atomic_load_n(cq_tail, __ATOMIC_ACQUIRE);
+	struct io_uring_cqe cqe = { 0 };
+
+	if (have) {
+		cqe = cqes[head & *cq_mask];
+		__atomic_store_n(cq_head, head + 1, __ATOMIC_RELEASE);
+	}
+	CHECK(rc == 1 && have && cqe.user_data == 0x6b6d6f64 && cqe.res == (int)MiB,
+	      "io_uring: IORING_OP_READ_FIXED of a 1 MiB file completes in full (enter %d%s%s, cqe res %d%s%s)", rc,
+	      rc < 0 ? ": " : "", rc < 0 ? strerror(err) : "", cqe.res, cqe.res < 0 ? ": " : "",
+	      cqe.res < 0 ? strerror(-cqe.res) : "");
+	CHECK(matches(r.w + off, MiB, 8), "io_uring: the fixed buffer in the window has the file's bytes");
+	st = seen_by_child(r.fd, off, MiB, 8);
+	CHECK(st == 0, "io_uring: another process's window sees them (status %d)", st);
+	CHECK(uring_register(ring, IORING_UNREGISTER_BUFFERS, NULL, 0) == 0, "io_uring: IORING_UNREGISTER_BUFFERS");
+out:
+	if (sqes_map != MAP_FAILED)
+		munmap(sqes_map, p.sq_entries * sizeof(struct io_uring_sqe));
+	if (cq != MAP_FAILED && cq != sq)
+		munmap(cq, cq_sz);
+	if (sq != MAP_FAILED)
+		munmap(sq, sq_sz);
+	if (ring >= 0)
+		close(ring);
+	if (file >= 0) {
+		close(file);
+		unlink(path);
+	}
+	free(buf);
+	region_teardown(&r);
+}
+
+/* ---- 7. protection of read-only windows ---- */
+
+static void test_readonly(void)
+{
+	struct region r;
+	const uint64_t off = 3 * MiB, doff = 8 * MiB;
+	char path[64], odpath[128], *ro, *ro2, *wrong;
+	const char *where;
+	pid_t parent = getpid(), pid;
+	int rofd, st, p[2], odfd;
+	ssize_t n;
+
+	if (!region_setup(&r, "read-only"))
+		return;
+	fill(r.w + off, 64 * KiB, 9);
+
+	/* (a) the region file reopened O_RDONLY */
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", r.fd);
+	rofd = open(path, O_RDONLY | O_CLOEXEC);
+	CHECK(rofd >= 0, "read-only: the region file reopens O_RDONLY through /proc/self/fd (%s)",
+	      rofd < 0 ? strerror(errno) : "done");
+	if (rofd >= 0) {
+		ro = window_prot(rofd, PROT_READ);
+		CHECK(ro && probe_matches(ro + off, 64 * KiB, 9),
+		      "read-only: a PROT_READ window of the O_RDONLY file shows the data");
+		st = store_in_child(rofd, off, NULL);
+		CHECK(st == 128 + SIGSEGV && matches(r.w + off, 64 * KiB, 9),
+		      "read-only: a store into a child's own window of the O_RDONLY file dies with SIGSEGV (status %d), "
+		      "data unchanged",
+		      st);
+		if (ro) {
+			st = store_in_child(-1, 0, ro + off);
+			CHECK(st == 128 + SIGSEGV && matches(r.w + off, 64 * KiB, 9),
+			      "read-only: a store into the inherited one dies with SIGSEGV too (status %d), data unchanged",
+			      st);
+			CHECK(mprotect(ro, REGION_SIZE, PROT_READ | PROT_WRITE) == -1 && errno == EACCES,
+			      "read-only: mprotect(PROT_WRITE) of it is EACCES (%s)", strerror(errno));
+			st = store_in_child(-1, 0, ro + off);
+			CHECK(st == 128 + SIGSEGV && matches(r.w + off, 64 * KiB, 9),
+			      "read-only: and a store still dies with SIGSEGV after it (status %d)", st);
+			munmap(ro, REGION_SIZE);
+		}
+		errno = 0;
+		wrong = mmap(NULL, REGION_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, rofd, 0);
+		CHECK(wrong == MAP_FAILED && errno == EACCES,
+		      "read-only: mmap(PROT_WRITE, MAP_SHARED) of the O_RDONLY file is EACCES (%s)",
+		      wrong == MAP_FAILED ? strerror(errno) : "it was mapped");
+		if (wrong != MAP_FAILED)
+			munmap(wrong, REGION_SIZE);
+		close(rofd);
+	}
+
+	/* (b) a PROT_READ window of the O_RDWR file */
+	ro2 = window_prot(r.fd, PROT_READ);
+	CHECK(ro2 && probe_matches(ro2 + off, 64 * KiB, 9),
+	      "read-only: a PROT_READ window of the O_RDWR file shows the data");
+	st = store_in_child(r.fd, off, NULL);
+	CHECK(st == 128 + SIGSEGV && matches(r.w + off, 64 * KiB, 9),
+	      "read-only: a store into a child's own PROT_READ window dies with SIGSEGV (status %d), data unchanged",
+	      st);
+	if (!ro2) {
+		region_teardown(&r);
+		return;
+	}
+	st = store_in_child(-1, 0, ro2 + off);
+	CHECK(st == 128 + SIGSEGV && matches(r.w + off, 64 * KiB, 9),
+	      "read-only: a store into the inherited PROT_READ window dies with SIGSEGV (status %d), data unchanged",
+	      st);
+
+	/* (c) the kernel's copies into it fail with EFAULT */
+	if (pipe(p) == 0) {
+		if (write(p[1], "0123456789abcdef", 16) != 16)
+			perror("write to pipe");
+		errno = 0;
+		n = read(p[0], ro2 + off, 16);
+		CHECK(n == -1 && errno == EFAULT && matches(r.w + off, 64 * KiB, 9),
+		      "read-only: read() from a pipe into a PROT_READ window is EFAULT (%zd, %s), data unchanged", n,
+		      strerror(errno));
+		close(p[0]);
+		close(p[1]);
+	}
+	odfd = odirect_file(10, odpath, sizeof(odpath), &where);
+	if (odfd >= 0) {
+		fill(r.w + doff, 64 * KiB, 9);
+		errno = 0;
+		n = pread(odfd, ro2 + doff, 64 * KiB, 0);
+		CHECK(n == -1 && errno == EFAULT && matches(r.w + doff, 64 * KiB, 9),
+		      "read-only: an O_DIRECT read (%s, %s) into a PROT_READ window is EFAULT (%zd, %s), data unchanged",
+		      where, fs_name(where), n, strerror(errno));
+		close(odfd);
+		unlink(odpath);
+	} else {
+		SKIP("O_DIRECT into a PROT_READ window: O_DIRECT unsupported by the guest's filesystems");
+	}
+
+	/* (d) process_vm_writev from another process into it */
+	pid = fork_child(20);
+	if (pid == 0) {
+		char buf[4096];
+		struct iovec local = { buf, sizeof(buf) }, remote = { ro2 + off, sizeof(buf) };
+
+		memset(buf, 0x77, sizeof(buf));
+		n = process_vm_writev(parent, &local, 1, &remote, 1, 0);
+		_exit(n == -1 && errno == EFAULT ? 0 : n >= 0 ? 3 : 4);
+	}
+	st = reap(pid);
+	CHECK(st == 0 && matches(r.w + off, 64 * KiB, 9),
+	      "read-only: process_vm_writev into another process's PROT_READ window is EFAULT (status %d: 3 = it "
+	      "wrote, 4 = another errno), data unchanged",
+	      st);
+	munmap(ro2, REGION_SIZE);
+	region_teardown(&r);
+}
+
+/* ---- 8. addresses ---- */
+
+static void test_addresses(void)
+{
+	struct region r;
+	char *w2, *hint, *at;
+	int st;
+
+	if (!region_setup(&r, "addresses"))
+		return;
+	if (memfd_mode)
+		SKIP("addresses: 1 GiB alignment (a module window property; memfd at %p)", (void *)r.w);
+	else
+		CHECK(((uintptr_t)r.w % GiB) == 0, "addresses: mmap(NULL) gives a 1 GiB aligned window (%p)",
+		      (void *)r.w);
+
+	w2 = window(r.fd);
+	CHECK(w2 && w2 != r.w, "addresses: a second window of the region in the same process (%p)", (void *)w2);
+	if (w2) {
+		fill(r.w + 10 * MiB, 16 * KiB, 20);
+		fill(w2 + 11 * MiB, 16 * KiB, 21);
+		CHECK(matches(w2 + 10 * MiB, 16 * KiB, 20) && matches(r.w + 11 * MiB, 16 * KiB, 21),
+		      "addresses: the two windows see each other's stores");
+		munmap(w2, REGION_SIZE);
+	}
+
+	hint = free_aligned_address();
+	at = hint ? mmap(hint, REGION_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, r.fd, 0) : MAP_FAILED;
+	CHECK(hint && at == hint, "addresses: a free 1 GiB aligned hint is taken exactly (hint %p, got %p)",
+	      (void *)hint, (void *)at);
+	if (at != MAP_FAILED) {
+		CHECK(matches(at + 10 * MiB, 16 * KiB, 20), "addresses: the window at the hint shows the data");
+		munmap(at, REGION_SIZE);
+	}
+
+	/* A child that inherited r.w maps a second window: the two agree. */
+	pid_t pid = fork_child(20);
+
+	if (pid == 0) {
+		char *cw = window(r.fd);
+
+		if (!cw)
+			_exit(2);
+		if (!matches(cw + 10 * MiB, 16 * KiB, 20))
+			_exit(3);
+		fill(r.w + 12 * MiB, 16 * KiB, 22);
+		if (!matches(cw + 12 * MiB, 16 * KiB, 22))
+			_exit(4);
+		fill(cw + 13 * MiB, 16 * KiB, 23);
+		if (!matches(r.w + 13 * MiB, 16 * KiB, 23))
+			_exit(5);
+		if (!memfd_mode && ((uintptr_t)cw % GiB) != 0)
+			_exit(6);
+		_exit(0);
+	}
+	st = reap(pid);
+	CHECK(st == 0 && matches(r.w + 12 * MiB, 16 * KiB, 22) && matches(r.w + 13 * MiB, 16 * KiB, 23),
+	      "addresses: a child with an inherited window maps a second one and the two agree (status %d)", st);
+	region_teardown(&r);
+}
+
+/* ---- 9. refusals keep the window working ---- */
+
+static void test_refusals(void)
+{
+	struct region r;
+	char *w, *target, *moved;
+	const char *why;
+
+	if (memfd_mode) {
+		SKIP("refusals: mremap/partial munmap/mprotect are refused only on module windows");
+		return;
+	}
+	if (!region_setup(&r, "refusals"))
+		return;
+	fill(r.w + MiB, 16 * KiB, 30);
+	fill(r.w + 32 * MiB, 16 * KiB, 31);
+
+	/* mremap to another aligned free place */
+	w = window(r.fd);
+	target = free_aligned_address();
+	errno = 0;
+	moved = w && target ? mremap(w, REGION_SIZE, REGION_SIZE, MREMAP_MAYMOVE | MREMAP_FIXED, target) :
+			      MAP_FAILED;
+	CHECK(w && target && moved == MAP_FAILED && errno == EINVAL,
+	      "refusals: mremap(MREMAP_MAYMOVE|MREMAP_FIXED) of a window to a free aligned address is EINVAL (%s)",
+	      moved == MAP_FAILED ? strerror(errno) : "it moved");
+	if (w && target) {
+		CHECK(moved != MAP_FAILED || !is_mapped(target), "refusals: nothing is left mapped at the target");
+		why = moved != MAP_FAILED ? "it moved" : window_still_works(r.fd, w, MiB, 16 * KiB, 30);
+		CHECK(!why, "refusals: after the mremap the old window has the old data and takes stores%s%s",
+		      why ? ": " : "", why ? why : "");
+		munmap(moved != MAP_FAILED ? moved : w, REGION_SIZE);
+	}
+
+	/* a partial munmap */
+	w = window(r.fd);
+	errno = 0;
+	CHECK(w && munmap(w + 32 * MiB, PAGE) == -1 && errno == EINVAL,
+	      "refusals: a partial munmap of a window is EINVAL (%s)", strerror(errno));
+	if (w) {
+		why = window_still_works(r.fd, w, 32 * MiB, 16 * KiB, 31);
+		CHECK(!why, "refusals: after it the window (at that page too) has the old data and takes stores%s%s",
+		      why ? ": " : "", why ? why : "");
+		munmap(w, REGION_SIZE);
+	}
+
+	/* mprotect */
+	w = window(r.fd);
+	errno = 0;
+	CHECK(w && mprotect(w, REGION_SIZE, PROT_READ) == -1 && errno == EINVAL,
+	      "refusals: mprotect(PROT_READ) of a window is EINVAL (%s)", strerror(errno));
+	if (w) {
+		why = window_still_works(r.fd, w, MiB, 16 * KiB, 30);
+		CHECK(!why, "refusals: after it the window has the old data and takes stores%s%s", why ? ": " : "",
+		      why ? why : "");
+		munmap(w, REGION_SIZE);
+	}
+	region_teardown(&r);
+}
+
+/* ---- 10. madvise ---- */
+
+static const char *advice_result(int rc, int err)
+{
+	return rc == 0 ? "0" : err == EINVAL ? "EINVAL" : strerror(err);
+}
+
+static void test_madvise(void)
+{
+	struct region r;
+	const uint64_t in = MiB, out = 4 * MiB;
+	long before, after;
+	int zero = 0, einval = 0, other = 0, other_errno = 0, st;
+	volatile int *v;
+
+	if (!region_setup(&r, "madvise"))
+		return;
+	v = (volatile int *)r.w;
+	fill(r.w + in, 16 * KiB, 40);  /* inside the 2 MiB that are zapped */
+	fill(r.w + out, 16 * KiB, 41); /* outside */
+	*v = -1;
+	before = meminfo_kb("PageTables");
+	for (int i = 0; i < 2000; i++) {
+		if (madvise(r.w, 2 * MiB, MADV_DONTNEED) == 0)
+			zero++;
+		else if (errno == EINVAL)
+			einval++;
+		else
+			other++, other_errno = errno;
+		*v = i;
+	}
+	after = meminfo_kb("PageTables");
+	CHECK(zero == 2000 || einval == 2000,
+	      "madvise: MADV_DONTNEED of 2 MiB of the window, 2000 times: %d returned 0, %d EINVAL, %d other (%s)",
+	      zero, einval, other, other ? strerror(other_errno) : "none");
+	CHECK(*v == 1999, "madvise: the value stored after each MADV_DONTNEED is there (%d)", *v);
+	CHECK(matches(r.w + in, 16 * KiB, 40),
+	      "madvise: data inside the MADV_DONTNEED range is kept (shared memory: only the mapping is dropped)");
+	CHECK(matches(r.w + out, 16 * KiB, 41), "madvise: data outside the range is kept");
+	CHECK(after - before <= 1024, "madvise: PageTables grew by <= 1 MiB over the loop (%ld -> %ld kB)", before,
+	      after);
+	st = seen_by_child(r.fd, in, 16 * KiB, 40);
+	CHECK(st == 0, "madvise: another process's window sees the data (status %d)", st);
+
+	static const struct {
+		int advice;
+		const char *name;
+	} advs[] = { { MADV_PAGEOUT, "MADV_PAGEOUT" }, { MADV_COLD, "MADV_COLD" }, { MADV_WILLNEED, "MADV_WILLNEED" } };
+
+	for (size_t i = 0; i < sizeof(advs) / sizeof(advs[0]); i++) {
+		int rc = madvise(r.w, REGION_SIZE, advs[i].advice), err = errno;
+
+		CHECK((rc == 0 || err == EINVAL) && *v == 1999 && matches(r.w + in, 16 * KiB, 40) &&
+			      matches(r.w + out, 16 * KiB, 41),
+		      "madvise: %s of the window returns %s, the data is intact after it", advs[i].name,
+		      advice_result(rc, err));
+	}
+	st = seen_by_child(r.fd, out, 16 * KiB, 41);
+	CHECK(st == 0, "madvise: another process's window still sees the data (status %d)", st);
+	region_teardown(&r);
+}
+
+/* ---- 11. fork inheritance ---- */
+
+static void test_inheritance(void)
+{
+	struct region r;
+	int st;
+
+	if (!region_setup(&r, "fork"))
+		return;
+	fill(r.w + 7 * MiB, 64 * KiB, 50);
+	memset(r.w + 9 * MiB, 0, 64 * KiB);
+	pid_t pid = fork_child(20);
+
+	if (pid == 0) {
+		if (!matches(r.w + 7 * MiB, 64 * KiB, 50))
+			_exit(3);
+		fill(r.w + 9 * MiB, 64 * KiB, 51);
+		_exit(0);
+	}
+	st = reap(pid);
+	CHECK(st == 0, "fork: a child reads the parent's data through the inherited window (status %d)", st);
+	CHECK(matches(r.w + 9 * MiB, 64 * KiB, 51), "fork: the parent sees the child's store through the inherited window");
+	region_teardown(&r);
+}
+
+int main(int argc, char **argv)
+{
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--help")) {
+			printf("usage: %s [--memfd]\n"
+			       "Runs the kernel's other users of memory (futexes, /proc/PID/mem, process_vm_*,\n"
+			       "vmsplice, O_DIRECT, io_uring, read-only windows, madvise, fork) on msharefs_kmod\n"
+			       "windows (needs the module loaded, as root). --memfd runs them on a memfd\n"
+			       "mapped MAP_SHARED instead, skipping the window-only checks.\n",
+			       argv[0]);
+			return 0;
+		} else if (!strcmp(argv[i], "--memfd")) {
+			memfd_mode = true;
+		} else {
+			fprintf(stderr, "%s: unknown argument '%s' (try --help)\n", argv[0], argv[i]);
+			return 2;
+		}
+	}
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	printf("# kmod_users: %s\n", memfd_mode ? "on a MAP_SHARED memfd (--memfd)" : "on msharefs_kmod windows");
+	run_item("futex", test_futexes, 120);
+	run_item("/proc/PID/mem", test_proc_mem, 60);
+	run_item("process_vm", test_process_vm, 60);
+	run_item("vmsplice", test_vmsplice, 60);
+	run_item("O_DIRECT", test_odirect, 60);
+	run_item("io_uring", test_io_uring, 60);
+	run_item("read-only", test_readonly, 60);
+	run_item("addresses", test_addresses, 60);
+	run_item("refusals", test_refusals, 60);
+	run_item("madvise", test_madvise, 60);
+	run_item("fork", test_inheritance, 60);
+	printf("kmod_users: %d failures\n", failures);
+	return failures ? 1 : 0;
+}
