@@ -96,7 +96,11 @@ struct msk_region {
 	struct list_head host_node;	/* in host->regions */
 	struct list_head node;		/* in msk_regions */
 	struct kthread_work free_work;
-	atomic_t windows;
+	spinlock_t windows_lock;	/* guards windows, handoff, writer */
+	struct list_head windows;
+	bool handoff;			/* only writer's windows store */
+	struct mm_struct *writer;	/* mmgrab()ed, or NULL */
+	atomic_t windows_count;
 	bool sealed;
 	unsigned long mapped_pages;
 	atomic64_t faults;
@@ -120,9 +124,11 @@ struct msk_window {
 	struct mm_struct *mm;
 	struct msk_mm *mmn;
 	struct list_head mm_node;	/* under mmn->lock */
+	struct list_head region_node;	/* under region->windows_lock */
 	unsigned long start;
 	unsigned long end;
-	int view;
+	int view;			/* written under mm->page_table_lock */
+	bool writable;			/* VM_WRITE */
 	int invalidating;		/* under mmn->lock */
 	wait_queue_head_t wq;
 	struct msk_slot *slots;		/* under mm->page_table_lock */
@@ -180,7 +186,7 @@ static void msk_host_flushed(struct mmu_notifier *mn, struct mm_struct *mm,
 
 	spin_lock(&h->lock);
 	list_for_each_entry(r, &h->regions, host_node)
-		if (atomic_read(&r->windows) && msk_region_in_range(r, start, end)) {
+		if (atomic_read(&r->windows_count) && msk_region_in_range(r, start, end)) {
 			flush = true;
 			break;
 		}
@@ -442,7 +448,7 @@ static void msk_region_stats(struct msk_region *r, struct msharefs_kmod_stats *s
 
 	memset(s, 0, sizeof(*s));
 	s->size = READ_ONCE(r->size);
-	s->windows = atomic_read(&r->windows);
+	s->windows = atomic_read(&r->windows_count);
 	s->faults = atomic64_read(&r->faults);
 	if (!s->size)
 		return;
@@ -497,6 +503,8 @@ static void msk_region_free_work(struct kthread_work *work)
 	}
 	if (r->anon)
 		fput(r->anon);
+	if (r->writer)
+		mmdrop(r->writer);
 	mtree_destroy(&r->layout);
 	mmput(r->host_mm);
 	mutex_lock(&msk_regions_lock);
@@ -535,7 +543,9 @@ static struct msk_region *msk_region_alloc(void)
 	mt_init(&r->layout);
 	INIT_LIST_HEAD(&r->maps);
 	INIT_LIST_HEAD(&r->host_node);
-	atomic_set(&r->windows, 0);
+	INIT_LIST_HEAD(&r->windows);
+	spin_lock_init(&r->windows_lock);
+	atomic_set(&r->windows_count, 0);
 	atomic64_set(&r->faults, 0);
 	mmget(current->mm);
 	r->host_mm = current->mm;
@@ -843,7 +853,7 @@ static void msk_unlink_range(struct msk_window *w, unsigned long start, unsigned
  * A PMD table core mm put in the slot (a fault while it was unlinked) is
  * parked, and put back when the slot is unlinked so that core mm frees it.
  */
-static void msk_link_slot(struct msk_window *w, unsigned long i, unsigned long haddr)
+static void msk_link_slot(struct msk_window *w, unsigned long i, int view, unsigned long haddr)
 {
 	struct msk_slot *s = &w->slots[i];
 	pud_t *hpud, *pud, link;
@@ -854,7 +864,8 @@ static void msk_link_slot(struct msk_window *w, unsigned long i, unsigned long h
 	link = *hpud;
 	spin_lock(&w->mm->page_table_lock);
 	pud = msk_window_pud(w->mm, w->start + i * PUD_SIZE);
-	if (!pud || pud_val(*pud) == pud_val(link))
+	/* A handoff changed the window's view meanwhile: the next fault links. */
+	if (!pud || w->view != view || pud_val(*pud) == pud_val(link))
 		goto out;
 	if (!pud_none(*pud) && pud_val(*pud) != pud_val(s->link)) {
 		if (pud_val(s->parked))
@@ -878,6 +889,7 @@ static vm_fault_t msk_fault_common(struct vm_fault *vmf)
 	unsigned int flags;
 	vm_flags_t need;
 	vm_fault_t ret;
+	int view;
 	bool own;
 
 #ifdef MSK_HAVE_VMA_LOCK
@@ -895,7 +907,8 @@ static vm_fault_t msk_fault_common(struct vm_fault *vmf)
 	if (wait_event_killable(w->wq, !READ_ONCE(w->invalidating)))
 		return VM_FAULT_SIGBUS;
 	off = (vmf->address & PAGE_MASK) - vma->vm_start;
-	haddr = r->view[w->view] + off;
+	view = READ_ONCE(w->view);
+	haddr = r->view[view] + off;
 	need = VM_READ;
 	if (vmf->flags & FAULT_FLAG_WRITE)
 		need = VM_WRITE;
@@ -925,7 +938,7 @@ static vm_fault_t msk_fault_common(struct vm_fault *vmf)
 	atomic64_inc(&r->faults);
 	if (ret & VM_FAULT_ERROR)
 		goto out;
-	msk_link_slot(w, off >> PUD_SHIFT, haddr);
+	msk_link_slot(w, off >> PUD_SHIFT, view, haddr);
 	ret = VM_FAULT_NOPAGE;
 out:
 	if (!own)
@@ -1046,6 +1059,84 @@ static const struct mmu_notifier_ops msk_mm_ops = {
 	.free_notifier = msk_mm_free,
 };
 
+/* Caller holds r->windows_lock: which view w shows. */
+static int msk_view_of(struct msk_region *r, struct msk_window *w)
+{
+	return w->writable && (!r->handoff || w->mm == r->writer) ? 0 : 1;
+}
+
+/*
+ * Caller holds the host's mmap lock and r->windows_lock. Points w's linked
+ * slots at the view it must show now; a slot whose table the host does not
+ * have yet is unlinked. Returns true if the TLBs need a flush.
+ */
+static bool msk_window_flip(struct msk_region *r, struct msk_window *w)
+{
+	int view = msk_view_of(r, w);
+	bool flush = false;
+	unsigned long i;
+	pud_t *hpud, *pud;
+
+	spin_lock(&w->mm->page_table_lock);
+	if (view == w->view)
+		goto out;
+	w->view = view;
+	for (i = 0; w->slots && i < (w->end - w->start) >> PUD_SHIFT; i++) {
+		if (!pud_val(w->slots[i].link))
+			continue;
+		flush = true;
+		hpud = msk_window_pud(r->host_mm, r->view[view] + i * PUD_SIZE);
+		pud = msk_window_pud(w->mm, w->start + i * PUD_SIZE);
+		if (hpud && pud && pud_present(*hpud) && !(pud_val(*hpud) & _PAGE_PSE) &&
+		    pud_val(*pud) == pud_val(w->slots[i].link)) {
+			set_pud(pud, *hpud);
+			w->slots[i].link = *hpud;
+		} else {
+			msk_unlink_slot(w, i);
+		}
+	}
+out:
+	spin_unlock(&w->mm->page_table_lock);
+	return flush;
+}
+
+/* The LOCK/UNLOCK handoff: one entry per GiB and window changes view. */
+static int msk_set_writer(struct msk_region *r, s32 pid)
+{
+	struct mm_struct *mm = NULL, *old;
+	struct task_struct *task;
+	struct msk_window *w;
+	bool flush = false;
+
+	if (pid < -1)
+		return -EINVAL;
+	if (pid > 0) {
+		task = get_pid_task(find_vpid(pid), PIDTYPE_PID);
+		if (!task)
+			return -ESRCH;
+		mm = get_task_mm(task);
+		put_task_struct(task);
+		if (!mm)
+			return -ESRCH;
+		mmgrab(mm);
+		mmput(mm);
+	}
+	mmap_read_lock(r->host_mm);
+	spin_lock(&r->windows_lock);
+	old = r->writer;
+	r->writer = mm;
+	r->handoff = pid >= 0;
+	list_for_each_entry(w, &r->windows, region_node)
+		flush |= msk_window_flip(r, w);
+	spin_unlock(&r->windows_lock);
+	mmap_read_unlock(r->host_mm);
+	if (flush)
+		msk_flush_all_cpus();
+	if (old)
+		mmdrop(old);
+	return 0;
+}
+
 /* A window for vma, whose mm's mmap lock is held for writing. */
 static struct msk_window *msk_window_new(struct vm_area_struct *vma, struct msk_region *r)
 {
@@ -1070,10 +1161,14 @@ static struct msk_window *msk_window_new(struct vm_area_struct *vma, struct msk_
 	w->mm = vma->vm_mm;
 	w->start = vma->vm_start;
 	w->end = vma->vm_end;
-	w->view = (vma->vm_flags & VM_WRITE) ? 0 : 1;
+	w->writable = vma->vm_flags & VM_WRITE;
 	init_waitqueue_head(&w->wq);
 	kref_get(&r->ref);
-	atomic_inc(&r->windows);
+	atomic_inc(&r->windows_count);
+	spin_lock(&r->windows_lock);
+	w->view = msk_view_of(r, w);
+	list_add(&w->region_node, &r->windows);
+	spin_unlock(&r->windows_lock);
 	spin_lock(&w->mmn->lock);
 	list_add(&w->mm_node, &w->mmn->windows);
 	spin_unlock(&w->mmn->lock);
@@ -1086,8 +1181,11 @@ static void msk_window_free(struct msk_window *w)
 	msk_unlink_range(w, w->start, w->end);
 	list_del(&w->mm_node);
 	spin_unlock(&w->mmn->lock);
+	spin_lock(&w->region->windows_lock);
+	list_del(&w->region_node);
+	spin_unlock(&w->region->windows_lock);
 	mmu_notifier_put(&w->mmn->mn);
-	atomic_dec(&w->region->windows);
+	atomic_dec(&w->region->windows_count);
 	msk_region_put(w->region);
 	kvfree(w->slots);
 	kfree(w);
@@ -1197,7 +1295,8 @@ static long msk_region_ioctl(struct file *file, unsigned int cmd, unsigned long 
 	}
 	if (cmd != MSHAREFS_KMOD_MAP && cmd != MSHAREFS_KMOD_UNMAP &&
 	    cmd != MSHAREFS_KMOD_PROTECT && cmd != MSHAREFS_KMOD_SET_SIZE &&
-	    cmd != MSHAREFS_KMOD_SEAL && cmd != MSHAREFS_KMOD_MAP_FILE)
+	    cmd != MSHAREFS_KMOD_SEAL && cmd != MSHAREFS_KMOD_MAP_FILE &&
+	    cmd != MSHAREFS_KMOD_SET_WRITER)
 		return -ENOTTY;
 	if (!(file->f_mode & FMODE_WRITE))
 		return -EBADF;
@@ -1206,6 +1305,15 @@ static long msk_region_ioctl(struct file *file, unsigned int cmd, unsigned long 
 	if (cmd == MSHAREFS_KMOD_SEAL) {
 		WRITE_ONCE(r->sealed, true);
 		return 0;
+	}
+	if (cmd == MSHAREFS_KMOD_SET_WRITER) {
+		s32 pid;
+
+		if (copy_from_user(&pid, uarg, sizeof(pid)))
+			return -EFAULT;
+		if (!READ_ONCE(r->size))
+			return -EINVAL;
+		return msk_set_writer(r, pid);
 	}
 	if (cmd == MSHAREFS_KMOD_SET_SIZE) {
 		if (copy_from_user(&size, uarg, sizeof(size)))

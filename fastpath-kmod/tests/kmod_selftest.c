@@ -531,6 +531,63 @@ static void test_unsized_reopen_seal(void)
 	close(fd);
 }
 
+static int set_writer(int fd, int32_t pid)
+{
+	return ioctl(fd, MSHAREFS_KMOD_SET_WRITER, &pid) == 0 ? 0 : errno;
+}
+
+/* The LOCK/UNLOCK handoff: only the writer's windows store. */
+static void test_handoff(void)
+{
+	int fd = region_create(GiB), go[2], done[2], status;
+	char *w, c = 0;
+	pid_t writer;
+
+	range_op(fd, MSHAREFS_KMOD_MAP, 0, 64 * MiB, PROT_READ | PROT_WRITE);
+	w = window(fd, GiB);
+	CHECK(w != NULL, "handoff: attach a window");
+	if (!w)
+		return;
+	strcpy(w, "before the handoff");
+	CHECK(pipe(go) == 0 && pipe(done) == 0, "handoff: pipes");
+	writer = fork();
+	if (writer == 0) {
+		char *mine = window(fd, GiB);
+
+		if (!mine || strcmp(mine, "before the handoff"))
+			_exit(1);
+		if (write(done[1], "r", 1) != 1 || read(go[0], &c, 1) != 1)
+			_exit(2);
+		strcpy(mine + PAGE, "from the writer");	/* dies here if not the writer */
+		_exit(0);
+	}
+	CHECK(read(done[0], &c, 1) == 1, "handoff: the writer attached and read");
+	CHECK(set_writer(fd, writer) == 0, "SET_WRITER of the writer's pid");
+	CHECK(in_child(touch_write, w + 2 * PAGE) == 128 + SIGSEGV,
+	      "a store through another process's window faults (SIGSEGV)");
+	CHECK(in_child(touch_read, w) == 0, "a load through it works");
+	CHECK(write(go[1], "g", 1) == 1, "handoff: tell the writer to store");
+	waitpid(writer, &status, 0);
+	CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the writer's store works (status %d)", status);
+	CHECK(strcmp(w + PAGE, "from the writer") == 0, "and every window sees it");
+	CHECK(set_writer(fd, getpid()) == 0, "SET_WRITER hands the region to this process");
+	strcpy(w + 3 * PAGE, "from the new writer");	/* would kill the test if refused */
+	CHECK(strcmp(w + 3 * PAGE, "from the new writer") == 0, "whose linked window stores at once");
+	CHECK(set_writer(fd, 0) == 0 && in_child(touch_write, w + 4 * PAGE) == 128 + SIGSEGV,
+	      "SET_WRITER 0: nobody stores");
+	CHECK(set_writer(fd, -1) == 0 && in_child(touch_write, w + 4 * PAGE) == 0,
+	      "SET_WRITER -1: every window stores again");
+	CHECK(set_writer(fd, -2) == EINVAL, "SET_WRITER -2 is EINVAL");
+	CHECK(set_writer(fd, 999999) == ESRCH, "SET_WRITER of no process is ESRCH");
+	CHECK(strcmp(w, "before the handoff") == 0, "no data was lost on the way");
+	munmap(w, GiB);
+	close(go[0]);
+	close(go[1]);
+	close(done[0]);
+	close(done[1]);
+	close(fd);
+}
+
 /* The findings of the first module's review, each reproduced. */
 static int count_regions(void)
 {
@@ -806,6 +863,7 @@ int main(int argc, char **argv)
 	test_introspection();
 	test_unsized_reopen_seal();
 	test_review_findings();
+	test_handoff();
 	test_killed_attachers();
 	test_module_lifetime();
 	test_teardown();

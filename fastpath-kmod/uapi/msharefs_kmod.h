@@ -61,6 +61,13 @@ struct msharefs_kmod_stats {
 #define MSHAREFS_KMOD_SET_SIZE	_IOW('x', 0x45, __u64)
 /* Maps a file range; msync of a window writes its stores back to the file. */
 #define MSHAREFS_KMOD_MAP_FILE	_IOW('x', 0x47, struct msharefs_kmod_map_file)
+/*
+ * Who may store through windows (the msharefs LOCK/UNLOCK handoff): -1 every
+ * window, as the layout allows (the default); 0 no window; a pid (of the
+ * caller's pid namespace) only the windows of that process. Each window's
+ * entries are pointed at the writable or the read-only view at once.
+ */
+#define MSHAREFS_KMOD_SET_WRITER	_IOW('x', 0x48, __s32)
 /* No new windows from now on (mmap fails with EINVAL): the owner is gone. */
 #define MSHAREFS_KMOD_SEAL	_IO('x', 0x46)
 
