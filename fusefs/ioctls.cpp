@@ -442,9 +442,10 @@ void Filesystem::undo_protection(uint64_t ino, uint64_t off, uint64_t size, cons
 	runtime_->apply_protection(ino, off, size);
 }
 
-// LOCK / UNLOCK (datapath=uffd): the buffer handoff. While a process holds
-// the region, only it writes; the others' stores fault. UNLOCK gives
-// writing back to every attacher (as the mappings allow).
+// LOCK / UNLOCK (datapath=uffd and kmod): the buffer handoff. While a
+// process holds the region, only it writes; the others' stores fault. UNLOCK
+// gives writing back to every attacher (as the mappings allow). The module
+// flips each window between its writable and its read-only view.
 int Filesystem::set_lock_holder(IoctlCall &call, bool lock_it)
 {
 	const int32_t caller = thread_group_of(fuse_req_ctx(call.req)->pid);
@@ -454,7 +455,7 @@ int Filesystem::set_lock_holder(IoctlCall &call, bool lock_it)
 		NodeRecord *node = registry_->find(call.ino);
 		if (!node || !node->geometry.sized || node->orphaned)
 			return EINVAL;
-		if (!runtime_)
+		if (!runtime_ && !kmod_)
 			return EOPNOTSUPP;
 		const bool held_by_other = node->lock_holder && node->lock_holder != caller &&
 					   process_start_time(node->lock_holder) != 0;
@@ -463,18 +464,21 @@ int Filesystem::set_lock_holder(IoctlCall &call, bool lock_it)
 				return EBUSY;
 			if (node->lock_holder == caller && node->handoff)
 				return 0;
-			node->lock_holder = caller;
-			node->handoff = true;
-		} else {
-			if (node->lock_holder != caller)
-				return EPERM;
-			node->lock_holder = 0;
-			node->handoff = false;
+		} else if (node->lock_holder != caller) {
+			return EPERM;
 		}
+		if (kmod_) {
+			if (int err = kmod_->set_writer(call.ino, lock_it ? caller : -1))
+				return err;
+		}
+		node->lock_holder = lock_it ? caller : 0;
+		node->handoff = lock_it;
 		size = node->geometry.size;
 	}
-	publish_region(call.ino);
-	runtime_->apply_protection(call.ino, 0, size);
+	if (runtime_) {
+		publish_region(call.ino);
+		runtime_->apply_protection(call.ino, 0, size);
+	}
 	return 0;
 }
 

@@ -134,6 +134,8 @@ int KmodRegions::protect(uint64_t ino, uint64_t offset, uint64_t size, uint32_t 
 
 int KmodRegions::seal(uint64_t ino) { return region_ioctl(ino, MSHAREFS_KMOD_SEAL, nullptr); }
 
+int KmodRegions::set_writer(uint64_t ino, int32_t pid) { return region_ioctl(ino, MSHAREFS_KMOD_SET_WRITER, &pid); }
+
 std::string KmodRegions::tag(uint64_t ino, int backing_id)
 {
 	return "kmod." + std::to_string(ino) + "." + std::to_string(backing_id);

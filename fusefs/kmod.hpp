@@ -44,6 +44,9 @@ public:
 	int unmap(uint64_t ino, uint64_t offset, uint64_t size);
 	int protect(uint64_t ino, uint64_t offset, uint64_t size, uint32_t prot);
 	int seal(uint64_t ino);
+	// Who may store through windows: -1 everyone, else only process pid
+	// (the LOCK holder).
+	int set_writer(uint64_t ino, int32_t pid);
 	// The module's own figures for the region, and the identity (st_dev,
 	// st_ino) of its file, which every window of it maps.
 	int stats(uint64_t ino, msharefs_kmod_stats *out);

@@ -1351,3 +1351,64 @@ TEST_CASE("sharing: 256 MiB written by one process, checksummed by another")
 							   << rrep.ns / 1000000 << " ms (" << int(mib_s(rrep.ns))
 							   << " MiB/s)");
 }
+
+namespace {
+int handoff_ioctl(int fd, unsigned long cmd) { return ioctl(fd, cmd) == 0 ? 0 : errno; }
+} // namespace
+
+// On the module each window flips between the region's writable and
+// read-only view; the runtime write-protects each attacher.
+TEST_CASE("sharing: LOCK hands the region over; only the holder writes (uffd and kmod)")
+{
+	if (!exact_semantics()) {
+		MESSAGE("LOCK is EOPNOTSUPP on the page-cache path (test_errno checks it)");
+		return;
+	}
+	Daemon d;
+	Fd fd(create_region("handoff", kStart, kSize));
+	REQUIRE(fd.get() >= 0);
+	Window w(fd.get());
+	REQUIRE(w);
+	CHECK(handoff_ioctl(fd.get(), MSHAREFS_LOCK) == 0);
+	CHECK(fault_of([&] { strcpy(w.at(0), "holder"); }).sig == 0);
+	// Another process (a child is a process of its own) may not write, and
+	// may not take the lock while it is held.
+	CHECK(write_faults(w.at(kPage)));
+	CHECK(!read_faults(w.at(0)));
+	ChildResult r = run_in_child([&] {
+		Fd own(open(path("handoff").c_str(), O_RDWR));
+		return handoff_ioctl(own.get(), MSHAREFS_LOCK) == EBUSY &&
+				       handoff_ioctl(own.get(), MSHAREFS_UNLOCK) == EPERM
+			       ? 0
+			       : 1;
+	});
+	CHECK(r.exit_code == 0);
+	// Handed over: while another process holds it, it writes and this
+	// one faults; after its UNLOCK every attacher writes again.
+	CHECK(handoff_ioctl(fd.get(), MSHAREFS_UNLOCK) == 0);
+	int held[2], release[2];
+	REQUIRE(pipe(held) == 0);
+	REQUIRE(pipe(release) == 0);
+	pid_t holder = spawn([&] {
+		Fd own(open(path("handoff").c_str(), O_RDWR));
+		if (handoff_ioctl(own.get(), MSHAREFS_LOCK) != 0)
+			return 1;
+		strcpy(w.at(2 * kPage), "next holder");
+		char c = 'h';
+		if (write(held[1], &c, 1) != 1 || read(release[0], &c, 1) != 1)
+			return 2;
+		return handoff_ioctl(own.get(), MSHAREFS_UNLOCK);
+	});
+	char c;
+	REQUIRE(read(held[0], &c, 1) == 1);
+	CHECK(strcmp(w.at(2 * kPage), "next holder") == 0);
+	Fault f = fault_of([&] { *reinterpret_cast<volatile char *>(w.at(3 * kPage)) = 1; });
+	CHECK(f.sig == SIGSEGV);
+	CHECK(f.addr == w.at(3 * kPage));
+	REQUIRE(write(release[1], "r", 1) == 1);
+	r = wait_for(holder, 30);
+	CHECK(r.exit_code == 0);
+	CHECK(fault_of([&] { *reinterpret_cast<volatile char *>(w.at(3 * kPage)) = 1; }).sig == 0);
+	for (int p : {held[0], held[1], release[0], release[1]})
+		close(p);
+}

@@ -28,7 +28,6 @@ constexpr uint64_t kSize = kGiB;
 constexpr uint32_t kRW = PROT_READ | PROT_WRITE;
 constexpr uint32_t kAnon = MAP_ANONYMOUS | MAP_SHARED | MAP_FIXED;
 
-int lock_ioctl(int fd, unsigned long cmd) { return ioctl(fd, cmd) == 0 ? 0 : errno; }
 
 // The mappings of this process inside [start, start+size), as /proc shows them.
 std::vector<std::string> maps_in(uint64_t start, uint64_t size)
@@ -170,57 +169,6 @@ TEST_CASE("uffd: PROTECT reaches an attacher that is stopped while it runs")
 	CHECK(protect(fd.get(), kStart, kPage, kRW) == 0);
 	CHECK(!read_faults(w.at(0)));
 	for (int p : {ready[0], ready[1], go[0], go[1]})
-		close(p);
-}
-
-TEST_CASE("uffd: LOCK hands the region over; only the holder writes")
-{
-	Daemon d;
-	Fd fd(create_region("handoff", kStart, kSize));
-	REQUIRE(fd.get() >= 0);
-	Window w(fd.get());
-	REQUIRE(w);
-	CHECK(lock_ioctl(fd.get(), MSHAREFS_LOCK) == 0);
-	CHECK(fault_of([&] { strcpy(w.at(0), "holder"); }).sig == 0);
-	// Another process (a child is a process of its own) may not write, and
-	// may not take the lock while it is held.
-	CHECK(write_faults(w.at(kPage)));
-	CHECK(!read_faults(w.at(0)));
-	ChildResult r = run_in_child([&] {
-		Fd own(open(path("handoff").c_str(), O_RDWR));
-		return lock_ioctl(own.get(), MSHAREFS_LOCK) == EBUSY &&
-				       lock_ioctl(own.get(), MSHAREFS_UNLOCK) == EPERM
-			       ? 0
-			       : 1;
-	});
-	CHECK(r.exit_code == 0);
-	// Handed over: while another process holds it, it writes and this
-	// one faults; after its UNLOCK every attacher writes again.
-	CHECK(lock_ioctl(fd.get(), MSHAREFS_UNLOCK) == 0);
-	int held[2], release[2];
-	REQUIRE(pipe(held) == 0);
-	REQUIRE(pipe(release) == 0);
-	pid_t holder = spawn([&] {
-		Fd own(open(path("handoff").c_str(), O_RDWR));
-		if (lock_ioctl(own.get(), MSHAREFS_LOCK) != 0)
-			return 1;
-		strcpy(w.at(2 * kPage), "next holder");
-		char c = 'h';
-		if (write(held[1], &c, 1) != 1 || read(release[0], &c, 1) != 1)
-			return 2;
-		return lock_ioctl(own.get(), MSHAREFS_UNLOCK);
-	});
-	char c;
-	REQUIRE(read(held[0], &c, 1) == 1);
-	CHECK(strcmp(w.at(2 * kPage), "next holder") == 0);
-	Fault f = fault_of([&] { *reinterpret_cast<volatile char *>(w.at(3 * kPage)) = 1; });
-	CHECK(f.sig == SIGSEGV);
-	CHECK(f.addr == w.at(3 * kPage));
-	REQUIRE(write(release[1], "r", 1) == 1);
-	r = wait_for(holder, 30);
-	CHECK(r.exit_code == 0);
-	CHECK(fault_of([&] { *reinterpret_cast<volatile char *>(w.at(3 * kPage)) = 1; }).sig == 0);
-	for (int p : {held[0], held[1], release[0], release[1]})
 		close(p);
 }
 
