@@ -48,19 +48,35 @@ bool run_module(const Config &cfg, Table *t)
 	while (fgets(line, sizeof(line), p)) {
 		unsigned gib;
 		int n;
-		double kmod_kb, shm_kb, kmod_ms, plain_ms;
+		char backing[8];
+		double kmod_kb, shm_kb, kmod_ms, plain_ms, remap_ms, kmod_mib, shm_mib;
 		long kmod_faults, shm_faults;
 		if (sscanf(line,
-			   "measure: %u GiB, %d attachers | page tables per attacher: kmod %lf kB, shm %lf kB | "
+			   "measure: %u GiB %7s %d attachers | page tables per attacher: kmod %lf kB, shm %lf kB | "
 			   "faults to read all: kmod %ld, shm %ld",
-			   &gib, &n, &kmod_kb, &shm_kb, &kmod_faults, &shm_faults) == 6) {
-			progress("module: %u GiB, %d attachers: %.1f kB vs %.1f kB", gib, n, kmod_kb, shm_kb);
-			const std::string at = std::to_string(gib) + " GiB, " + std::to_string(n) + " attachers";
-			t->rows.push_back({"page tables per extra attacher: " + at, kmod_kb, "memfd 4K", shm_kb, "kB", 1,
-					   ""});
+			   &gib, backing, &n, &kmod_kb, &shm_kb, &kmod_faults, &shm_faults) == 7) {
+			backing[strcspn(backing, ",")] = '\0';
+			progress("module: %u GiB %s, %d attachers: %.1f kB vs %.1f kB", gib, backing, n, kmod_kb, shm_kb);
+			const std::string at =
+				std::to_string(gib) + " GiB " + backing + ", " + std::to_string(n) + " attachers";
+			const std::string base = std::string("memfd ") + backing;
+			t->rows.push_back({"page tables per extra attacher: " + at, kmod_kb, base, shm_kb, "kB", 1, ""});
 			t->rows.push_back({"faults for a new attacher to read all: " + at, static_cast<double>(kmod_faults),
-					   "memfd 4K", static_cast<double>(shm_faults), "", 0, ""});
+					   base, static_cast<double>(shm_faults), "", 0, ""});
 			pt_rows++;
+		} else if (sscanf(line,
+				  "measure: 1500 attachers of 1 GiB (scaled from %d): kmod %lf MiB of page tables, "
+				  "shm %lf MiB",
+				  &n, &kmod_mib, &shm_mib) == 3) {
+			t->rows.push_back({"page tables of 1,500 attachers of 1 GiB (scaled from " + std::to_string(n) + ")",
+					   kmod_mib, "memfd 4K", shm_mib, "MiB", 1, ""});
+		} else if (sscanf(line, "measure: HANDOFF %u GiB: kmod %lf ms | mprotect %lf ms | munmap+mmap %lf ms",
+				  &gib, &kmod_ms, &plain_ms, &remap_ms) == 4) {
+			const std::string at = std::to_string(gib) + " GiB, guest time";
+			t->rows.push_back({"LOCK/UNLOCK handoff (SET_WRITER): " + at, kmod_ms, "mprotect handoff", plain_ms,
+					   "ms", 3, "TCG: shape only"});
+			t->rows.push_back({"LOCK/UNLOCK handoff (SET_WRITER): " + at, kmod_ms, "munmap+mmap handoff",
+					   remap_ms, "ms", 3, "TCG: shape only"});
 		} else if (strncmp(line, "not ok - ", 9) == 0) {
 			line[strcspn(line, "\n")] = '\0';
 			warn("module: the guest's selftest: %s", line);

@@ -864,8 +864,13 @@ static void msk_link_slot(struct msk_window *w, unsigned long i, int view, unsig
 	link = *hpud;
 	spin_lock(&w->mm->page_table_lock);
 	pud = msk_window_pud(w->mm, w->start + i * PUD_SIZE);
-	/* A handoff changed the window's view meanwhile: the next fault links. */
-	if (!pud || w->view != view || pud_val(*pud) == pud_val(link))
+	/*
+	 * A handoff changed the window's view meanwhile, or core mm is about to
+	 * walk the window (its notifier unlinks under this lock after counting
+	 * itself in): the next fault links.
+	 */
+	if (!pud || w->view != view || READ_ONCE(w->invalidating) ||
+	    pud_val(*pud) == pud_val(link))
 		goto out;
 	if (!pud_none(*pud) && pud_val(*pud) != pud_val(s->link)) {
 		if (pud_val(s->parked))
@@ -876,6 +881,37 @@ static void msk_link_slot(struct msk_window *w, unsigned long i, int view, unsig
 	s->link = link;
 out:
 	spin_unlock(&w->mm->page_table_lock);
+}
+
+/*
+ * Links every slot of w whose PMD table the host has. Caller holds the
+ * host's mmap lock (or its own, when it is the host's mm).
+ */
+static void msk_link_window(struct msk_window *w)
+{
+	struct msk_region *r = w->region;
+	int view = READ_ONCE(w->view);
+	unsigned long i, nr = (w->end - w->start) >> PUD_SHIFT;
+
+	for (i = 0; w->slots && i < nr; i++)
+		msk_link_slot(w, i, view, r->view[view] + i * PUD_SIZE);
+}
+
+/*
+ * A new window links what the host has at once, so that neither a fault nor
+ * a table of the attacher's own is needed to read a populated region. Its
+ * mm's mmap lock is held for writing; the host's is only tried.
+ */
+static void msk_link_new_window(struct msk_window *w)
+{
+	struct mm_struct *host = w->region->host_mm;
+
+	if (host == w->mm) {
+		msk_link_window(w);
+	} else if (mmap_read_trylock(host)) {
+		msk_link_window(w);
+		mmap_read_unlock(host);
+	}
 }
 
 static vm_fault_t msk_fault_common(struct vm_fault *vmf)
@@ -938,7 +974,7 @@ static vm_fault_t msk_fault_common(struct vm_fault *vmf)
 	atomic64_inc(&r->faults);
 	if (ret & VM_FAULT_ERROR)
 		goto out;
-	msk_link_slot(w, off >> PUD_SHIFT, view, haddr);
+	msk_link_window(w);
 	ret = VM_FAULT_NOPAGE;
 out:
 	if (!own)
@@ -1197,6 +1233,8 @@ static void msk_vm_open(struct vm_area_struct *vma)
 	struct msk_window *w = vma->vm_private_data;
 
 	vma->vm_private_data = w ? msk_window_new(vma, w->region) : NULL;
+	if (vma->vm_private_data)
+		msk_link_new_window(vma->vm_private_data);
 }
 
 static void msk_vm_close(struct vm_area_struct *vma)
@@ -1245,6 +1283,7 @@ static int msk_region_mmap(struct file *file, struct vm_area_struct *vma)
 		return -ENOMEM;
 	vma->vm_ops = &msk_vm_ops;
 	vma->vm_private_data = w;
+	msk_link_new_window(w);
 	return 0;
 }
 

@@ -596,7 +596,7 @@ int Filesystem::make_node(fuse_req_t req, uint64_t parent, const char *name, Nod
 			node.mode |= S_ISGID;
 	}
 	if (kind == NodeKind::region && kmod_) {
-		if (int err = kmod_create(node)) {
+		if (int err = kmod_create(node, thread_group_of(ctx->pid))) {
 			registry_->erase(node.ino);
 			return err;
 		}
@@ -1417,10 +1417,10 @@ int Filesystem::demote_huge_page(uint64_t ino, uint64_t edge)
 // ---- datapath=kmod -----------------------------------------------------------
 
 // Caller holds registry_lock_ exclusively.
-int Filesystem::kmod_create(NodeRecord &node)
+int Filesystem::kmod_create(NodeRecord &node, pid_t owner)
 {
 	int file = -1;
-	if (int err = kmod_->create(node.ino, &file))
+	if (int err = kmod_->create(node.ino, owner, &file))
 		return err;
 	std::lock_guard<std::mutex> guard(keeper_lock_);
 	if (keeper_)

@@ -181,7 +181,7 @@ private:
 	int punch_range(uint64_t ino, uint64_t off, uint64_t size); // advice.cpp
 	void invalidate(uint64_t ino, uint64_t off, uint64_t len);
 	void set_kernel_size(uint64_t ino, uint64_t size);
-	int kmod_create(NodeRecord &node);
+	int kmod_create(NodeRecord &node, pid_t owner);
 
 	// datapath=uffd: the runtime service and the region's published layout.
 	void start_runtime_service();

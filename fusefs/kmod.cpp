@@ -33,12 +33,11 @@ std::unique_ptr<KmodRegions> KmodRegions::open(int *err)
 	return std::unique_ptr<KmodRegions>(new KmodRegions(std::move(dev)));
 }
 
-int KmodRegions::create(uint64_t ino, int *fd_out)
+int KmodRegions::create(uint64_t ino, pid_t owner, int *fd_out)
 {
-	msharefs_kmod_create c{};
-	UniqueFd file(ioctl(dev_.get(), MSHAREFS_KMOD_CREATE, &c));
-	if (!file)
-		return errno;
+	UniqueFd file;
+	if (int err = hosts_.create(owner, &file))
+		return err;
 	fuse_backing_map map{};
 	map.fd = file.get();
 	const int id = ioctl(fuse_fd_, FUSE_DEV_IOC_BACKING_OPEN, &map);

@@ -7,6 +7,7 @@
 #pragma once
 
 #include "msharefs/unique_fd.hpp"
+#include "region_hosts.hpp"
 
 #include "msharefs_kmod.h"
 #include <sys/types.h>
@@ -27,10 +28,10 @@ public:
 	// The /dev/fuse connection the backing files are registered with.
 	void set_fuse_fd(int fd) { fuse_fd_ = fd; }
 
-	// Creates the (unsized) module region of a region node and registers it
-	// as a backing file. Returns 0 or errno; *fd_out is the region file,
-	// for the keeper.
-	int create(uint64_t ino, int *fd_out);
+	// Creates the (unsized) module region of a region node, hosted in its
+	// owner's memory cgroup, and registers it as a backing file. Returns 0
+	// or errno; *fd_out is the region file, for the keeper.
+	int create(uint64_t ino, pid_t owner, int *fd_out);
 	// Takes back a region file kept across a daemon restart.
 	void adopt(uint64_t ino, UniqueFd file, int backing_id);
 	// Forgets the region: unregisters the backing file (the memory goes with
@@ -61,10 +62,11 @@ private:
 		UniqueFd file;
 		int backing_id = 0;
 	};
-	explicit KmodRegions(UniqueFd dev) : dev_(std::move(dev)) {}
+	explicit KmodRegions(UniqueFd dev) : dev_(std::move(dev)), hosts_(dev_.get()) {}
 	int region_ioctl(uint64_t ino, unsigned long cmd, const void *arg);
 
 	UniqueFd dev_;
+	RegionHosts hosts_;
 	int fuse_fd_ = -1;
 	std::mutex lock_;
 	std::unordered_map<uint64_t, Entry> regions_; // guarded by lock_

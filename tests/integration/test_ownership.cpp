@@ -67,7 +67,7 @@ int pidfd_open(pid_t pid) { return static_cast<int>(syscall(SYS_pidfd_open, pid,
 
 // What LOCK answers an O_RDWR opener: served by the runtime, refused
 // (not EPERM) where the data path cannot.
-int expected_lock() { return on_uffd() ? 0 : EOPNOTSUPP; }
+int expected_lock() { return exact_semantics() ? 0 : EOPNOTSUPP; }
 // PROTECT by the owner where the data path serves it, else EOPNOTSUPP.
 int expected_protect() { return exact_semantics() ? 0 : EOPNOTSUPP; }
 
