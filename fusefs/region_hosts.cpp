@@ -30,6 +30,26 @@ std::string cgroup_of(pid_t pid)
 	return "";
 }
 
+// Where cgroup2 is mounted in msharefsd's mount namespace, or "".
+std::string cgroup2_mount()
+{
+	std::ifstream in("/proc/self/mountinfo");
+	for (std::string line; std::getline(in, line);) {
+		const size_t sep = line.find(" - ");
+		if (sep == std::string::npos || line.compare(sep + 3, 8, "cgroup2 ") != 0)
+			continue;
+		// id parent major:minor root mount-point ...
+		size_t pos = 0;
+		for (int field = 0; field < 4 && pos != std::string::npos; field++)
+			pos = line.find(' ', pos + 1);
+		if (pos == std::string::npos)
+			continue;
+		const size_t end = line.find(' ', pos + 1);
+		return line.substr(pos + 1, end - pos - 1);
+	}
+	return "";
+}
+
 // Sends fd (or, when fd < 0, the errno err) over sock.
 void send_result(int sock, int fd, int err)
 {
@@ -105,8 +125,10 @@ int RegionHosts::spawn(const std::string &cgroup, Host *host)
 	int sv[2];
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
 		return errno;
-	const std::string procs =
-		cgroup.empty() || cgroup == cgroup_of(getpid()) ? "" : "/sys/fs/cgroup" + cgroup + "/cgroup.procs";
+	const std::string mount = cgroup2_mount();
+	const std::string procs = cgroup.empty() || mount.empty() || cgroup == cgroup_of(getpid())
+					  ? ""
+					  : mount + cgroup + "/cgroup.procs";
 	const pid_t pid = fork();
 	if (pid < 0) {
 		const int err = errno;
