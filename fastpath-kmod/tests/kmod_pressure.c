@@ -52,35 +52,11 @@
 #include <unistd.h>
 
 #include "msharefs_kmod.h"
-
-#define GiB (1ULL << 30)
-#define MiB (1ULL << 20)
-#define PAGE 4096ULL
-
-#ifndef MADV_COLD
-#define MADV_COLD 20
-#endif
-#ifndef MADV_PAGEOUT
-#define MADV_PAGEOUT 21
-#endif
+#include "kmod_test.h"
 
 #define ZRAM "/sys/block/zram0"
 #define CGROOT "/sys/fs/cgroup"
 #define GLOBAL_ALARM_S 700 /* the guest's --timeout is 800 s, boot included */
-
-static int failures;
-
-#define CHECK(cond, ...)                                                        \
-	do {                                                                    \
-		if (cond) {                                                     \
-			printf("ok - " __VA_ARGS__);                            \
-		} else {                                                        \
-			failures++;                                             \
-			printf("not ok - " __VA_ARGS__);                        \
-		}                                                               \
-		printf("\n");                                                   \
-		fflush(stdout);                                                 \
-	} while (0)
 
 /* ---- the parent's watchdog: a hang becomes a failure, never a stuck guest ---- */
 
@@ -177,7 +153,7 @@ static bool exited_ok(int status)
 	return status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 0;
 }
 
-/* ---- helpers (copied from kmod_selftest.c: a separate binary) ---- */
+/* ---- helpers (the ones the other guest tests use too are in kmod_test.h) ---- */
 
 static double now_s(void)
 {
@@ -185,35 +161,6 @@ static double now_s(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-static void refresh_vmstat(void)
-{
-	int fd = open("/proc/sys/vm/stat_refresh", O_WRONLY);
-
-	if (fd >= 0) {
-		if (write(fd, "1", 1) < 0) {
-			/* EINVAL when a counter was negative: read them anyway */
-		}
-		close(fd);
-	}
-}
-
-static long meminfo_kb(const char *key)
-{
-	char line[256];
-	long v = -1;
-	size_t n = strlen(key);
-	FILE *f;
-
-	refresh_vmstat();
-	f = fopen("/proc/meminfo", "r");
-	while (f && fgets(line, sizeof(line), f))
-		if (!strncmp(line, key, n) && line[n] == ':')
-			v = strtol(line + n + 1, NULL, 10);
-	if (f)
-		fclose(f);
-	return v;
 }
 
 static long swap_used_kb(void)
@@ -295,70 +242,15 @@ static void drop_caches(void)
 	write_str("/proc/sys/vm/drop_caches", "3");
 }
 
-/* MemFree once it has stopped moving (up to 5 s). */
-static long settled_memfree_kb(void)
-{
-	long last = meminfo_kb("MemFree"), now;
-
-	for (int i = 0; i < 25; i++) {
-		usleep(200000);
-		now = meminfo_kb("MemFree");
-		if (labs(now - last) < 2048)
-			return now;
-		last = now;
-	}
-	return last;
-}
-
 static int region_create(uint64_t size)
 {
-	struct msharefs_kmod_create c = { .size = size };
-	int dev = open(MSHAREFS_KMOD_DEVICE, O_RDWR | O_CLOEXEC), fd;
+	int dev = open(MSHAREFS_KMOD_DEVICE, O_RDWR | O_CLOEXEC);
 
 	if (dev < 0) {
 		printf("# open %s: %s\n", MSHAREFS_KMOD_DEVICE, strerror(errno));
 		return -1;
 	}
-	fd = ioctl(dev, MSHAREFS_KMOD_CREATE, &c);
-	close(dev);
-	return fd;
-}
-
-static int range_op(int fd, unsigned long cmd, uint64_t off, uint64_t size, uint32_t prot)
-{
-	struct msharefs_kmod_range r = { .offset = off, .size = size, .prot = prot };
-
-	return ioctl(fd, cmd, &r) == 0 ? 0 : errno;
-}
-
-static char *window(int fd, uint64_t size)
-{
-	void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-
-	return p == MAP_FAILED ? NULL : p;
-}
-
-static struct msharefs_kmod_stats region_stats(int fd)
-{
-	struct msharefs_kmod_stats st = { 0 };
-
-	ioctl(fd, MSHAREFS_KMOD_STATS, &st);
-	return st;
-}
-
-/* Regions /proc/msharefs_kmod lists (lines after its header), -1 if unreadable. */
-static int count_regions(void)
-{
-	FILE *f = fopen("/proc/msharefs_kmod", "r");
-	char line[256];
-	int n = -1;
-
-	if (!f)
-		return -1;
-	while (fgets(line, sizeof(line), f))
-		n++;
-	fclose(f);
-	return n;
+	return region_create_with(dev, size);
 }
 
 /* Waits up to ms for /proc/msharefs_kmod to list no region; the count. */

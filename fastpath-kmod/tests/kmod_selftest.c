@@ -27,73 +27,7 @@
 #include <unistd.h>
 
 #include "msharefs_kmod.h"
-
-#define GiB (1ULL << 30)
-#define MiB (1ULL << 20)
-#define PAGE 4096ULL
-
-static int failures;
-
-#define CHECK(cond, ...)                                                        \
-	do {                                                                    \
-		if (cond) {                                                     \
-			printf("ok - " __VA_ARGS__);                            \
-		} else {                                                        \
-			failures++;                                             \
-			printf("not ok - " __VA_ARGS__);                        \
-		}                                                               \
-		printf("\n");                                                   \
-		fflush(stdout);                                                 \
-	} while (0)
-
-/* Folds every CPU's pending vmstat deltas so /proc/meminfo is exact. */
-static void refresh_vmstat(void)
-{
-	int fd = open("/proc/sys/vm/stat_refresh", O_WRONLY);
-
-	if (fd >= 0) {
-		if (write(fd, "1", 1) < 0)
-			perror("stat_refresh");
-		close(fd);
-	}
-}
-
-static long meminfo_kb(const char *key)
-{
-	char line[256];
-	long v = -1;
-	size_t n = strlen(key);
-	FILE *f;
-
-	refresh_vmstat();
-	f = fopen("/proc/meminfo", "r");
-
-	while (f && fgets(line, sizeof(line), f))
-		if (!strncmp(line, key, n) && line[n] == ':')
-			v = strtol(line + n + 1, NULL, 10);
-	if (f)
-		fclose(f);
-	return v;
-}
-
-/*
- * MemFree once it has stopped moving (up to 5 s): memory of processes that
- * earlier tests killed is returned after they are reaped, and must not count
- * as memory this test freed or failed to use.
- */
-static long settled_memfree_kb(void)
-{
-	long last = meminfo_kb("MemFree"), now;
-
-	for (int i = 0; i < 25; i++) {
-		usleep(200000);
-		now = meminfo_kb("MemFree");
-		if (labs(now - last) < 2048)
-			return now;
-		last = now;
-	}
-	return last;
-}
+#include "kmod_test.h"
 
 static long minflt_of(pid_t pid)
 {
@@ -128,26 +62,7 @@ static int dev_fd(void)
 
 static int region_create(uint64_t size)
 {
-	struct msharefs_kmod_create c = { .size = size };
-	int dev = dev_fd();
-	int fd = ioctl(dev, MSHAREFS_KMOD_CREATE, &c);
-
-	close(dev);
-	return fd;
-}
-
-static int range_op(int fd, unsigned long cmd, uint64_t off, uint64_t size, uint32_t prot)
-{
-	struct msharefs_kmod_range r = { .offset = off, .size = size, .prot = prot };
-
-	return ioctl(fd, cmd, &r) == 0 ? 0 : errno;
-}
-
-static char *window(int fd, uint64_t size)
-{
-	void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-
-	return p == MAP_FAILED ? NULL : p;
+	return region_create_with(dev_fd(), size);
 }
 
 /* Runs fn(arg) in a child; returns its exit status, or 128+signal. */
@@ -604,20 +519,6 @@ static void handoff_latency(uint64_t size)
 }
 
 /* Waits (up to 10 s) until the module's worker has freed every region. */
-static int count_regions(void)
-{
-	FILE *f = fopen("/proc/msharefs_kmod", "r");
-	char line[256];
-	int n = -1;
-
-	if (!f)
-		return -1;
-	while (fgets(line, sizeof(line), f))
-		n++;
-	fclose(f);
-	return n;
-}
-
 static void wait_no_regions(void)
 {
 	for (int i = 0; i < 200 && count_regions() > 0; i++)
@@ -899,10 +800,7 @@ static void test_review_findings(void)
 
 static uint64_t windows_of(int fd)
 {
-	struct msharefs_kmod_stats st = { 0 };
-
-	ioctl(fd, MSHAREFS_KMOD_STATS, &st);
-	return st.windows;
+	return region_stats(fd).windows;
 }
 
 static void test_module_lifetime(void)
@@ -930,6 +828,9 @@ static void test_killed_attachers(void)
 				w[off]++;
 		}
 	}
+	/* They attach as soon as they run (which takes a while on a loaded host). */
+	for (i = 0; i < 200 && windows_of(fd) < 4; i++)
+		usleep(50000);
 	usleep(300000);
 	CHECK(windows_of(fd) == 4, "4 attachers are attached (%llu)", (unsigned long long)windows_of(fd));
 	for (i = 0; i < 4; i++) {
@@ -988,6 +889,7 @@ static void test_stress(int procs, int cycles)
 
 int main(int argc, char **argv)
 {
+	stat_refresh_perror = true; /* a failed stat_refresh write says so on stderr */
 	if (argc > 1 && !strcmp(argv[1], "--help")) {
 		printf("usage: %s [--measure | --stress]\n"
 		       "Runs the msharefs_kmod tests (needs the module loaded); --measure adds the\n"

@@ -46,21 +46,10 @@
 #include <unistd.h>
 
 #include "msharefs_kmod.h"
+#include "kmod_test.h"
 
-#define GiB (1ULL << 30)
-#define MiB (1ULL << 20)
-#define KiB (1ULL << 10)
-#define PAGE 4096ULL
-
-#define REGION_SIZE GiB
+#define REGION_SIZE GiB /* each item's region; every window maps all of it */
 #define MAPPED_SIZE (64 * MiB) /* mapped read-write at offset 0 of each region */
-
-#ifndef MADV_COLD
-#define MADV_COLD 20
-#endif
-#ifndef MADV_PAGEOUT
-#define MADV_PAGEOUT 21
-#endif
 
 /* Whether the running kernel is at least major.minor. */
 static int kernel_at_least(int major, int minor)
@@ -73,20 +62,7 @@ static int kernel_at_least(int major, int minor)
 	return ma > major || (ma == major && mi >= minor);
 }
 
-static int failures;
 static bool memfd_mode; /* --memfd: a memfd instead of a module region */
-
-#define CHECK(cond, ...)                                                        \
-	do {                                                                    \
-		if (cond) {                                                     \
-			printf("ok - " __VA_ARGS__);                            \
-		} else {                                                        \
-			failures++;                                             \
-			printf("not ok - " __VA_ARGS__);                        \
-		}                                                               \
-		printf("\n");                                                   \
-		fflush(stdout);                                                 \
-	} while (0)
 
 #define SKIP(...)                                                               \
 	do {                                                                    \
@@ -95,36 +71,7 @@ static bool memfd_mode; /* --memfd: a memfd instead of a module region */
 		fflush(stdout);                                                 \
 	} while (0)
 
-/* ---- helpers (copied from kmod_selftest.c, it is a separate binary) ---- */
-
-static void refresh_vmstat(void)
-{
-	int fd = open("/proc/sys/vm/stat_refresh", O_WRONLY);
-
-	if (fd >= 0) {
-		if (write(fd, "1", 1) < 0) {
-			/* EINVAL when some counter was negative: the values are read anyway */
-		}
-		close(fd);
-	}
-}
-
-static long meminfo_kb(const char *key)
-{
-	char line[256];
-	long v = -1;
-	size_t n = strlen(key);
-	FILE *f;
-
-	refresh_vmstat();
-	f = fopen("/proc/meminfo", "r");
-	while (f && fgets(line, sizeof(line), f))
-		if (!strncmp(line, key, n) && line[n] == ':')
-			v = strtol(line + n + 1, NULL, 10);
-	if (f)
-		fclose(f);
-	return v;
-}
+/* ---- helpers (the ones the other guest tests use too are in kmod_test.h) ---- */
 
 static int dev_fd(void)
 {
@@ -141,34 +88,7 @@ static int dev_fd(void)
 
 static int region_create(uint64_t size)
 {
-	struct msharefs_kmod_create c = { .size = size };
-	int dev = dev_fd();
-	int fd = ioctl(dev, MSHAREFS_KMOD_CREATE, &c);
-	int err = errno;
-
-	close(dev);
-	errno = err;
-	return fd;
-}
-
-static int range_op(int fd, unsigned long cmd, uint64_t off, uint64_t size, uint32_t prot)
-{
-	struct msharefs_kmod_range r = { .offset = off, .size = size, .prot = prot };
-
-	return ioctl(fd, cmd, &r) == 0 ? 0 : errno;
-}
-
-/* A window of the region (or of the memfd): the whole of it, MAP_SHARED. */
-static char *window_prot(int fd, int prot)
-{
-	void *p = mmap(NULL, REGION_SIZE, prot, MAP_SHARED, fd, 0);
-
-	return p == MAP_FAILED ? NULL : p;
-}
-
-static char *window(int fd)
-{
-	return window_prot(fd, PROT_READ | PROT_WRITE);
+	return region_create_with(dev_fd(), size);
 }
 
 /* A new 1 GiB region with MAPPED_SIZE mapped read-write, or a memfd. */
@@ -208,7 +128,7 @@ static bool region_setup(struct region *r, const char *item)
 	r->w = NULL;
 	r->fd = region_new();
 	if (r->fd >= 0)
-		r->w = window(r->fd);
+		r->w = window(r->fd, REGION_SIZE);
 	if (!r->w) {
 		CHECK(0, "%s: create and attach a region (%s)", item, strerror(errno));
 		if (r->fd >= 0)
@@ -343,7 +263,7 @@ static int seen_by_child(int fd, uint64_t off, size_t len, uint32_t seed)
 	pid_t pid = fork_child(20);
 
 	if (pid == 0) {
-		char *cw = window_prot(fd, PROT_READ);
+		char *cw = window_prot(fd, REGION_SIZE, PROT_READ);
 
 		if (!cw)
 			_exit(2);
@@ -361,7 +281,7 @@ static int store_in_child(int fd, uint64_t off, char *inherited)
 		char *p = inherited;
 
 		if (fd >= 0) {
-			char *cw = window_prot(fd, PROT_READ);
+			char *cw = window_prot(fd, REGION_SIZE, PROT_READ);
 
 			if (!cw)
 				_exit(2);
@@ -435,7 +355,7 @@ static const char *window_still_works(int fd, char *w, uint64_t off, size_t len,
 	pid_t pid = fork_child(20);
 
 	if (pid == 0) {
-		char *cw = window_prot(fd, PROT_READ);
+		char *cw = window_prot(fd, REGION_SIZE, PROT_READ);
 
 		_exit(!cw ? 2 : cw[off + len] == 0x5a ? 0 : 4);
 	}
@@ -508,7 +428,7 @@ static void test_futexes(void)
 	CHECK(sem_init(sem, 1, 0) == 0, "futex: sem_init(pshared=1) in the window");
 	pid = fork_child(20);
 	if (pid == 0) {
-		char *cw = window(r.fd);
+		char *cw = window(r.fd, REGION_SIZE);
 
 		if (!cw)
 			_exit(2);
@@ -542,7 +462,7 @@ static void test_futexes(void)
 	for (int k = 0; k < 2; k++) {
 		kids[k] = fork_child(40); /* 40000 contended lock/unlock under TCG */
 		if (kids[k] == 0) {
-			char *cw = window(r.fd);
+			char *cw = window(r.fd, REGION_SIZE);
 
 			if (!cw)
 				_exit(2);
@@ -585,7 +505,7 @@ static void test_futexes(void)
 	early = 0;
 	pid2 = fork_child(20);
 	if (pid2 == 0) {
-		char *cw = window(r.fd);
+		char *cw = window(r.fd, REGION_SIZE);
 
 		if (!cw)
 			_exit(2);
@@ -1036,7 +956,7 @@ static void test_readonly(void)
 	CHECK(rofd >= 0, "read-only: the region file reopens O_RDONLY through /proc/self/fd (%s)",
 	      rofd < 0 ? strerror(errno) : "done");
 	if (rofd >= 0) {
-		ro = window_prot(rofd, PROT_READ);
+		ro = window_prot(rofd, REGION_SIZE, PROT_READ);
 		CHECK(ro && probe_matches(ro + off, 64 * KiB, 9),
 		      "read-only: a PROT_READ window of the O_RDONLY file shows the data");
 		st = store_in_child(rofd, off, NULL);
@@ -1067,7 +987,7 @@ static void test_readonly(void)
 	}
 
 	/* (b) a PROT_READ window of the O_RDWR file */
-	ro2 = window_prot(r.fd, PROT_READ);
+	ro2 = window_prot(r.fd, REGION_SIZE, PROT_READ);
 	CHECK(ro2 && probe_matches(ro2 + off, 64 * KiB, 9),
 	      "read-only: a PROT_READ window of the O_RDWR file shows the data");
 	st = store_in_child(r.fd, off, NULL);
@@ -1144,7 +1064,7 @@ static void test_addresses(void)
 		CHECK(((uintptr_t)r.w % GiB) == 0, "addresses: mmap(NULL) gives a 1 GiB aligned window (%p)",
 		      (void *)r.w);
 
-	w2 = window(r.fd);
+	w2 = window(r.fd, REGION_SIZE);
 	CHECK(w2 && w2 != r.w, "addresses: a second window of the region in the same process (%p)", (void *)w2);
 	if (w2) {
 		fill(r.w + 10 * MiB, 16 * KiB, 20);
@@ -1167,7 +1087,7 @@ static void test_addresses(void)
 	pid_t pid = fork_child(20);
 
 	if (pid == 0) {
-		char *cw = window(r.fd);
+		char *cw = window(r.fd, REGION_SIZE);
 
 		if (!cw)
 			_exit(2);
@@ -1207,7 +1127,7 @@ static void test_refusals(void)
 	fill(r.w + 32 * MiB, 16 * KiB, 31);
 
 	/* mremap to another aligned free place */
-	w = window(r.fd);
+	w = window(r.fd, REGION_SIZE);
 	target = free_aligned_address();
 	errno = 0;
 	moved = w && target ? mremap(w, REGION_SIZE, REGION_SIZE, MREMAP_MAYMOVE | MREMAP_FIXED, target) :
@@ -1224,7 +1144,7 @@ static void test_refusals(void)
 	}
 
 	/* a partial munmap */
-	w = window(r.fd);
+	w = window(r.fd, REGION_SIZE);
 	errno = 0;
 	CHECK(w && munmap(w + 32 * MiB, PAGE) == -1 && errno == EINVAL,
 	      "refusals: a partial munmap of a window is EINVAL (%s)", strerror(errno));
@@ -1236,7 +1156,7 @@ static void test_refusals(void)
 	}
 
 	/* mprotect */
-	w = window(r.fd);
+	w = window(r.fd, REGION_SIZE);
 	errno = 0;
 	CHECK(w && mprotect(w, REGION_SIZE, PROT_READ) == -1 && errno == EINVAL,
 	      "refusals: mprotect(PROT_READ) of a window is EINVAL (%s)", strerror(errno));
