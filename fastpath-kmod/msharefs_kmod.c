@@ -630,11 +630,20 @@ static int msk_may_map(const struct msk_map *m, int prot)
 	return 0;
 }
 
+/*
+ * The layout entry for file at pgoff from first with prot: an existing one
+ * when the region has it already (PROTECT back and forth allocates nothing).
+ * Caller holds r->lock.
+ */
 static struct msk_map *msk_map_new(struct msk_region *r, struct file *file, unsigned long first,
 				   pgoff_t pgoff, int prot)
 {
-	struct msk_map *m = kzalloc(sizeof(*m), GFP_KERNEL);
+	struct msk_map *m;
 
+	list_for_each_entry(m, &r->maps, node)
+		if (m->file == file && m->first == first && m->pgoff == pgoff && m->prot == prot)
+			return m;
+	m = kzalloc(sizeof(*m), GFP_KERNEL);
 	if (!m)
 		return NULL;
 	m->file = get_file(file);
