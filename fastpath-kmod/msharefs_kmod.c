@@ -28,6 +28,7 @@
 #include <linux/maple_tree.h>
 #include <linux/miscdevice.h>
 #include <linux/mm.h>
+#include <linux/mempolicy.h>
 #include <linux/mman.h>
 #include <linux/mmu_notifier.h>
 #include <linux/module.h>
@@ -53,15 +54,10 @@
 
 /*
  * Host changes are made in pieces no larger than this, each piece's first
- * page on its own, so that core mm never frees a page table of this size
- * that a window may link (see DESIGN.md, "Tables the host keeps"). Kernels
- * that free PTE tables under RCU need it for PMD tables only.
+ * page on its own, so that core mm never frees a page table that a window
+ * may link or walk (see DESIGN.md, "Tables the host keeps").
  */
-#ifdef MSK_HAVE_RCU_PTE_TABLES
-#define MSK_KEEP_SIZE	PUD_SIZE
-#else
 #define MSK_KEEP_SIZE	PMD_SIZE
-#endif
 
 static struct kthread_worker *msk_worker;
 
@@ -340,22 +336,28 @@ static int msk_host_apply(struct msk_region *r, void *arg)
 	return 0;
 }
 
-/* Host context: reserves both views (PROT_NONE, PUD aligned). */
+/* Host context: reserves both views (PROT_NONE, PUD aligned) of *size bytes. */
 static int msk_host_reserve(struct msk_region *r, void *arg)
 {
+	u64 size = *(u64 *)arg;
 	unsigned long raw, base;
 	int v;
 
 	for (v = 0; v < MSK_VIEWS; v++) {
-		raw = vm_mmap(NULL, 0, r->size + PUD_SIZE, PROT_NONE,
+		raw = vm_mmap(NULL, 0, size + PUD_SIZE, PROT_NONE,
 			      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, 0);
-		if (IS_ERR_VALUE(raw))
+		if (IS_ERR_VALUE(raw)) {
+			while (v-- > 0) {
+				vm_munmap(r->view[v], size);
+				r->view[v] = 0;
+			}
 			return (int)raw;
+		}
 		base = ALIGN(raw, PUD_SIZE);
 		if (base > raw)
 			vm_munmap(raw, base - raw);
 		if (raw + PUD_SIZE > base)
-			vm_munmap(base + r->size, raw + PUD_SIZE - base);
+			vm_munmap(base + size, raw + PUD_SIZE - base);
 		r->view[v] = base;
 	}
 	return 0;
@@ -506,10 +508,11 @@ static void msk_region_free_work(struct kthread_work *work)
 	if (r->writer)
 		mmdrop(r->writer);
 	mtree_destroy(&r->layout);
-	mmput(r->host_mm);
+	/* Out of /proc/msharefs_kmod before its host mm can go. */
 	mutex_lock(&msk_regions_lock);
 	list_del(&r->node);
 	mutex_unlock(&msk_regions_lock);
+	mmput(r->host_mm);
 	kfree(r);
 	module_put(THIS_MODULE);
 }
@@ -579,14 +582,19 @@ static int msk_region_set_size(struct msk_region *r, u64 size)
 		return PTR_ERR(mn);
 	}
 	r->host = container_of(mn, struct msk_host, mn);
+	err = msk_in_host(r, msk_host_reserve, &size);
+	if (err) {
+		mmu_notifier_put(mn);
+		r->host = NULL;
+		fput(anon);
+		return err;
+	}
+	r->anon = anon;
 	spin_lock(&r->host->lock);
 	list_add(&r->host_node, &r->host->regions);
 	spin_unlock(&r->host->lock);
-	r->anon = anon;
-	WRITE_ONCE(r->size, size);
-	err = msk_in_host(r, msk_host_reserve, NULL);
-	if (err)
-		return err;	/* the views reserved so far go with the region */
+	/* Published last: mmap() and the ioctls read it without r->lock. */
+	smp_store_release(&r->size, size);
 	return 0;
 }
 
@@ -1156,7 +1164,10 @@ static int msk_set_writer(struct msk_region *r, s32 pid)
 	if (pid < -1)
 		return -EINVAL;
 	if (pid > 0) {
-		task = get_pid_task(find_vpid(pid), PIDTYPE_PID);
+		struct pid *p = find_get_pid(pid);
+
+		task = get_pid_task(p, PIDTYPE_PID);
+		put_pid(p);
 		if (!task)
 			return -ESRCH;
 		mm = get_task_mm(task);
@@ -1240,9 +1251,14 @@ static void msk_window_free(struct msk_window *w)
 static void msk_vm_open(struct vm_area_struct *vma)
 {
 	struct msk_window *w = vma->vm_private_data;
+	bool fork = w && w->mm != vma->vm_mm;
 
 	vma->vm_private_data = w ? msk_window_new(vma, w->region) : NULL;
-	if (vma->vm_private_data)
+	/*
+	 * mremap() moves the old window's own tables to the new place right
+	 * after this: linking there now would be in their way.
+	 */
+	if (vma->vm_private_data && fork)
 		msk_link_new_window(vma->vm_private_data);
 }
 
@@ -1255,7 +1271,33 @@ static void msk_vm_close(struct vm_area_struct *vma)
 	vma->vm_private_data = NULL;
 }
 
+#ifdef CONFIG_NUMA
+/*
+ * Windows are not NUMA-balanced: the scanner's change_protection() reads a
+ * PUD entry before it calls the invalidation that unlinks it. A policy
+ * without MPOL_F_MOF keeps task_numa_work() away; the host's own views are
+ * balanced as any mapping of the host is.
+ */
+static struct mempolicy msk_window_policy = {
+	.refcnt = ATOMIC_INIT(1),
+	.mode = MPOL_LOCAL,
+};
+
+#ifdef MSK_HAVE_GET_POLICY_ILX
+static struct mempolicy *msk_vm_get_policy(struct vm_area_struct *vma, unsigned long addr,
+					   pgoff_t *ilx)
+#else
+static struct mempolicy *msk_vm_get_policy(struct vm_area_struct *vma, unsigned long addr)
+#endif
+{
+	return &msk_window_policy;
+}
+#endif
+
 static const struct vm_operations_struct msk_vm_ops = {
+#ifdef CONFIG_NUMA
+	.get_policy = msk_vm_get_policy,
+#endif
 	.open = msk_vm_open,
 	.close = msk_vm_close,
 	.fault = msk_vm_fault,
