@@ -52,13 +52,6 @@
 #define MSK_MAX_SIZE	BIT_ULL(46)
 #define MSK_VIEWS	2	/* 0: as the layout says; 1: never writable */
 
-/*
- * Host changes are made in pieces no larger than this, each piece's first
- * page on its own, so that core mm never frees a page table that a window
- * may link or walk (see DESIGN.md, "Tables the host keeps").
- */
-#define MSK_KEEP_SIZE	PMD_SIZE
-
 static struct kthread_worker *msk_worker;
 
 /* One per host mm: flushes every window's TLB when the host's flushes. */
@@ -79,6 +72,7 @@ struct msk_map {
 
 struct msk_region {
 	struct mutex lock;		/* layout changes, serialised */
+	struct rw_semaphore layout_sem;	/* faults (read) vs host changes (write) */
 	struct kref ref;
 	u64 size;
 	u64 id;
@@ -274,34 +268,74 @@ static int msk_host_map_piece(unsigned long addr, unsigned long len, struct file
 	return ret == addr ? 0 : -EFAULT;
 }
 
+/* mm's PUD entry for addr, or NULL: a window's tables exist while it does. */
+static pud_t *msk_window_pud(struct mm_struct *mm, unsigned long addr)
+{
+	pgd_t *pgd = pgd_offset(mm, addr);
+	p4d_t *p4d;
+
+	if (!pgd_present(*pgd))
+		return NULL;
+	p4d = p4d_offset(pgd, addr);
+	if (!p4d_present(*p4d))
+		return NULL;
+	return pud_offset(p4d, addr);
+}
+
 /*
- * Host context. Replaces [addr, addr + len) of a view, MSK_KEEP_SIZE at a
- * time with each piece's first page alone: core mm frees a page table only
- * when one replacement covers all of it, so the tables windows link stay.
+ * Host context, holding current->mm's mmap lock. Whether the host has a page
+ * table below addr that one replacement starting at addr could free: a PMD
+ * table when addr starts a GiB, a PTE table when it starts 2 MiB.
+ */
+static bool msk_host_table_at(unsigned long addr)
+{
+	pud_t *pud = msk_window_pud(current->mm, addr);
+	pmd_t pmd;
+
+	if (!pud || !pud_present(*pud) || (pud_val(*pud) & _PAGE_PSE))
+		return false;
+	if (IS_ALIGNED(addr, PUD_SIZE))
+		return true;
+	pmd = READ_ONCE(*pmd_offset(pud, addr));
+	return pmd_present(pmd) && !(pmd_val(pmd) & _PAGE_PSE);
+}
+
+/*
+ * Host context, caller holds r->layout_sem for writing (no fault makes a new
+ * table meanwhile). Replaces [addr, addr + len) of a view. Core mm frees a
+ * page table when one replacement covers all of it; so where the host has a
+ * table starting inside the range, the table's first page is replaced alone
+ * and the rest after it: every table a window may link or walk stays.
  */
 static int msk_host_replace(unsigned long addr, unsigned long len, struct file *file,
 			    pgoff_t pgoff, int prot)
 {
-	unsigned long end = addr + len, next;
+	unsigned long end = addr + len, from = addr, cut;
 	int err;
 
-	while (addr < end) {
-		next = min(ALIGN(addr + 1, MSK_KEEP_SIZE), end);
-		if (IS_ALIGNED(addr, MSK_KEEP_SIZE) && next - addr > PAGE_SIZE) {
-			err = msk_host_map_piece(addr, PAGE_SIZE, file, pgoff, prot);
+	for (cut = ALIGN(addr, PMD_SIZE); cut < end; cut += PMD_SIZE) {
+		bool table;
+
+		mmap_read_lock(current->mm);
+		table = msk_host_table_at(cut);
+		mmap_read_unlock(current->mm);
+		if (!table || cut + PAGE_SIZE >= end)
+			continue;
+		if (cut > from) {
+			err = msk_host_map_piece(from, cut - from, file,
+						 pgoff + ((from - addr) >> PAGE_SHIFT), prot);
 			if (err)
 				return err;
-			addr += PAGE_SIZE;
-			pgoff++;
 		}
-		err = msk_host_map_piece(addr, next - addr, file, pgoff, prot);
+		err = msk_host_map_piece(cut, PAGE_SIZE, file, pgoff + ((cut - addr) >> PAGE_SHIFT),
+					 prot);
 		if (err)
 			return err;
-		pgoff += (next - addr) >> PAGE_SHIFT;
-		addr = next;
+		from = cut + PAGE_SIZE;
 		cond_resched();
 	}
-	return 0;
+	return msk_host_map_piece(from, end - from, file,
+				  pgoff + ((from - addr) >> PAGE_SHIFT), prot);
 }
 
 /* What one host change does: region pages [first, last) show m (or a hole). */
@@ -542,6 +576,7 @@ static struct msk_region *msk_region_alloc(void)
 	if (!r)
 		return ERR_PTR(-ENOMEM);
 	mutex_init(&r->lock);
+	init_rwsem(&r->layout_sem);
 	kref_init(&r->ref);
 	mt_init(&r->layout);
 	INIT_LIST_HEAD(&r->maps);
@@ -673,7 +708,9 @@ static int msk_apply(struct msk_region *r, unsigned long first, unsigned long la
 	struct msk_change c = { first, last, m, prot };
 	int err;
 
+	down_write(&r->layout_sem);
 	err = msk_in_host(r, msk_host_apply, &c);
+	up_write(&r->layout_sem);
 	if (err)
 		return err;
 	return mtree_store_range(&r->layout, first, last - 1, m, GFP_KERNEL);
@@ -805,20 +842,6 @@ static long msk_map_file(struct msk_region *r, const struct msharefs_kmod_map_fi
 
 /* ---- windows -------------------------------------------------------------- */
 
-/* The attacher's PUD entry for addr; its tables exist while a window does. */
-static pud_t *msk_window_pud(struct mm_struct *mm, unsigned long addr)
-{
-	pgd_t *pgd = pgd_offset(mm, addr);
-	p4d_t *p4d;
-
-	if (!pgd_present(*pgd))
-		return NULL;
-	p4d = p4d_offset(pgd, addr);
-	if (!p4d_present(*p4d))
-		return NULL;
-	return pud_offset(p4d, addr);
-}
-
 /*
  * Caller holds w->mm->page_table_lock. Puts back what core mm had in slot i
  * (its own PMD table, or nothing). Returns true if the slot was linked.
@@ -943,7 +966,7 @@ static vm_fault_t msk_fault_common(struct vm_fault *vmf)
 	vm_flags_t need;
 	vm_fault_t ret;
 	int view;
-	bool own;
+	bool own, layout;
 
 #ifdef MSK_HAVE_VMA_LOCK
 	if (vmf->flags & FAULT_FLAG_VMA_LOCK) {
@@ -967,19 +990,38 @@ static vm_fault_t msk_fault_common(struct vm_fault *vmf)
 		need = VM_WRITE;
 	else if (vmf->flags & FAULT_FLAG_INSTRUCTION)
 		need = VM_EXEC;
+	/*
+	 * r->layout_sem keeps host changes (which decide from the host's tables
+	 * where they may cut) from running while a fault makes new tables.
+	 * Neither it nor the host's mmap lock is waited for while the
+	 * attacher's lock is held, when the fault may be retried.
+	 */
 	own = host == vma->vm_mm;	/* its mmap lock is held already */
-	if (!own && !mmap_read_trylock(host)) {
+	layout = down_read_trylock(&r->layout_sem);
+	if (!layout || (!own && !mmap_read_trylock(host))) {
+		if (layout)
+			up_read(&r->layout_sem);
 		if ((vmf->flags & FAULT_FLAG_ALLOW_RETRY) &&
 		    !(vmf->flags & FAULT_FLAG_RETRY_NOWAIT)) {
-			/* Never wait for the host while holding the attacher's lock. */
+			kref_get(&r->ref);
 			mmgrab(host);
 			mmap_read_unlock(vma->vm_mm);
-			mmap_read_lock(host);
-			mmap_read_unlock(host);
+			down_read(&r->layout_sem);
+			if (!own)
+				mmap_read_lock(host);
+			if (!own)
+				mmap_read_unlock(host);
+			up_read(&r->layout_sem);
 			mmdrop(host);
+			msk_region_put(r);
 			return VM_FAULT_RETRY;
 		}
-		mmap_read_lock(host);
+		/* A host's own fault cannot wait for a change that waits for it. */
+		layout = !own;
+		if (layout)
+			down_read(&r->layout_sem);
+		if (!own)
+			mmap_read_lock(host);
 	}
 	hvma = find_vma(host, haddr);
 	if (!hvma || hvma->vm_start > haddr || !(hvma->vm_flags & need)) {
@@ -996,6 +1038,8 @@ static vm_fault_t msk_fault_common(struct vm_fault *vmf)
 out:
 	if (!own)
 		mmap_read_unlock(host);
+	if (layout)
+		up_read(&r->layout_sem);
 	return ret;
 }
 
