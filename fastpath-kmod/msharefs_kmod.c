@@ -871,8 +871,6 @@ static void msk_unlink_range(struct msk_window *w, unsigned long start, unsigned
 	unsigned long i, first, last;
 	bool flush = false;
 
-	if (!w->slots)
-		return;
 	start = max(start, w->start);
 	end = min(end, w->end);
 	if (start >= end)
@@ -933,7 +931,7 @@ static void msk_link_window(struct msk_window *w)
 	int view = READ_ONCE(w->view);
 	unsigned long i, nr = (w->end - w->start) >> PUD_SHIFT;
 
-	for (i = 0; w->slots && i < nr; i++)
+	for (i = 0; i < nr; i++)
 		msk_link_slot(w, i, view, r->view[view] + i * PUD_SIZE);
 }
 
@@ -1033,7 +1031,9 @@ static vm_fault_t msk_fault_common(struct vm_fault *vmf)
 	atomic64_inc(&r->faults);
 	if (ret & VM_FAULT_ERROR)
 		goto out;
-	msk_link_window(w);
+	/* The first fault in an unlinked GiB links every GiB the host has. */
+	if (!pud_val(READ_ONCE(w->slots[off >> PUD_SHIFT].link)))
+		msk_link_window(w);
 	ret = VM_FAULT_NOPAGE;
 out:
 	if (!own)
@@ -1178,7 +1178,7 @@ static bool msk_window_flip(struct msk_region *r, struct msk_window *w)
 	if (view == w->view)
 		goto out;
 	w->view = view;
-	for (i = 0; w->slots && i < (w->end - w->start) >> PUD_SHIFT; i++) {
+	for (i = 0; i < (w->end - w->start) >> PUD_SHIFT; i++) {
 		if (!pud_val(w->slots[i].link))
 			continue;
 		flush = true;
