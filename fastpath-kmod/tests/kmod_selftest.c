@@ -378,20 +378,16 @@ static double now_ms(void)
 }
 
 /*
- * PROTECT of a populated region with n attachers (each has read every page),
- * read-only and back, against one process's mprotect() of a populated memfd
- * mapping of the same size. Returns the module's time in ms.
+ * A populated region of size with n attachers that have each read every
+ * page of their own window, waiting (paused) to be stopped by stop_readers().
  */
-static double protect_latency(uint64_t size, int n)
+static int start_readers(uint64_t size, int n, pid_t *pids)
 {
 	int fd = region_create(size), pipefd[2], i;
-	pid_t *pids = calloc(n, sizeof(pid_t));
-	double t0, kmod, plain;
-	char *p;
 
 	range_op(fd, MSHAREFS_KMOD_MAP, 0, size, PROT_READ | PROT_WRITE);
 	populate(fd, size);
-	if (!pids || pipe(pipefd))
+	if (pipe(pipefd))
 		exit(103);
 	for (i = 0; i < n; i++) {
 		pids[i] = fork();
@@ -413,25 +409,59 @@ static double protect_latency(uint64_t size, int n)
 		if (read(pipefd[0], &sum, sizeof(sum)) != sizeof(sum))
 			exit(104);
 	}
+	close(pipefd[0]);
+	close(pipefd[1]);
+	return fd;
+}
+
+static void stop_readers(int fd, int n, pid_t *pids)
+{
+	for (int i = 0; i < n; i++) {
+		kill(pids[i], SIGKILL);
+		waitpid(pids[i], NULL, 0);
+	}
+	close(fd);
+}
+
+/* The baseline: a memfd of size mapped shared, every page touched. */
+static char *populated_memfd(uint64_t size, int *fd)
+{
+	char *p;
+
+	*fd = memfd_create("baseline", 0);
+	if (ftruncate(*fd, (off_t)size))
+		exit(105);
+	p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, *fd, 0);
+	if (p == MAP_FAILED)
+		exit(105);
+	for (uint64_t off = 0; off < size; off += PAGE)
+		p[off] = 1;
+	return p;
+}
+
+/*
+ * PROTECT of a populated region with n attachers (each has read every page),
+ * read-only and back, against one process's mprotect() of a populated memfd
+ * mapping of the same size. Returns the module's time in ms.
+ */
+static double protect_latency(uint64_t size, int n)
+{
+	pid_t *pids = calloc(n, sizeof(pid_t));
+	double t0, kmod, plain;
+	int fd;
+	char *p;
+
+	if (!pids)
+		exit(103);
+	fd = start_readers(size, n, pids);
 	t0 = now_ms();
 	range_op(fd, MSHAREFS_KMOD_PROTECT, 0, size, PROT_READ);
 	range_op(fd, MSHAREFS_KMOD_PROTECT, 0, size, PROT_READ | PROT_WRITE);
 	kmod = (now_ms() - t0) / 2;
-	for (i = 0; i < n; i++) {
-		kill(pids[i], SIGKILL);
-		waitpid(pids[i], NULL, 0);
-	}
-	close(pipefd[0]);
-	close(pipefd[1]);
-	close(fd);
+	stop_readers(fd, n, pids);
 	free(pids);
 
-	fd = memfd_create("baseline", 0);
-	if (ftruncate(fd, (off_t)size))
-		exit(105);
-	p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-	for (uint64_t off = 0; off < size; off += PAGE)
-		p[off] = 1;
+	p = populated_memfd(size, &fd);
 	t0 = now_ms();
 	mprotect(p, size, PROT_READ);
 	mprotect(p, size, PROT_READ | PROT_WRITE);
@@ -452,54 +482,20 @@ static double protect_latency(uint64_t size, int n)
  */
 static void handoff_latency(uint64_t size)
 {
-	int fd = region_create(size), pipefd[2], i, rounds = 10;
+	int fd, i, rounds = 10;
 	pid_t pids[2];
 	double t0, kmod, mprot, remap;
 	char *p;
 
-	range_op(fd, MSHAREFS_KMOD_MAP, 0, size, PROT_READ | PROT_WRITE);
-	populate(fd, size);
-	if (pipe(pipefd))
-		exit(106);
-	for (i = 0; i < 2; i++) {
-		pids[i] = fork();
-		if (pids[i] == 0) {
-			char *cw = window(fd, size);
-			long sum = 0;
-
-			for (uint64_t off = 0; cw && off < size; off += PAGE)
-				sum += cw[off];
-			if (write(pipefd[1], &sum, sizeof(sum)) != sizeof(sum))
-				_exit(1);
-			pause();
-			_exit(0);
-		}
-	}
-	for (i = 0; i < 2; i++) {
-		long sum;
-
-		if (read(pipefd[0], &sum, sizeof(sum)) != sizeof(sum))
-			exit(107);
-	}
+	fd = start_readers(size, 2, pids);
 	t0 = now_ms();
 	for (i = 0; i < rounds; i++)
 		set_writer(fd, pids[i % 2]);
 	kmod = (now_ms() - t0) / rounds;
 	set_writer(fd, -1);
-	for (i = 0; i < 2; i++) {
-		kill(pids[i], SIGKILL);
-		waitpid(pids[i], NULL, 0);
-	}
-	close(pipefd[0]);
-	close(pipefd[1]);
-	close(fd);
+	stop_readers(fd, 2, pids);
 
-	fd = memfd_create("baseline", 0);
-	if (ftruncate(fd, (off_t)size))
-		exit(108);
-	p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-	for (uint64_t off = 0; off < size; off += PAGE)
-		p[off] = 1;
+	p = populated_memfd(size, &fd);
 	t0 = now_ms();
 	for (i = 0; i < rounds; i++) {
 		mprotect(p, size, PROT_READ);
