@@ -157,7 +157,7 @@ void Filesystem::attach(fuse_session *se, std::vector<std::pair<std::string, Uni
 				}
 			}
 		}
-		if (!node.orphaned)
+		if (!node.orphaned && node.owner_pid != 0) // 0: released
 			watch_owner(node);
 	}
 	lock.unlock();

@@ -205,6 +205,7 @@ private:
 	// regions.
 	void watch_owner(const NodeRecord &node);
 	void unwatch_owner(uint64_t ino); // caller holds owner_lock_
+	int release_owner(uint64_t ino);
 	void add_owner_watch(uint64_t ino, pid_t pid, uint64_t start_time, UniqueFd pidfd); // owner_lock_ held
 	void owner_watch_loop();
 	void orphan_region(uint64_t ino);

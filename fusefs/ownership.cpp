@@ -101,6 +101,8 @@ bool may_open_read_write(const NodeRecord &node, const ProcessCredentials &creds
 // the new owner by a pidfd of its own.
 int Filesystem::transfer_owner(uint64_t ino, pid_t caller, const mshare_owner &a)
 {
+	if (a.flags == MSHAREFS_OWNER_RELEASE)
+		return a.pidfd == -1 ? release_owner(ino) : EINVAL;
 	if (a.flags != 0)
 		return EINVAL;
 	UniqueFd pidfd(steal_fd(caller, a.pidfd));
@@ -129,6 +131,24 @@ int Filesystem::transfer_owner(uint64_t ino, pid_t caller, const mshare_owner &a
 		node->owner_start_time = start_time;
 	}
 	follow_owner(ino, pid, start_time, std::move(pidfd));
+	return 0;
+}
+
+// MSHAREFS_OWNER_RELEASE: nobody owns ino from now on; nothing orphans it.
+int Filesystem::release_owner(uint64_t ino)
+{
+	{
+		std::unique_lock<std::shared_mutex> lock(registry_lock_);
+		NodeRecord *node = registry_->find(ino);
+		if (!node)
+			return ENOENT;
+		if (node->orphaned)
+			return EINVAL;
+		node->owner_pid = 0;
+		node->owner_start_time = 0;
+	}
+	std::lock_guard<std::mutex> guard(owner_lock_);
+	unwatch_owner(ino);
 	return 0;
 }
 

@@ -1,5 +1,8 @@
 // The runtime's C entry points, used by libmshare and by the shim.
+#include "adoption.hpp"
 #include "runtime.hpp"
+
+#include <linux/msharefs.h>
 
 #include "mshare_runtime.h"
 
@@ -9,6 +12,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+using msharefs::runtime::Adopter;
 using msharefs::runtime::Runtime;
 
 extern "C" {
@@ -16,17 +20,41 @@ extern "C" {
 __attribute__((visibility("default"))) void *mshare_runtime_mmap(void *addr, size_t len, int prot, int flags,
 								 int fd, off_t off)
 {
-	if (fd >= 0 && !(flags & MAP_ANONYMOUS)) {
-		bool handled = false;
+	if (flags & MAP_SHARED_PT)
+		return Adopter::get().map_shared_pt(addr, len, prot, flags, fd, off);
+	bool handled = false;
+	if ((flags & MAP_ANONYMOUS) && (flags & MAP_TYPE) == MAP_SHARED) {
+		void *p = Adopter::get().map_anonymous(addr, len, prot, flags, &handled);
+		if (handled)
+			return p;
+	} else if (fd >= 0 && !(flags & MAP_ANONYMOUS)) {
 		void *p = Runtime::get().map_window(addr, len, prot, flags, fd, off, &handled);
+		if (!handled)
+			p = Adopter::get().map_shared_file(addr, len, prot, flags, fd, off, &handled);
 		if (handled)
 			return p;
 	}
 	return msharefs::runtime::raw_mmap(addr, len, prot, flags, fd, off);
 }
 
+__attribute__((visibility("default"))) void *mshare_runtime_mmap_shared_pt(void *addr, size_t len, int prot,
+									   int flags, int fd, off_t off)
+{
+	if (flags & MAP_SHARED_PT)
+		return Adopter::get().map_shared_pt(addr, len, prot, flags, fd, off);
+	return msharefs::runtime::raw_mmap(addr, len, prot, flags, fd, off);
+}
+
+__attribute__((visibility("default"))) int mshare_runtime_unmap_adopted(void *addr, size_t len)
+{
+	const int r = Adopter::get().unmap(addr, len);
+	return r == 1 ? 0 : r == 0 ? 1 : -1;
+}
+
 __attribute__((visibility("default"))) int mshare_runtime_munmap(void *addr, size_t len)
 {
+	if (const int a = Adopter::get().unmap(addr, len))
+		return a == 1 ? 0 : -1;
 	const int r = Runtime::get().unmap(addr, len);
 	if (r < 0)
 		return -1;

@@ -1,12 +1,15 @@
 // libmshare-preload.so: LD_PRELOAD it and an unmodified program's windows
 // of msharefs regions are composed by the runtime. mmap, munmap, mprotect,
 // pkey_mprotect and mremap are interposed, and ioctl for msharefs requests
-// (which fail with ENOTCONN while no daemon serves the mount); everything
-// else is untouched.
+// (which fail with ENOTCONN while no daemon serves the mount); under
+// mshare-run, mmap of shared memory and shmget, shmat, shmdt and shmctl
+// adopt large segments into regions (adoption.hpp). Everything else is
+// untouched.
 // mmap and mmap64 are both defined here: no large-file renaming.
 #undef _FILE_OFFSET_BITS
 
 #include "mshare_runtime.h"
+#include "sysv_segments.hpp"
 
 #include <linux/msharefs.h>
 
@@ -77,4 +80,24 @@ SHIM_EXPORT void *mremap(void *old_addr, size_t old_size, size_t new_size, int f
 	}
 	const long r = syscall(SYS_mremap, old_addr, old_size, new_size, flags, new_addr);
 	return r < 0 && r > -4096 ? MAP_FAILED : reinterpret_cast<void *>(r);
+}
+
+SHIM_EXPORT int shmget(key_t key, size_t size, int flags)
+{
+	return msharefs::runtime::sysv::shmget(key, size, flags);
+}
+
+SHIM_EXPORT void *shmat(int shmid, const void *addr, int flags)
+{
+	return msharefs::runtime::sysv::shmat(shmid, addr, flags);
+}
+
+SHIM_EXPORT int shmdt(const void *addr)
+{
+	return msharefs::runtime::sysv::shmdt(addr);
+}
+
+SHIM_EXPORT int shmctl(int shmid, int cmd, struct shmid_ds *buf)
+{
+	return msharefs::runtime::sysv::shmctl(shmid, cmd, buf);
 }

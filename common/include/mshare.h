@@ -77,6 +77,10 @@ int mshare_advise(int fd, off_t region_offset, size_t size, int advice);
 /* Hands the region to the process of pidfd, which must be able to open it
  * O_RDWR [EPERM]; the caller must be the owner [EPERM]. */
 int mshare_set_owner(int fd, int pidfd);
+/* Gives up ownership: the region keeps its layout for good and lives, like
+ * any shared memory, until its name and its last descriptor and window are
+ * gone. The caller must be the owner [EPERM]. */
+int mshare_release(int fd);
 
 #ifdef __cplusplus
 }

@@ -226,3 +226,10 @@ MSHARE_EXPORT int mshare_set_owner(int fd, int pidfd)
 
 	return ioctl(fd, MSHAREFS_SET_OWNER, &owner) < 0 ? -1 : 0;
 }
+
+MSHARE_EXPORT int mshare_release(int fd)
+{
+	struct mshare_owner owner = {.pidfd = -1, .flags = MSHAREFS_OWNER_RELEASE};
+
+	return ioctl(fd, MSHAREFS_SET_OWNER, &owner) < 0 ? -1 : 0;
+}

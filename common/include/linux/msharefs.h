@@ -81,14 +81,29 @@ struct mshare_protect {
  * size the region, map, unmap and change protections (EPERM for others); it
  * hands the region to the process of pidfd, which must be able to open the
  * region O_RDWR (EPERM otherwise). The region's mappings then go away when
- * the new owner exits. flags must be 0.
+ * the new owner exits. flags 0, or MSHAREFS_OWNER_RELEASE with pidfd -1: the
+ * region has no owner from then on, like any shared memory object. Its
+ * layout and protections are fixed, nobody may change them [EPERM], and it
+ * lives until its name is gone and its last descriptor and window with it.
  */
 struct mshare_owner {
 	__s32 pidfd;
 	__u32 flags;
 };
 
+#define MSHAREFS_OWNER_RELEASE	0x1
+
 #define MSHAREFS_SET_OWNER	_IOW(MSHAREFS_MAGIC, 7, struct mshare_owner)
+
+/*
+ * mmap() flag (the 2023 "ptshare" proposal): MAP_SHARED | MAP_SHARED_PT of an
+ * ordinary shared file, in a program that links libmshare or runs under
+ * libmshare-preload.so, maps a window of the implicit region of that file
+ * range, which every process doing the same shares page tables for. The
+ * value lies in the MAP_TYPE field, where no kernel defines it: without the
+ * runtime, every kernel refuses the call with EINVAL.
+ */
+#define MAP_SHARED_PT		0x04
 
 /* Name of the read-only file at the root of the mount. */
 #define MSHAREFS_INFO_NAME	"mshare_info"

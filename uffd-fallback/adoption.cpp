@@ -1,0 +1,425 @@
+// Adoption of shared memory into msharefs regions; see adoption.hpp.
+#include "adoption.hpp"
+
+#include "runtime.hpp"
+
+#include "msharefs/region_stats.hpp"
+#include "msharefs/unique_fd.hpp"
+
+#include <linux/msharefs.h>
+
+#include <cerrno>
+#include <cinttypes>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fcntl.h>
+#include <linux/magic.h>
+#include <string>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/syscall.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#ifndef MAP_HUGE_SHIFT
+#define MAP_HUGE_SHIFT 26
+#endif
+#ifndef HUGETLBFS_MAGIC
+#define HUGETLBFS_MAGIC 0x958458f6
+#endif
+#ifndef TMPFS_MAGIC
+#define TMPFS_MAGIC 0x01021994
+#endif
+
+namespace msharefs::runtime {
+
+namespace {
+
+constexpr uint64_t kPage = 4096;
+
+uint64_t parse_size(const char *s)
+{
+	if (!s || !*s)
+		return 0;
+	char *end = nullptr;
+	uint64_t v = strtoull(s, &end, 10);
+	switch (*end) {
+	case 'k': case 'K': return v << 10;
+	case 'm': case 'M': return v << 20;
+	case 'g': case 'G': return v << 30;
+	default: return v;
+	}
+}
+
+// The mount libmshare would use: $MSHAREFS_MOUNT, /sys/fs/mshare, else the
+// first fuse.msharefs mount.
+std::string default_mount()
+{
+	if (const char *env = getenv("MSHAREFS_MOUNT"); env && *env)
+		return env;
+	std::string info = std::string(MSHAREFS_MOUNT_POINT) + "/" + MSHAREFS_INFO_NAME;
+	if (access(info.c_str(), R_OK) == 0)
+		return MSHAREFS_MOUNT_POINT;
+	FILE *f = fopen("/proc/self/mounts", "re");
+	if (!f)
+		return {};
+	char dev[256], dir[4096], type[64];
+	std::string found;
+	while (fscanf(f, "%255s %4095s %63s %*[^\n]", dev, dir, type) == 3) {
+		if (std::strcmp(type, "fuse.msharefs") == 0) {
+			found = dir;
+			break;
+		}
+	}
+	fclose(f);
+	return found;
+}
+
+// The number of processes with a window of the region open at fd, -1 if
+// unknown.
+long attachers_of(int fd)
+{
+	char buf[16384];
+	ssize_t n = fgetxattr(fd, kStatsAttribute, buf, sizeof(buf));
+	if (n <= 0)
+		return -1;
+	auto stats = region_stats_from_json(std::string_view(buf, static_cast<size_t>(n)));
+	return stats ? static_cast<long>(stats->attachers.size()) : -1;
+}
+
+} // namespace
+
+const AdoptionSettings &AdoptionSettings::get()
+{
+	static const AdoptionSettings settings = [] {
+		AdoptionSettings s;
+		if (const char *m = getenv("MSHARE_RUN_MOUNT"))
+			s.mount = m;
+		s.min_size = parse_size(getenv("MSHARE_RUN_MIN_SIZE"));
+		if (const char *f = getenv("MSHARE_RUN_FILES"))
+			s.adopt_files = std::strcmp(f, "0") != 0;
+		if (const char *v = getenv("MSHARE_RUN_VERBOSE"))
+			s.verbose = std::strcmp(v, "0") != 0;
+		return s;
+	}();
+	return settings;
+}
+
+Adopter &Adopter::get()
+{
+	static Adopter *adopter = new Adopter(); // lives as long as the process
+	return *adopter;
+}
+
+int Adopter::mount_fd()
+{
+	std::lock_guard<std::mutex> guard(lock_);
+	if (mount_fd_ >= 0)
+		return mount_fd_;
+	const std::string &configured = AdoptionSettings::get().mount;
+	const std::string mount = configured.empty() ? default_mount() : configured;
+	if (mount.empty()) {
+		errno = ENODEV;
+		return -1;
+	}
+	UniqueFd dir(open(mount.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+	if (!dir)
+		return -1;
+	UniqueFd info(openat(dir.get(), MSHAREFS_INFO_NAME, O_RDONLY | O_CLOEXEC));
+	char text[32] = {};
+	if (!info || read(info.get(), text, sizeof(text) - 1) <= 0) {
+		errno = ENODEV;
+		return -1;
+	}
+	alignment_ = strtoull(text, nullptr, 10);
+	if (!alignment_ || (alignment_ & (alignment_ - 1))) {
+		errno = ENODEV;
+		return -1;
+	}
+	mount_fd_ = dir.release();
+	return mount_fd_;
+}
+
+uint64_t Adopter::alignment()
+{
+	return mount_fd() < 0 ? 0 : alignment_;
+}
+
+int Adopter::create_region(const std::string &name, uint64_t region_size, uint64_t map_size, uint32_t map_flags,
+			   int object_fd, uint64_t object_offset, uint32_t prot, bool release)
+{
+	const int dir = mount_fd();
+	if (dir < 0)
+		return -1;
+	UniqueFd fd(openat(dir, name.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+	if (!fd)
+		return -1;
+	auto fail = [&](int err) {
+		unlinkat(dir, name.c_str(), 0);
+		errno = err;
+		return -1;
+	};
+	if (ftruncate(fd.get(), static_cast<off_t>(region_size)) < 0)
+		return fail(errno);
+	mshare_create_v3 c{};
+	c.region_offset = 0;
+	c.size = map_size;
+	c.offset = object_offset;
+	c.prot = prot;
+	c.flags = MAP_SHARED | MAP_FIXED | map_flags;
+	c.fd = static_cast<uint32_t>(object_fd);
+	if (ioctl(fd.get(), MSHAREFS_CREATE_MAPPING_V3, &c) < 0)
+		return fail(errno);
+	if (release) {
+		mshare_owner o{-1, MSHAREFS_OWNER_RELEASE};
+		if (ioctl(fd.get(), MSHAREFS_SET_OWNER, &o) < 0)
+			return fail(errno);
+	}
+	return fd.release();
+}
+
+// Maps the window of region_fd: through the runtime when the mount serves it,
+// else (datapath=kmod, compat) the file itself at an aligned address.
+void *Adopter::attach(int region_fd, void *addr, uint64_t region_size, size_t program_len, int prot, bool fixed,
+		      const std::string &implicit_name)
+{
+	const uint64_t align = alignment();
+	if (addr && reinterpret_cast<uint64_t>(addr) % align) {
+		if (fixed) {
+			errno = EINVAL;
+			return MAP_FAILED;
+		}
+		addr = nullptr; // a hint the window cannot take
+	}
+	const int flags = MAP_SHARED | (fixed ? MAP_FIXED : 0);
+	bool handled = false;
+	void *p = Runtime::get().map_window(addr, region_size, prot, flags, region_fd, 0, &handled);
+	if (!handled) {
+		void *base = addr;
+		if (!fixed) {
+			void *area = raw_mmap(nullptr, region_size + align, PROT_NONE,
+					      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+			if (area == MAP_FAILED)
+				return MAP_FAILED;
+			const uint64_t a = reinterpret_cast<uint64_t>(area);
+			const uint64_t aligned = round_up(a, align);
+			if (aligned > a)
+				raw_munmap(area, aligned - a);
+			raw_munmap(reinterpret_cast<void *>(aligned + region_size), a + align - aligned);
+			base = reinterpret_cast<void *>(aligned);
+		}
+		p = raw_mmap(base, region_size, prot, MAP_SHARED | MAP_FIXED, region_fd, 0);
+		if (p == MAP_FAILED && !fixed) {
+			const int err = errno;
+			raw_munmap(base, region_size);
+			errno = err;
+		}
+	}
+	if (p == MAP_FAILED)
+		return p;
+	std::lock_guard<std::mutex> guard(lock_);
+	adopted_[reinterpret_cast<uint64_t>(p)] = Adopted{program_len, implicit_name};
+	return p;
+}
+
+void Adopter::note(const char *what, const std::string &name, size_t len)
+{
+	if (AdoptionSettings::get().verbose)
+		fprintf(stderr, "mshare-run: pid %d: %s of %zu bytes in region %s\n", static_cast<int>(getpid()),
+			what, len, name.c_str());
+}
+
+void *Adopter::map_anonymous(void *addr, size_t len, int prot, int flags, bool *handled)
+{
+	*handled = false;
+	const AdoptionSettings &s = AdoptionSettings::get();
+	if (s.mount.empty() || len < s.min_size || len == 0 || (flags & MAP_TYPE) != MAP_SHARED ||
+	    (flags & MAP_FIXED_NOREPLACE) || (prot & ~(PROT_READ | PROT_WRITE)) || (prot & PROT_READ) == 0)
+		return nullptr;
+	const uint64_t align = alignment();
+	if (!align || ((flags & MAP_FIXED) && reinterpret_cast<uint64_t>(addr) % align))
+		return nullptr;
+	uint64_t unit = kPage;
+	if (flags & MAP_HUGETLB) {
+		const int shift = (flags >> MAP_HUGE_SHIFT) & 0x3f;
+		unit = shift ? 1ULL << shift : 2ULL << 20;
+	}
+	const uint64_t map_size = round_up(len, adoption_unit(len, unit));
+	const uint64_t region_size = round_up(map_size, align);
+	char name[96];
+	{
+		std::lock_guard<std::mutex> guard(lock_);
+		snprintf(name, sizeof(name), "anon-%d-%" PRIu64, static_cast<int>(getpid()), ++sequence_);
+	}
+	const uint32_t map_flags = MAP_ANONYMOUS | (flags & MAP_HUGETLB ? MAP_HUGETLB | (flags & (0x3f << MAP_HUGE_SHIFT)) : 0);
+	UniqueFd fd(create_region(name, region_size, map_size, map_flags, -1, 0, PROT_READ | PROT_WRITE, true));
+	if (!fd)
+		return nullptr; // the plain call decides (a huge page pool too small fails there too)
+	void *p = attach(fd.get(), addr, region_size, len, prot, flags & MAP_FIXED, "");
+	const int err = errno;
+	unlinkat(mount_fd(), name, 0); // the windows hold it from now on
+	if (p == MAP_FAILED) {
+		errno = err;
+		return nullptr;
+	}
+	*handled = true;
+	note("shared anonymous memory", name, len);
+	return p;
+}
+
+void *Adopter::map_shared_pt(void *addr, size_t len, int prot, int flags, int fd, off_t off)
+{
+	auto fail = [](int err) {
+		errno = err;
+		return MAP_FAILED;
+	};
+	const int type = flags & MAP_TYPE;
+	if (type != (MAP_SHARED | MAP_SHARED_PT) && type != (MAP_SHARED_VALIDATE | MAP_SHARED_PT))
+		return fail(EINVAL); // MAP_PRIVATE pages are not shared
+	if ((flags & MAP_ANONYMOUS) || fd < 0 || len == 0 || off < 0 || off % static_cast<off_t>(kPage) ||
+	    (prot & ~(PROT_READ | PROT_WRITE)) || (prot & PROT_READ) == 0)
+		return fail(EINVAL);
+	struct stat st {};
+	struct statfs sfs {};
+	if (fstat(fd, &st) < 0 || fstatfs(fd, &sfs) < 0)
+		return fail(EBADF);
+	if (!S_ISREG(st.st_mode))
+		return fail(ENODEV);
+	const uint64_t align = alignment();
+	if (!align)
+		return fail(ENODEV);
+	struct stat mount_st {};
+	if (fstat(mount_fd(), &mount_st) == 0 && mount_st.st_dev == st.st_dev)
+		return fail(EINVAL); // a region file: msharefs objects do not nest
+	const int mode = fcntl(fd, F_GETFL) & O_ACCMODE;
+	if (mode == O_WRONLY || ((prot & PROT_WRITE) && mode != O_RDWR))
+		return fail(EACCES);
+	const uint64_t unit = static_cast<unsigned long>(sfs.f_type) == HUGETLBFS_MAGIC
+				      ? static_cast<uint64_t>(sfs.f_bsize)
+				      : kPage;
+	if (static_cast<uint64_t>(off) % unit)
+		return fail(EINVAL);
+	if ((flags & MAP_FIXED) && reinterpret_cast<uint64_t>(addr) % align)
+		return fail(EINVAL);
+	const uint64_t map_size = round_up(len, unit);
+	const uint64_t region_size = round_up(map_size, align);
+	// Every process that maps this range of this file finds the region by
+	// this name; it is complete before it gets the name.
+	char name[160];
+	snprintf(name, sizeof(name), "pt-%" PRIx64 "-%" PRIu64 "-%" PRIu64 "-%" PRIu64,
+		 static_cast<uint64_t>(st.st_dev), static_cast<uint64_t>(st.st_ino), static_cast<uint64_t>(off),
+		 map_size);
+	const int dir = mount_fd();
+	const uint32_t region_prot = mode == O_RDWR ? PROT_READ | PROT_WRITE : PROT_READ;
+	for (int attempt = 0; attempt < 8; attempt++) {
+		UniqueFd region(openat(dir, name, (prot & PROT_WRITE ? O_RDWR : O_RDONLY) | O_CLOEXEC));
+		if (region) {
+			struct stat rst {};
+			if (fstat(region.get(), &rst) == 0 && static_cast<uint64_t>(rst.st_size) == region_size) {
+				void *p = attach(region.get(), addr, region_size, len, prot, flags & MAP_FIXED, name);
+				if (p != MAP_FAILED || errno != EINVAL)
+					return p;
+			}
+			// A region of this name the mapping cannot use (its creator
+			// died half-way, or it is orphaned): replace it.
+			unlinkat(dir, name, 0);
+			continue;
+		}
+		if (errno != ENOENT)
+			return MAP_FAILED;
+		char building[200];
+		{
+			std::lock_guard<std::mutex> guard(lock_);
+			snprintf(building, sizeof(building), ".%s.%d.%" PRIu64, name, static_cast<int>(getpid()),
+				 ++sequence_);
+		}
+		UniqueFd made(create_region(building, region_size, map_size, 0, fd, static_cast<uint64_t>(off),
+					    region_prot, true));
+		if (!made)
+			return MAP_FAILED;
+		if (renameat2(dir, building, dir, name, RENAME_NOREPLACE) < 0) {
+			unlinkat(dir, building, 0);
+			if (errno == EEXIST)
+				continue; // another process was first: use its region
+			return MAP_FAILED;
+		}
+		void *p = attach(made.get(), addr, region_size, len, prot, flags & MAP_FIXED, name);
+		if (p != MAP_FAILED)
+			note("file mapping", name, len);
+		return p;
+	}
+	return fail(EAGAIN);
+}
+
+void *Adopter::map_shared_file(void *addr, size_t len, int prot, int flags, int fd, off_t off, bool *handled)
+{
+	*handled = false;
+	const AdoptionSettings &s = AdoptionSettings::get();
+	if (s.mount.empty() || !s.adopt_files || len < s.min_size || (flags & MAP_TYPE) != MAP_SHARED ||
+	    (flags & MAP_FIXED_NOREPLACE) || (prot & ~(PROT_READ | PROT_WRITE)) || (prot & PROT_READ) == 0)
+		return nullptr;
+	struct statfs sfs {};
+	struct stat st {};
+	if (fstatfs(fd, &sfs) < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))
+		return nullptr;
+	// shm_open files live on /dev/shm, memfds on the internal tmpfs (or
+	// hugetlbfs for MFD_HUGETLB): shared memory, not data on a disk.
+	if (static_cast<unsigned long>(sfs.f_type) != TMPFS_MAGIC &&
+	    static_cast<unsigned long>(sfs.f_type) != HUGETLBFS_MAGIC)
+		return nullptr;
+	const uint64_t align = alignment();
+	if (!align || ((flags & MAP_FIXED) && reinterpret_cast<uint64_t>(addr) % align))
+		return nullptr;
+	if (static_cast<uint64_t>(off) + len > static_cast<uint64_t>(st.st_size))
+		return nullptr; // beyond the end: the plain call's SIGBUS rules apply
+	void *p = map_shared_pt(addr, len, prot, (flags & ~MAP_TYPE) | MAP_SHARED | MAP_SHARED_PT, fd, off);
+	if (p == MAP_FAILED)
+		return nullptr;
+	*handled = true;
+	return p;
+}
+
+void *Adopter::map_region(int region_fd, void *addr, uint64_t region_size, size_t program_len, int prot, bool fixed)
+{
+	return attach(region_fd, addr, region_size, program_len, prot, fixed, "");
+}
+
+size_t Adopter::program_length(const void *addr)
+{
+	std::lock_guard<std::mutex> guard(lock_);
+	auto it = adopted_.find(reinterpret_cast<uint64_t>(addr));
+	return it == adopted_.end() ? 0 : it->second.program_len;
+}
+
+int Adopter::unmap(void *addr, size_t len)
+{
+	Adopted a;
+	{
+		std::lock_guard<std::mutex> guard(lock_);
+		auto it = adopted_.find(reinterpret_cast<uint64_t>(addr));
+		if (it == adopted_.end())
+			return 0;
+		a = it->second;
+		if (len == 0 || round_up(len, kPage) < round_up(a.program_len, kPage))
+			return 0; // a part of it: the runtime refuses the split
+		adopted_.erase(it);
+	}
+	// The implicit region's last window: its name goes with it, so that the
+	// region (and its hold on the file) is freed.
+	if (!a.implicit_name.empty()) {
+		UniqueFd region(openat(mount_fd(), a.implicit_name.c_str(), O_RDONLY | O_CLOEXEC));
+		if (region && attachers_of(region.get()) == 1)
+			unlinkat(mount_fd(), a.implicit_name.c_str(), 0);
+	}
+	std::shared_ptr<Window> w = Runtime::get().window_at(reinterpret_cast<uint64_t>(addr));
+	const size_t whole = w ? w->size() : round_up(round_up(a.program_len, kPage), alignment());
+	int r = Runtime::get().unmap(addr, whole);
+	if (r == 0)
+		r = raw_munmap(addr, whole) == 0 ? 1 : -1;
+	return r < 0 ? -1 : 1;
+}
+
+} // namespace msharefs::runtime

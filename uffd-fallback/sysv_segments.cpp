@@ -1,0 +1,267 @@
+// System V shared memory adopted by mshare-run; see sysv_segments.hpp.
+#include "sysv_segments.hpp"
+
+#include "adoption.hpp"
+#include "runtime.hpp"
+
+#include "msharefs/unique_fd.hpp"
+
+#include <cerrno>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <fcntl.h>
+#include <map>
+#include <mutex>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#ifndef SHM_HUGE_SHIFT
+#define SHM_HUGE_SHIFT 26
+#endif
+
+namespace msharefs::runtime::sysv {
+
+namespace {
+
+constexpr size_t kStubSize = 4096;
+constexpr char kMagic[16] = "msharefs-sysv-1";
+
+// The first bytes of a stub.
+struct StubHeader {
+	char magic[16];
+	uint64_t segment_size; // what shmget asked for
+	uint64_t region_size;
+};
+
+int real_shmget(key_t key, size_t size, int flags)
+{
+	return static_cast<int>(syscall(SYS_shmget, key, size, flags));
+}
+
+void *real_shmat(int id, const void *addr, int flags)
+{
+	return reinterpret_cast<void *>(syscall(SYS_shmat, id, addr, flags));
+}
+
+int real_shmdt(const void *addr)
+{
+	return static_cast<int>(syscall(SYS_shmdt, addr));
+}
+
+int real_shmctl(int id, int cmd, struct shmid_ds *buf)
+{
+	return static_cast<int>(syscall(SYS_shmctl, id, cmd, buf));
+}
+
+std::string region_name(int shmid)
+{
+	return "sysv-" + std::to_string(shmid);
+}
+
+// One attachment of an adopted segment in this process.
+struct Attachment {
+	int shmid;
+	void *stub; // the stub's own attachment (shm_nattch)
+	size_t segment_size;
+};
+
+std::mutex lock;
+std::map<uintptr_t, Attachment> attachments; // by window base
+
+// The header of shmid if it is an adopted segment's stub. Attaches the stub
+// read-only for a moment; false if the caller may not, or it is no stub.
+bool read_header(int shmid, StubHeader *h)
+{
+	struct shmid_ds ds {};
+	if (real_shmctl(shmid, IPC_STAT, &ds) < 0 || ds.shm_segsz != kStubSize)
+		return false;
+	void *p = real_shmat(shmid, nullptr, SHM_RDONLY);
+	if (p == reinterpret_cast<void *>(-1))
+		return false;
+	std::memcpy(h, p, sizeof(*h));
+	real_shmdt(p);
+	return std::memcmp(h->magic, kMagic, sizeof(kMagic)) == 0;
+}
+
+// Makes the stub shmid a segment of `size` bytes: its region, then its
+// header. 0 or errno (the stub is removed on failure).
+int adopt(int shmid, size_t size, int flags)
+{
+	Adopter &adopter = Adopter::get();
+	const uint64_t align = adopter.alignment();
+	if (!align)
+		return ENODEV;
+	uint64_t unit = 4096;
+	uint32_t map_flags = MAP_ANONYMOUS;
+	if (flags & SHM_HUGETLB) {
+		const int shift = (flags >> SHM_HUGE_SHIFT) & 0x3f;
+		unit = shift ? 1ULL << shift : 2ULL << 20;
+		map_flags |= MAP_HUGETLB | (flags & (0x3f << SHM_HUGE_SHIFT));
+	}
+	const uint64_t map_size = round_up(size, adoption_unit(size, unit));
+	const uint64_t region_size = round_up(map_size, align);
+	const std::string name = region_name(shmid);
+	UniqueFd region(adopter.create_region(name, region_size, map_size, map_flags, -1, 0,
+					      PROT_READ | PROT_WRITE, true));
+	if (!region && errno == EEXIST) {
+		// Left by a segment of the same id removed behind our back (ipcrm).
+		unlinkat(adopter.mount_fd(), name.c_str(), 0);
+		region.reset(adopter.create_region(name, region_size, map_size, map_flags, -1, 0,
+						   PROT_READ | PROT_WRITE, true));
+	}
+	int err = region ? 0 : errno;
+	if (!err && fchmod(region.get(), static_cast<mode_t>(flags & 0777) | 0600) < 0)
+		err = errno;
+	void *p = err ? reinterpret_cast<void *>(-1) : real_shmat(shmid, nullptr, 0);
+	if (!err && p == reinterpret_cast<void *>(-1))
+		err = errno;
+	if (err) {
+		unlinkat(adopter.mount_fd(), name.c_str(), 0);
+		real_shmctl(shmid, IPC_RMID, nullptr);
+		return err;
+	}
+	StubHeader h{};
+	std::memcpy(h.magic, kMagic, sizeof(kMagic));
+	h.segment_size = size;
+	h.region_size = region_size;
+	std::memcpy(p, &h, sizeof(h));
+	real_shmdt(p);
+	return 0;
+}
+
+bool adopting(size_t size)
+{
+	const AdoptionSettings &s = AdoptionSettings::get();
+	return !s.mount.empty() && size >= s.min_size && size > kStubSize;
+}
+
+} // namespace
+
+int shmget(key_t key, size_t size, int flags)
+{
+	if (AdoptionSettings::get().mount.empty())
+		return real_shmget(key, size, flags);
+	if (key != IPC_PRIVATE) {
+		const int existing = real_shmget(key, 0, 0);
+		if (existing >= 0) {
+			StubHeader h{};
+			if ((flags & IPC_CREAT) && (flags & IPC_EXCL)) {
+				errno = EEXIST;
+				return -1;
+			}
+			if (!read_header(existing, &h))
+				return real_shmget(key, size, flags);
+			if (size > h.segment_size) {
+				errno = EINVAL;
+				return -1;
+			}
+			return real_shmget(key, 0, flags); // the kernel checks the mode
+		}
+		if (errno != ENOENT || !(flags & IPC_CREAT))
+			return real_shmget(key, size, flags);
+	}
+	if (!adopting(size))
+		return real_shmget(key, size, flags);
+	const int id = real_shmget(key, kStubSize, flags & ~(SHM_HUGETLB | (0x3f << SHM_HUGE_SHIFT)));
+	if (id < 0)
+		return id;
+	if (int err = adopt(id, size, flags)) {
+		if (key != IPC_PRIVATE || err != ENOMEM)
+			fprintf(stderr, "mshare-run: shmget of %zu bytes not adopted: %s\n", size, strerror(err));
+		return real_shmget(key, size, flags); // the plain call decides
+	}
+	return id;
+}
+
+void *shmat(int shmid, const void *addr, int flags)
+{
+	StubHeader h{};
+	if (AdoptionSettings::get().mount.empty() || !read_header(shmid, &h))
+		return real_shmat(shmid, addr, flags);
+	auto fail = [](int err) {
+		errno = err;
+		return reinterpret_cast<void *>(-1);
+	};
+	uintptr_t want = reinterpret_cast<uintptr_t>(addr);
+	if (want && (flags & SHM_RND))
+		want &= ~static_cast<uintptr_t>(SHMLBA - 1);
+	const uint64_t align = Adopter::get().alignment();
+	if (!align)
+		return fail(ENODEV);
+	if (want % align)
+		return fail(EINVAL); // a window starts on mshare_info alignment
+	const bool read_only = flags & SHM_RDONLY;
+	UniqueFd region(openat(Adopter::get().mount_fd(), region_name(shmid).c_str(),
+			       (read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC));
+	if (!region)
+		return fail(errno == ENOENT ? EIDRM : errno);
+	// The stub's attach checks the caller's rights and counts the attach.
+	void *stub = real_shmat(shmid, nullptr, read_only ? SHM_RDONLY : 0);
+	if (stub == reinterpret_cast<void *>(-1))
+		return stub;
+	const int prot = read_only ? PROT_READ : PROT_READ | PROT_WRITE;
+	void *p = Adopter::get().map_region(region.get(), reinterpret_cast<void *>(want), h.region_size,
+					    h.segment_size, prot, want && (flags & SHM_REMAP));
+	if (p != MAP_FAILED && want && reinterpret_cast<uintptr_t>(p) != want) {
+		Adopter::get().unmap(p, h.segment_size);
+		p = MAP_FAILED;
+		errno = EINVAL; // the address is taken and SHM_REMAP was not given
+	}
+	if (p == MAP_FAILED) {
+		const int err = errno;
+		real_shmdt(stub);
+		return fail(err);
+	}
+	std::lock_guard<std::mutex> guard(lock);
+	attachments[reinterpret_cast<uintptr_t>(p)] = Attachment{shmid, stub, h.segment_size};
+	return p;
+}
+
+int shmdt(const void *addr)
+{
+	Attachment a{};
+	{
+		std::lock_guard<std::mutex> guard(lock);
+		auto it = attachments.find(reinterpret_cast<uintptr_t>(addr));
+		if (it == attachments.end())
+			return real_shmdt(addr);
+		a = it->second;
+		attachments.erase(it);
+	}
+	Adopter::get().unmap(const_cast<void *>(addr), a.segment_size);
+	return real_shmdt(a.stub);
+}
+
+int shmctl(int shmid, int cmd, struct shmid_ds *buf)
+{
+	if (AdoptionSettings::get().mount.empty())
+		return real_shmctl(shmid, cmd, buf);
+	switch (cmd) {
+	case IPC_STAT:
+	case SHM_STAT:
+	case SHM_STAT_ANY: {
+		const int r = real_shmctl(shmid, cmd, buf);
+		StubHeader h{};
+		const int id = cmd == IPC_STAT ? shmid : r;
+		if (r >= 0 && buf && buf->shm_segsz == kStubSize && read_header(id, &h))
+			buf->shm_segsz = h.segment_size;
+		return r;
+	}
+	case IPC_RMID: {
+		StubHeader h{};
+		const bool adopted = read_header(shmid, &h);
+		const int r = real_shmctl(shmid, cmd, buf);
+		// Attachments keep the region; its memory goes with the last.
+		if (r == 0 && adopted)
+			unlinkat(Adopter::get().mount_fd(), region_name(shmid).c_str(), 0);
+		return r;
+	}
+	default:
+		return real_shmctl(shmid, cmd, buf);
+	}
+}
+
+} // namespace msharefs::runtime::sysv
