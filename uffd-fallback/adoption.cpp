@@ -221,7 +221,7 @@ void *Adopter::attach(int region_fd, void *addr, uint64_t region_size, size_t pr
 	if (p == MAP_FAILED)
 		return p;
 	std::lock_guard<std::mutex> guard(lock_);
-	adopted_[reinterpret_cast<uint64_t>(p)] = Adopted{program_len, implicit_name};
+	adopted_[reinterpret_cast<uint64_t>(p)] = Adopted{program_len, (prot & PROT_WRITE) != 0, implicit_name};
 	return p;
 }
 
@@ -318,7 +318,14 @@ void *Adopter::map_shared_pt(void *addr, size_t len, int prot, int flags, int fd
 		UniqueFd region(openat(dir, name, (prot & PROT_WRITE ? O_RDWR : O_RDONLY) | O_CLOEXEC));
 		if (region) {
 			struct stat rst {};
-			if (fstat(region.get(), &rst) == 0 && static_cast<uint64_t>(rst.st_size) == region_size) {
+			if (fstat(region.get(), &rst) < 0)
+				return MAP_FAILED;
+			// Only a region made by this user or by the file's owner
+			// is trusted to map this file: anyone else's name is a
+			// plain shared mapping for us.
+			if (rst.st_uid != geteuid() && rst.st_uid != st.st_uid)
+				return raw_mmap(addr, len, prot, (flags & ~MAP_TYPE) | MAP_SHARED, fd, off);
+			if (static_cast<uint64_t>(rst.st_size) == region_size) {
 				void *p = attach(region.get(), addr, region_size, len, prot, flags & MAP_FIXED, name);
 				if (p != MAP_FAILED || errno != EINVAL)
 					return p;
@@ -392,6 +399,18 @@ size_t Adopter::program_length(const void *addr)
 	std::lock_guard<std::mutex> guard(lock_);
 	auto it = adopted_.find(reinterpret_cast<uint64_t>(addr));
 	return it == adopted_.end() ? 0 : it->second.program_len;
+}
+
+bool Adopter::within_program_range(const void *addr, size_t len, bool *writable)
+{
+	const uint64_t a = reinterpret_cast<uint64_t>(addr);
+	std::lock_guard<std::mutex> guard(lock_);
+	auto it = adopted_.upper_bound(a);
+	if (it == adopted_.begin())
+		return false;
+	--it;
+	*writable = it->second.writable;
+	return a >= it->first && a + len >= a && a + len <= it->first + round_up(it->second.program_len, kPage);
 }
 
 int Adopter::unmap(void *addr, size_t len)

@@ -60,6 +60,11 @@ public:
 	int unmap(void *addr, size_t len);
 	// The program's length of the adopted window at addr, 0 if none.
 	size_t program_length(const void *addr);
+	// Whether [addr, addr+len) lies in what the program asked for of one
+	// adopted window, where mprotect behaves as on the memory it replaces;
+	// *writable: whether that window was mapped writable (else PROT_WRITE
+	// fails with EACCES, as for a read-only shmat or descriptor).
+	bool within_program_range(const void *addr, size_t len, bool *writable);
 
 	// The mount to place regions on: mshare-run's, else the default one.
 	// -1 with errno if there is none.
@@ -84,6 +89,7 @@ private:
 	uint64_t sequence_ = 0;
 	struct Adopted {
 		size_t program_len;
+		bool writable;
 		std::string implicit_name; // implicit regions: unlinked by the last one out
 	};
 	std::map<uint64_t, Adopted> adopted_; // by window base

@@ -63,9 +63,18 @@ __attribute__((visibility("default"))) int mshare_runtime_munmap(void *addr, siz
 
 __attribute__((visibility("default"))) int mshare_runtime_mprotect(void *addr, size_t len, int prot)
 {
+	// Adopted memory (mshare-run) takes mprotect as the memory it replaces
+	// would; a region's window takes its protections from the region.
 	if (Runtime::get().touches_window(addr, len)) {
-		errno = EINVAL; // protections come from the region's mappings
-		return -1;
+		bool writable = false;
+		if (!Adopter::get().within_program_range(addr, len, &writable)) {
+			errno = EINVAL;
+			return -1;
+		}
+		if ((prot & PROT_WRITE) && !writable) {
+			errno = EACCES;
+			return -1;
+		}
 	}
 	return msharefs::runtime::raw_mprotect(addr, len, prot);
 }

@@ -198,6 +198,12 @@ void *shmat(int shmid, const void *addr, int flags)
 			       (read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC));
 	if (!region)
 		return fail(errno == ENOENT ? EIDRM : errno);
+	// The region must be the segment creator's: a name made by anyone else
+	// is not this segment's memory.
+	struct shmid_ds ds {};
+	struct stat rst {};
+	if (real_shmctl(shmid, IPC_STAT, &ds) < 0 || fstat(region.get(), &rst) < 0 || rst.st_uid != ds.shm_perm.cuid)
+		return fail(EACCES);
 	// The stub's attach checks the caller's rights and counts the attach.
 	void *stub = real_shmat(shmid, nullptr, read_only ? SHM_RDONLY : 0);
 	if (stub == reinterpret_cast<void *>(-1))

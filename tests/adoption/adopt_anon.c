@@ -1,0 +1,69 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * Shared anonymous memory under mshare-run: mmap(MAP_SHARED|MAP_ANONYMOUS)
+ * above the threshold is a window of a region, inherited across fork, with
+ * mprotect, munmap and small or private mappings behaving as without it.
+ */
+#include "adopt_test.h"
+
+#define LEN (80 * MIB + 12345) /* not a multiple of anything */
+
+int main(void)
+{
+	const uint64_t align = test_alignment();
+	char names[1024];
+	char *p, *small, *priv;
+	pid_t child;
+	int status;
+
+	p = mmap(NULL, LEN, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	CHECK(p != MAP_FAILED, "mmap: %s", strerror(errno));
+	if (p == MAP_FAILED)
+		return test_result("adopt_anon");
+	CHECK((uintptr_t)p % align == 0, "the window %p is not aligned to %llu", (void *)p,
+	      (unsigned long long)align);
+	CHECK(regions_of(getpid(), names, sizeof(names)) == 1, "not one region with this process: '%s'", names);
+	CHECK(strncmp(names, "anon-", 5) == 0, "region name '%s'", names);
+	CHECK(p[0] == 0 && p[LEN - 1] == 0, "new shared anonymous memory is not zero");
+	fill(p, LEN, 7);
+	p[LEN - 1] = 99;
+
+	/* Below the threshold, or private: left alone. */
+	small = mmap(NULL, MIB, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	priv = mmap(NULL, LEN, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	CHECK(small != MAP_FAILED && priv != MAP_FAILED, "plain mmaps: %s", strerror(errno));
+	CHECK(regions_of(getpid(), NULL, 0) == 1, "a small or private mapping was adopted");
+
+	/* fork: the child shares it, and its stores reach the parent. */
+	child = fork();
+	if (child == 0) {
+		CHECK(filled(p, LEN, 7) && p[LEN - 1] == 99, "the child does not see the parent's data");
+		CHECK(regions_of(getpid(), NULL, 0) == 1, "the child has no window of the region");
+		fill(p, LEN, 11);
+		strcpy(p + 100, "from the child");
+		_exit(failures ? 1 : 0);
+	}
+	CHECK(child > 0 && waitpid(child, &status, 0) == child && WIFEXITED(status) && WEXITSTATUS(status) == 0,
+	      "the child failed");
+	CHECK(strcmp(p + 100, "from the child") == 0 && p[4096] == (char)12, "the child's stores are not seen");
+
+	/* mprotect works as on shared anonymous memory, and is undone. */
+	CHECK(mprotect(p, 2 * MIB, PROT_READ) == 0, "mprotect PROT_READ: %s", strerror(errno));
+	CHECK(store_faults(p), "a store into a PROT_READ range does not fault");
+	CHECK(!store_faults(p + 2 * MIB), "a store beyond the PROT_READ range faults");
+	CHECK(mprotect(p, 2 * MIB, PROT_READ | PROT_WRITE) == 0, "mprotect back: %s", strerror(errno));
+	CHECK(!store_faults(p), "a store after mprotect back faults");
+
+	/* A partial munmap of adopted memory is refused; the memory stays. */
+	CHECK(munmap(p + 2 * MIB, 2 * MIB) == -1 && errno == EINVAL, "a partial munmap was not refused");
+	CHECK(!store_faults(p + 2 * MIB) && p[LEN - 1] == 99, "the window broke after a refused munmap");
+
+	/* munmap with the length the program mapped frees the region. */
+	CHECK(munmap(p, LEN) == 0, "munmap: %s", strerror(errno));
+	CHECK(regions_of(getpid(), NULL, 0) == 0, "the region is still attached after munmap");
+	names[strcspn(names, " ")] = 0;
+	CHECK(!region_listed(names), "region %s is still held after its last window went", names);
+	munmap(small, MIB);
+	munmap(priv, LEN);
+	return test_result("adopt_anon");
+}

@@ -1,0 +1,224 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * Helpers of the adoption tests: programs that use shared memory the way
+ * unmodified programs do and check, under mshare-run (or with MAP_SHARED_PT),
+ * that it behaves as the call promises and that it lives in a region of the
+ * mount. The mount is $MSHARE_RUN_MOUNT (or $MSHAREFS_MOUNT); msharectl is
+ * $MSHARECTL.
+ */
+#ifndef ADOPT_TEST_H
+#define ADOPT_TEST_H
+
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static int failures;
+
+#define CHECK(cond, ...)                                                          \
+	do {                                                                      \
+		if (!(cond)) {                                                    \
+			fprintf(stderr, "FAIL %s:%d (pid %d): ", __FILE__, __LINE__, \
+				(int)getpid());                                   \
+			fprintf(stderr, __VA_ARGS__);                             \
+			fputc('\n', stderr);                                      \
+			failures++;                                               \
+		}                                                                 \
+	} while (0)
+
+#define MIB (1024ULL * 1024)
+
+static const char *test_mount(void)
+{
+	const char *m = getenv("MSHARE_RUN_MOUNT");
+
+	if (!m || !*m)
+		m = getenv("MSHAREFS_MOUNT");
+	if (!m || !*m) {
+		fprintf(stderr, "no mount: set MSHARE_RUN_MOUNT or MSHAREFS_MOUNT\n");
+		exit(2);
+	}
+	return m;
+}
+
+/* mshare_info of the mount. */
+static inline uint64_t test_alignment(void)
+{
+	char path[4096], text[32] = "";
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/mshare_info", test_mount());
+	fd = open(path, O_RDONLY);
+	if (fd < 0 || read(fd, text, sizeof(text) - 1) <= 0) {
+		perror(path);
+		exit(2);
+	}
+	close(fd);
+	return strtoull(text, NULL, 10);
+}
+
+/*
+ * The regions of the mount that pid has a window of, as `msharectl -j ls`
+ * lists them; *names gets their names (space-separated) if not NULL.
+ */
+static inline int regions_of(pid_t pid, char *names, size_t names_len)
+{
+	char cmd[4352], buf[65536], want[32];
+	const char *ctl = getenv("MSHARECTL");
+	size_t n;
+	int count = 0;
+	FILE *f;
+	char *p;
+
+	snprintf(cmd, sizeof(cmd), "'%s' -m '%s' -j ls", ctl ? ctl : "msharectl", test_mount());
+	f = popen(cmd, "r");
+	if (!f) {
+		perror("msharectl");
+		exit(2);
+	}
+	n = fread(buf, 1, sizeof(buf) - 1, f);
+	buf[n] = 0;
+	if (pclose(f) != 0) {
+		fprintf(stderr, "msharectl -j ls failed\n");
+		exit(2);
+	}
+	if (names && names_len)
+		names[0] = 0;
+	/* Each region: {"attachers":[pids],...,"name":"NAME",...} */
+	for (p = strstr(buf, "\"attachers\":["); p; p = strstr(p + 1, "\"attachers\":[")) {
+		char *end = strchr(p, ']');
+		char *name = strstr(p, "\"name\":\"");
+		int found = 0;
+		char *q;
+
+		snprintf(want, sizeof(want), "%d", (int)pid);
+		for (q = p + 13; end && q < end;) {
+			long v = strtol(q, &q, 10);
+
+			if (v == pid)
+				found = 1;
+			if (*q == ',')
+				q++;
+			else
+				break;
+		}
+		if (found) {
+			count++;
+			if (names && name) {
+				char *e = strchr(name + 8, '"');
+
+				strncat(names, name + 8, e ? (size_t)(e - name - 8) : 0);
+				strncat(names, " ", names_len - strlen(names) - 1);
+			}
+		}
+	}
+	return count;
+}
+
+/* Whether the mount lists a region (named or unlinked) called name. */
+static inline int region_listed(const char *name)
+{
+	char cmd[4352], buf[65536], want[300];
+	const char *ctl = getenv("MSHARECTL");
+	size_t n;
+	FILE *f;
+
+	snprintf(cmd, sizeof(cmd), "'%s' -m '%s' -j ls", ctl ? ctl : "msharectl", test_mount());
+	f = popen(cmd, "r");
+	if (!f)
+		exit(2);
+	n = fread(buf, 1, sizeof(buf) - 1, f);
+	buf[n] = 0;
+	pclose(f);
+	snprintf(want, sizeof(want), "\"name\":\"%s\"", name);
+	return strstr(buf, want) != NULL;
+}
+
+/* Runs this program again with args, as a process that inherits nothing
+ * mapped (fork + exec); its exit status, or -1. */
+static inline int run_unrelated(char *const args[])
+{
+	char *argv[16];
+	int i, status;
+	pid_t pid;
+
+	argv[0] = "adopt-test";
+	for (i = 0; args[i] && i < 14; i++)
+		argv[i + 1] = args[i];
+	argv[i + 1] = NULL;
+	fflush(NULL);
+	pid = fork();
+	if (pid == 0) {
+		execv("/proc/self/exe", argv);
+		_exit(127);
+	}
+	if (pid < 0 || waitpid(pid, &status, 0) != pid)
+		return -1;
+	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+static sigjmp_buf fault_jump;
+
+static inline void on_fault(int sig)
+{
+	siglongjmp(fault_jump, sig);
+}
+
+/* Whether a one-byte store to p faults (SIGSEGV or SIGBUS); p is unchanged
+ * either way. */
+static inline int store_faults(volatile char *p)
+{
+	struct sigaction sa = {.sa_handler = on_fault}, old_segv, old_bus;
+	int faulted;
+
+	sigaction(SIGSEGV, &sa, &old_segv);
+	sigaction(SIGBUS, &sa, &old_bus);
+	if (sigsetjmp(fault_jump, 1) == 0) {
+		char c = *p;
+
+		*p = c;
+		faulted = 0;
+	} else {
+		faulted = 1;
+	}
+	sigaction(SIGSEGV, &old_segv, NULL);
+	sigaction(SIGBUS, &old_bus, NULL);
+	return faulted;
+}
+
+/* Fills len bytes at p with a pattern of seed; checks one. */
+static inline void fill(char *p, size_t len, unsigned seed)
+{
+	for (size_t i = 0; i < len; i += 4096)
+		p[i] = (char)(seed + i / 4096);
+}
+
+static inline int filled(const char *p, size_t len, unsigned seed)
+{
+	for (size_t i = 0; i < len; i += 4096)
+		if (p[i] != (char)(seed + i / 4096))
+			return 0;
+	return 1;
+}
+
+static inline int test_result(const char *what)
+{
+	if (failures) {
+		fprintf(stderr, "%s: %d check(s) failed\n", what, failures);
+		return 1;
+	}
+	printf("%s: every check passed\n", what);
+	return 0;
+}
+
+#endif

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Runs shared-memory programs under mshare-run (and MAP_SHARED_PT ones with
+# libmshare) on a fresh msharefsd mount in a private mount namespace, as
+# root and as an unprivileged user.
+#
+#   test-adoption.sh PROGRAM...
+#
+# Environment: MSHAREFSD, MSHARECTL, MSHARE_RUN, MSHARE_RUN_PRELOAD (paths of
+# the build's binaries); DATAPATH (default uffd).
+set -euo pipefail
+
+if [ "${ADOPTION_IN_NAMESPACE:-}" != 1 ]; then
+	export ADOPTION_IN_NAMESPACE=1
+	exec unshare -m --propagation private "$0" "$@"
+fi
+: "${MSHAREFSD:?}" "${MSHARECTL:?}" "${MSHARE_RUN:?}" "${MSHARE_RUN_PRELOAD:?}"
+datapath=${DATAPATH:-uffd}
+
+work=$(mktemp -d /var/tmp/adoption.XXXXXX)
+mnt=$work/mnt
+mkdir -p "$mnt" "$work/disk" "$work/state"
+chmod 755 "$work"
+chmod 1777 "$work/disk"
+daemon=
+cleanup() {
+	umount -l "$mnt" 2>/dev/null || true
+	[ -z "$daemon" ] || wait "$daemon" 2>/dev/null || true
+	rm -rf "$work"
+}
+trap cleanup EXIT
+
+"$MSHAREFSD" -f -o "datapath=$datapath,align=1G,statedir=$work/state" "$mnt" &
+daemon=$!
+for _ in $(seq 100); do
+	[ -r "$mnt/mshare_info" ] && break
+	sleep 0.1
+done
+[ -r "$mnt/mshare_info" ] || { echo "msharefsd did not come up" >&2; exit 1; }
+
+status=0
+run_one() { # USER-PREFIX... -- PROGRAM
+	local prog=$1
+	shift
+	local name
+	name=$(basename "$prog")
+	if [ "$name" = adopt_shared_pt ]; then
+		env MSHAREFS_MOUNT="$mnt" ADOPT_DISK_DIR="$work/disk" "$@" "$prog"
+	else
+		"$@" "$MSHARE_RUN" -m "$mnt" --min-size 64M -- "$prog"
+	fi
+}
+for prog in "$@"; do
+	echo "== $(basename "$prog") as root, datapath=$datapath"
+	run_one "$prog" env || status=1
+	echo "== $(basename "$prog") as uid 65534, datapath=$datapath"
+	run_one "$prog" setpriv --reuid=65534 --regid=65534 --clear-groups env || status=1
+done
+kill -0 "$daemon" || { echo "msharefsd died" >&2; status=1; }
+left=$("$MSHARECTL" -m "$mnt" ls | tail -n +2)
+if [ -n "$left" ]; then
+	echo "regions left behind:" >&2
+	echo "$left" >&2
+	status=1
+fi
+exit $status
