@@ -113,13 +113,14 @@ pg_consistent() {
 
 pagetables_kb() { awk '/^PageTables:/ { print $2 }' /proc/meminfo; }
 
-# The VmPTE (kB) of every backend of the server, summed.
+# The mean VmPTE (kB) of the server's client backends.
 backends_vmpte_kb() {
-	local pm total=0 p v
-	pm=$(pg_postmaster)
-	for p in $(pgrep -P "$pm"); do
-		v=$(awk '/^VmPTE:/ { print $2 }' "/proc/$p/status" 2>/dev/null || echo 0)
-		total=$((total + ${v:-0}))
+	local p v total=0 count=0
+	for p in $(psql_q "select pid from pg_stat_activity where backend_type = 'client backend' and pid <> pg_backend_pid()"); do
+		v=$(awk '/^VmPTE:/ { print $2 }' "/proc/$p/status" 2>/dev/null) || continue
+		[ -n "$v" ] || continue
+		total=$((total + v))
+		count=$((count + 1))
 	done
-	echo "$total"
+	echo $((count ? total / count : 0))
 }
