@@ -43,7 +43,9 @@ pg_hugepages 2400 || pg_say "no room for huge pages: huge_pages=on and hugetlb b
 pg_daemon_start
 pg_initdb
 printf 'SELECT 1;\n\\sleep 600 s\n' >"$PG_WORK/idle.sql"
-printf "SELECT pg_prewarm('pgbench_accounts');\nSELECT pg_prewarm('pgbench_accounts_pkey');\n\\\\sleep 600 s\n" \
+# Every buffer read in each backend: the table cached (pg_prewarm), then a
+# sequential scan of it, which reads each cached buffer's page.
+printf "SET max_parallel_workers_per_gather = 0;\nSELECT pg_prewarm('pgbench_accounts');\nSELECT count(*) FROM pgbench_accounts;\n\\\\sleep 600 s\n" \
 	>"$PG_WORK/prewarm.sql"
 chmod 644 "$PG_WORK"/*.sql
 
@@ -72,8 +74,19 @@ connected() {
 
 declare -A fig
 # measure VARIANT N: every figure of one client count.
+# No client backend but the asking one, and their processes gone.
+quiet() {
+	local _
+	for _ in $(seq 300); do
+		[ "$(psql_q "select count(*) from pg_stat_activity where backend_type = 'client backend'")" -le 1 ] && break
+		sleep 0.2
+	done
+	sleep 1
+}
+
 measure() {
 	local v=$1 n=$2 pt0 pid out
+	quiet
 	pt0=$(pagetables_kb)
 	for script in idle prewarm; do
 		pgbench_run -n -c "$n" -j 2 -t 1 -f "$PG_WORK/$script.sql" >/dev/null 2>&1 &
@@ -81,11 +94,10 @@ measure() {
 		settle "$n"
 		fig[$v,$n,$script,pt]=$(( ($(pagetables_kb) - pt0) / n ))
 		fig[$v,$n,$script,pte]=$(backends_vmpte_kb)
-		pkill -INT -P "$pid" 2>/dev/null || true
-		kill -INT "$pid" 2>/dev/null || true
+		kill -TERM "$pid" 2>/dev/null || true
 		wait "$pid" 2>/dev/null || true
 		psql_q "select pg_terminate_backend(pid) from pg_stat_activity where backend_type = 'client backend' and pid <> pg_backend_pid()" >/dev/null
-		sleep 1
+		quiet
 	done
 	pgbench_run -n -S -c "$n" -j 2 -T "$seconds" >"$PG_WORK/run.log" 2>&1 &
 	pid=$!
@@ -147,5 +159,5 @@ for n in "${clients[@]}"; do
 done
 echo "  * PageTables/backend: growth of /proc/meminfo PageTables over the server before the clients, divided by the clients"
 echo "  * VmPTE/backend: the mean over the client backends while they are connected"
-echo "  * idle: each client ran SELECT 1; all buffers: each client ran pg_prewarm of pgbench_accounts and its index"
+echo "  * idle: each client ran SELECT 1; all buffers: each client ran pg_prewarm of pgbench_accounts and a sequential scan of it (every cached page read)"
 echo "  * TPS: pgbench -j 2, ${seconds} s, fsync=off in every variant; connection time as pgbench reports it"

@@ -15,6 +15,10 @@ case "${1:-}" in
 esac
 
 "$MSHAREFS_ROOT/scripts/setup.sh"
+# PostgreSQL for tests/postgres and bench/postgres.sh (a real database run
+# under mshare-run). The package's own cluster is not used.
+TEST_PACKAGES=(postgresql postgresql-contrib)
+apt_install "${TEST_PACKAGES[@]}"
 sudo=()
 [ "$(id -u)" -eq 0 ] || sudo=(sudo)
 # The integration tests mount FUSE filesystems in private mount namespaces:

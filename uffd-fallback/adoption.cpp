@@ -345,6 +345,8 @@ void *Adopter::map_shared_pt(void *addr, size_t len, int prot, int flags, int fd
 		}
 		UniqueFd made(create_region(building, region_size, map_size, 0, fd, static_cast<uint64_t>(off),
 					    region_prot, true));
+		if (!made && errno == EOPNOTSUPP) // the data path holds no file mappings
+			return raw_mmap(addr, len, prot, (flags & ~MAP_TYPE) | MAP_SHARED, fd, off);
 		if (!made)
 			return MAP_FAILED;
 		if (renameat2(dir, building, dir, name, RENAME_NOREPLACE) < 0) {

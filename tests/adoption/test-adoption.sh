@@ -15,6 +15,7 @@ if [ "${ADOPTION_IN_NAMESPACE:-}" != 1 ]; then
 fi
 : "${MSHAREFSD:?}" "${MSHARECTL:?}" "${MSHARE_RUN:?}" "${MSHARE_RUN_PRELOAD:?}"
 datapath=${DATAPATH:-uffd}
+export MSHAREFS_TEST_DATAPATH=$datapath
 
 work=$(mktemp -d /var/tmp/adoption.XXXXXX)
 mnt=$work/mnt
