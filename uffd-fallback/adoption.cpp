@@ -220,8 +220,9 @@ void *Adopter::attach(int region_fd, void *addr, uint64_t region_size, size_t pr
 	}
 	if (p == MAP_FAILED)
 		return p;
+	const int held = handled ? -1 : fcntl(region_fd, F_DUPFD_CLOEXEC, 0);
 	std::lock_guard<std::mutex> guard(lock_);
-	adopted_[reinterpret_cast<uint64_t>(p)] = Adopted{program_len, (prot & PROT_WRITE) != 0, implicit_name};
+	adopted_[reinterpret_cast<uint64_t>(p)] = Adopted{program_len, (prot & PROT_WRITE) != 0, implicit_name, held};
 	return p;
 }
 
@@ -440,6 +441,8 @@ int Adopter::unmap(void *addr, size_t len)
 	int r = Runtime::get().unmap(addr, whole);
 	if (r == 0)
 		r = raw_munmap(addr, whole) == 0 ? 1 : -1;
+	if (a.region_fd >= 0)
+		close(a.region_fd);
 	return r < 0 ? -1 : 1;
 }
 

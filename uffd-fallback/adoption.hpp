@@ -91,6 +91,11 @@ private:
 		size_t program_len;
 		bool writable;
 		std::string implicit_name; // implicit regions: unlinked by the last one out
+		// A window the kernel maps (datapath=kmod): the region held open
+		// while it lives, so that msharefsd keeps the region (and lists
+		// its attachers) after its name is gone, as the runtime's windows
+		// do. Inherited across fork like the window; -1 for runtime windows.
+		int region_fd;
 	};
 	std::map<uint64_t, Adopted> adopted_; // by window base
 };

@@ -5,7 +5,7 @@
 # setpriv) were added to / by run-guest.sh; they go where the script looks.
 set -e
 for t in bash unshare setpriv; do
-	rm -f "/bin/$t" "/usr/bin/$t"
+	rm -f "/bin/$t" "/sbin/$t" "/usr/bin/$t" "/usr/sbin/$t"
 	ln -s "/$t" "/usr/bin/$t"
 done
 ln -sf /usr/bin/bash /bin/bash

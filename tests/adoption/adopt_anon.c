@@ -37,6 +37,7 @@ int main(void)
 	/* fork: the child shares it, and its stores reach the parent. */
 	child = fork();
 	if (child == 0) {
+		failures = 0;
 		CHECK(filled(p, LEN, 7) && p[LEN - 1] == 99, "the child does not see the parent's data");
 		CHECK(regions_of(getpid(), NULL, 0) == 1, "the child has no window of the region");
 		fill(p, LEN, 11);

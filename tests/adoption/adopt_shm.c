@@ -53,6 +53,7 @@ int main(int argc, char **argv)
 
 	child = fork();
 	if (child == 0) {
+		failures = 0;
 		strcpy(p + 128, "child");
 		_exit(regions_of(getpid(), NULL, 0) == 1 ? 0 : 1);
 	}

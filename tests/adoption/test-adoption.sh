@@ -54,7 +54,7 @@ for prog in "$@"; do
 	echo "== $(basename "$prog") as root, datapath=$datapath"
 	run_one "$prog" env || status=1
 	echo "== $(basename "$prog") as uid 65534, datapath=$datapath"
-	run_one "$prog" setpriv --reuid=65534 --regid=65534 --clear-groups env || status=1
+	run_one "$prog" "$(command -v setpriv)" --reuid=65534 --regid=65534 --clear-groups env || status=1
 done
 kill -0 "$daemon" || { echo "msharefsd died" >&2; status=1; }
 left=$("$MSHARECTL" -m "$mnt" ls | tail -n +2)
