@@ -34,11 +34,12 @@ j=lambda d: d if d.startswith("/") else p+"/"+d
 print(p, j(o["libdir"]), j(o["sbindir"]), j(o["bindir"]), j(o["libexecdir"]), j(o["mandir"]))')
 export LD_LIBRARY_PATH=$D$LIBDIR
 check_file() { [ -e "$D$1" ] || fail "$1 was not installed"; }
-for f in "$SBINDIR/msharefsd" "$SBINDIR/mount.fuse.msharefs" "$BINDIR/msharectl" "$LIBDIR/libmshare.so" \
+for f in "$SBINDIR/msharefsd" "$SBINDIR/mount.fuse.msharefs" "$BINDIR/msharectl" "$BINDIR/mshare-run" "$LIBDIR/libmshare.so" \
 	"$LIBDIR/libmshare-preload.so" "$LIBDIR/pkgconfig/msharefs.pc" "$PREFIX/include/linux/msharefs.h" \
 	"$PREFIX/include/mshare.h" "$LIBEXECDIR/msharefs/examples/mshare_creator" \
 	"$LIBEXECDIR/msharefs/examples/mshare_attacher" "$MANDIR/man5/msharefs.5" "$MANDIR/man8/msharefsd.8" \
-	"$MANDIR/man1/msharectl.1" "$MANDIR/man3/libmshare.3"; do
+	"$MANDIR/man1/msharectl.1" "$MANDIR/man1/mshare-run.1" "$MANDIR/man3/libmshare.3" \
+	"$LIBEXECDIR/msharefs/examples/shm_workers"; do
 	check_file "$f"
 done
 echo "test-install: every file in place under $D$PREFIX"
@@ -107,6 +108,14 @@ wait "$creator" || { cat "$SCRATCH/creator.out"; fail "creator"; }
 grep -q "Hello from the mshare creator!" "$SCRATCH/attacher.out" || fail "the attacher did not read the creator's data"
 grep -q "was here" "$SCRATCH/creator.out" || fail "the creator did not read the attacher's data"
 echo "test-install: installed creator and attacher share memory through the installed daemon"
+
+# 3. The installed mshare-run (with the installed preload library) adopts the
+# installed shm_workers' shared memory into a region of the installed daemon.
+"$D$BINDIR/mshare-run" --help | grep -q '^Usage: mshare-run' || fail "mshare-run --help"
+MSHARE_RUN_PRELOAD=$D$LIBDIR/libmshare-preload.so "$D$BINDIR/mshare-run" --verbose -- "$ex/shm_workers" 128 2 \
+	>"$SCRATCH/run.out" 2>&1 || { cat "$SCRATCH/run.out"; fail "mshare-run shm_workers"; }
+grep -q "in region anon-" "$SCRATCH/run.out" || { cat "$SCRATCH/run.out"; fail "mshare-run adopted nothing"; }
+echo "test-install: installed mshare-run adopts shared memory into the installed daemon's regions"
 
 # 3. A program built against the installed header, library and pkg-config file.
 cat >"$SCRATCH/prog.c" <<'PROG'

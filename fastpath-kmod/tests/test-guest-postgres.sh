@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# PostgreSQL (Debian's, unmodified) under mshare-run in the QEMU guest, its
+# main segment on the module, against plain PostgreSQL in the same boot:
+# page tables per backend with the given client counts (idle, and with each
+# backend having read every cached page of pgbench_accounts).
+#
+#   test-guest-postgres.sh BUILD_DIR RUN_GUEST [--measure] CLIENTS...
+#
+# The server's binaries, their libraries, its share/ and the time zones go
+# into the guest as one tarball (built here once per PostgreSQL version).
+# Without --measure the figures are checked: on the module a backend that
+# read everything costs at most 64 KiB of page tables beyond an idle one, and
+# less than plain PostgreSQL's.
+set -euo pipefail
+build=$1 run_guest=$2
+shift 2
+here=$(cd "$(dirname "$0")" && pwd)
+pgbin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+[ -x "$pgbin/postgres" ] || { echo "no PostgreSQL (apt-get install postgresql postgresql-contrib)" >&2; exit 1; }
+pgroot=${pgbin%/bin}
+version=$(basename "$pgroot")
+
+bundle=$build/pg-guest-$version.tar.gz
+stamp=$(dpkg-query -W -f='${Version}' "postgresql-$version" 2>/dev/null || echo unknown)
+if [ ! -f "$bundle" ] || [ "$(cat "$bundle.version" 2>/dev/null)" != "$stamp" ]; then
+	stage=$(mktemp -d)
+	chmod 755 "$stage"
+	trap 'rm -rf "$stage"' EXIT
+	mkdir -p "$stage$pgroot" "$stage/usr/share/postgresql" "$stage/usr/share"
+	cp -a "$pgbin" "$stage$pgroot/"
+	mkdir -p "$stage$pgroot/lib"
+	find "$pgroot/lib" -maxdepth 1 -name '*.so' ! -name 'llvmjit*' -exec cp -a {} "$stage$pgroot/lib/" \;
+	cp -a "/usr/share/postgresql/$version" "$stage/usr/share/postgresql/"
+	rm -rf "$stage/usr/share/postgresql/$version/man"
+	cp -a /usr/share/zoneinfo "$stage/usr/share/"
+	declare -A libs=()
+	for f in "$stage$pgroot"/bin/* "$stage$pgroot"/lib/*.so; do
+		while read -r lib; do libs[$lib]=1; done < <(ldd "$f" 2>/dev/null | awk '{ for (i = 1; i <= NF; i++) if ($i ~ /^\//) print $i }')
+	done
+	for lib in "${!libs[@]}"; do
+		mkdir -p "$stage$(dirname "$lib")"
+		cp -L "$lib" "$stage$lib"
+	done
+	tar czf "$bundle.tmp" -C "$stage" . && mv "$bundle.tmp" "$bundle"
+	echo "$stamp" >"$bundle.version"
+fi
+
+exec env MSHAREFS_BUILD="$build" LD_LIBRARY_PATH="$build/common/libmshare${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" "$run_guest" --mem 3G --timeout 1500 \
+	--add "$bundle" --add "$build/common/libmshare/libmshare.so.0.1.0" \
+	--add "$build/uffd-fallback/libmshare-preload.so" --add "$build/tools/mshare-run" \
+	--add "$build/tools/msharectl" --add "$here/guest-postgres.sh" \
+	-- /guest-postgres.sh "$version" "$(basename "$bundle")" "$@"
