@@ -72,5 +72,19 @@ int main(void)
 	CHECK(!region_listed(names), "region %s is still held after its last window went", names);
 	munmap(small, MIB);
 	munmap(priv, LEN);
+
+	/* MAP_HUGETLB, where the pool holds it and the data path backs huge
+	 * pages (the module keeps region memory on shmem): huge pages. */
+	if (!on_module() && free_huge_pages() >= 40) {
+		p = mmap(NULL, 64 * MIB, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS | MAP_HUGETLB, -1, 0);
+		CHECK(p != MAP_FAILED, "MAP_HUGETLB: %s", strerror(errno));
+		if (p != MAP_FAILED) {
+			CHECK(regions_of(getpid(), NULL, 0) == 1, "MAP_HUGETLB memory was not adopted");
+			CHECK(strcmp(backing_of(getpid()), "hugetlb") == 0, "MAP_HUGETLB backed by '%s'",
+			      backing_of(getpid()));
+			fill(p, 64 * MIB, 5);
+			CHECK(filled(p, 64 * MIB, 5) && munmap(p, 64 * MIB) == 0, "MAP_HUGETLB data or munmap");
+		}
+	}
 	return test_result("adopt_anon");
 }

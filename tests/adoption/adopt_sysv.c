@@ -126,5 +126,21 @@ int main(int argc, char **argv)
 		shmctl(id, IPC_RMID, NULL);
 	if (p != (void *)-1)
 		shmdt(p);
+
+	/* SHM_HUGETLB, where the pool holds it: huge pages. */
+	if (!on_module() && free_huge_pages() >= 40) {
+		id = shmget(IPC_PRIVATE, 64 * MIB, IPC_CREAT | SHM_HUGETLB | 0600);
+		p = id >= 0 ? shmat(id, NULL, 0) : (void *)-1;
+		CHECK(p != (void *)-1, "SHM_HUGETLB: %s", strerror(errno));
+		if (p != (void *)-1) {
+			CHECK(strcmp(backing_of(getpid()), "hugetlb") == 0, "SHM_HUGETLB backed by '%s'",
+			      backing_of(getpid()));
+			fill(p, 64 * MIB, 6);
+			CHECK(filled(p, 64 * MIB, 6), "SHM_HUGETLB data");
+			shmdt(p);
+		}
+		if (id >= 0)
+			shmctl(id, IPC_RMID, NULL);
+	}
 	return test_result("adopt_sysv");
 }

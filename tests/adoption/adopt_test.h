@@ -134,6 +134,54 @@ static inline int regions_of(pid_t pid, char *names, size_t names_len)
 	return count;
 }
 
+/* Free huge pages of the default size (HugePages_Free), for MAP_HUGETLB. */
+static inline long free_huge_pages(void)
+{
+	char line[256];
+	long v = 0;
+	FILE *f = fopen("/proc/meminfo", "r");
+
+	while (f && fgets(line, sizeof(line), f))
+		if (strncmp(line, "HugePages_Free:", 15) == 0)
+			v = atol(line + 15);
+	if (f)
+		fclose(f);
+	return v;
+}
+
+/* The "backing" msharectl reports for the regions pid is attached to (the
+ * first), or "" if none. */
+static inline const char *backing_of(pid_t pid)
+{
+	static char backing[32];
+	char cmd[4352], buf[65536];
+	const char *ctl = getenv("MSHARECTL");
+	size_t n;
+	FILE *f;
+	char *p;
+
+	backing[0] = 0;
+	snprintf(cmd, sizeof(cmd), "'%s' -m '%s' -j ls", ctl ? ctl : "msharectl", test_mount());
+	f = popen(cmd, "r");
+	if (!f)
+		return backing;
+	n = fread(buf, 1, sizeof(buf) - 1, f);
+	buf[n] = 0;
+	pclose(f);
+	for (p = strstr(buf, "\"attachers\":["); p; p = strstr(p + 1, "\"attachers\":[")) {
+		char want[32], *b;
+
+		snprintf(want, sizeof(want), "%d", (int)pid);
+		if (!strstr(p, want) || strstr(p, want) > strchr(p, ']'))
+			continue;
+		b = strstr(p, "\"backing\":\"");
+		if (b)
+			sscanf(b + 11, "%31[^\"]", backing);
+		break;
+	}
+	return backing;
+}
+
 /* Whether the mount lists a region (named or unlinked) called name. */
 static inline int region_listed(const char *name)
 {

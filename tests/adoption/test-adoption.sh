@@ -23,7 +23,11 @@ mkdir -p "$mnt" "$work/disk" "$work/state"
 chmod 755 "$work"
 chmod 1777 "$work/disk"
 daemon=
+# A huge page pool for MAP_HUGETLB and SHM_HUGETLB (put back at the end).
+hugepages_before=$(cat /proc/sys/vm/nr_hugepages)
+echo $((hugepages_before + 64)) >/proc/sys/vm/nr_hugepages 2>/dev/null || true
 cleanup() {
+	echo "$hugepages_before" >/proc/sys/vm/nr_hugepages 2>/dev/null || true
 	umount -l "$mnt" 2>/dev/null || true
 	[ -z "$daemon" ] || wait "$daemon" 2>/dev/null || true
 	rm -rf "$work"
