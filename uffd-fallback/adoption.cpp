@@ -15,6 +15,7 @@
 #include <cstring>
 #include <fcntl.h>
 #include <linux/magic.h>
+#include <pthread.h>
 #include <string>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
@@ -110,7 +111,14 @@ const AdoptionSettings &AdoptionSettings::get()
 
 Adopter &Adopter::get()
 {
-	static Adopter *adopter = new Adopter(); // lives as long as the process
+	// Lives as long as the process. A fork while another thread holds
+	// lock_ must not leave the child a lock nobody will release.
+	static Adopter *adopter = [] {
+		auto *a = new Adopter();
+		pthread_atfork([] { Adopter::get().lock_.lock(); }, [] { Adopter::get().lock_.unlock(); },
+			       [] { Adopter::get().lock_.unlock(); });
+		return a;
+	}();
 	return *adopter;
 }
 

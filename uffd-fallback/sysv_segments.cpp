@@ -13,6 +13,7 @@
 #include <fcntl.h>
 #include <map>
 #include <mutex>
+#include <pthread.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -70,6 +71,11 @@ struct Attachment {
 
 std::mutex lock;
 std::map<uintptr_t, Attachment> attachments; // by window base
+
+// A fork while another thread holds lock must not leave the child a lock
+// nobody will release.
+[[maybe_unused]] const int fork_handlers = pthread_atfork([] { lock.lock(); }, [] { lock.unlock(); },
+							   [] { lock.unlock(); });
 
 // The header of shmid if it is an adopted segment's stub. Attaches the stub
 // read-only for a moment; false if the caller may not, or it is no stub.
