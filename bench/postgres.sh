@@ -44,8 +44,8 @@ pg_daemon_start
 pg_initdb
 printf 'SELECT 1;\n\\sleep 600 s\n' >"$PG_WORK/idle.sql"
 # Every buffer read in each backend: the table cached (pg_prewarm), then a
-# sequential scan of it, which reads each cached buffer's page.
-printf "SET max_parallel_workers_per_gather = 0;\nSELECT pg_prewarm('pgbench_accounts');\nSELECT count(*) FROM pgbench_accounts;\n\\\\sleep 600 s\n" \
+# sequential scan of it (no index plan), which reads each cached buffer's page.
+printf "SET max_parallel_workers_per_gather = 0;\nSET enable_indexonlyscan = off;\nSET enable_indexscan = off;\nSET enable_bitmapscan = off;\nSELECT pg_prewarm('pgbench_accounts');\nSELECT count(*) FROM pgbench_accounts;\n\\\\sleep 600 s\n" \
 	>"$PG_WORK/prewarm.sql"
 chmod 644 "$PG_WORK"/*.sql
 

@@ -48,6 +48,9 @@ SELECT pg_sleep(3000);
 SQL
 cat >/pg/all.sql <<'SQL'
 SET max_parallel_workers_per_gather = 0;
+SET enable_indexonlyscan = off;
+SET enable_indexscan = off;
+SET enable_bitmapscan = off;
 SELECT pg_prewarm('pgbench_accounts');
 SELECT count(*) FROM pgbench_accounts;
 SELECT pg_sleep(3000);
