@@ -55,15 +55,15 @@ uint64_t parse_size(const char *s)
 	}
 }
 
-// The mount libmshare would use: $MSHAREFS_MOUNT, /sys/fs/mshare, else the
+// The mount libmshare would use: /sys/fs/mshare, $MSHAREFS_MOUNT, else the
 // first fuse.msharefs mount.
 std::string default_mount()
 {
-	if (const char *env = getenv("MSHAREFS_MOUNT"); env && *env)
-		return env;
 	std::string info = std::string(MSHAREFS_MOUNT_POINT) + "/" + MSHAREFS_INFO_NAME;
 	if (access(info.c_str(), R_OK) == 0)
 		return MSHAREFS_MOUNT_POINT;
+	if (const char *env = getenv("MSHAREFS_MOUNT"); env && *env)
+		return env;
 	FILE *f = fopen("/proc/self/mounts", "re");
 	if (!f)
 		return {};
@@ -89,6 +89,29 @@ long attachers_of(int fd)
 		return -1;
 	auto stats = region_stats_from_json(std::string_view(buf, static_cast<size_t>(n)));
 	return stats ? static_cast<long>(stats->attachers.size()) : -1;
+}
+
+// Whether nothing is mapped in [start, start+len): a reservation that must
+// not replace anything takes it (and is let go at once).
+bool range_free(uint64_t start, uint64_t len)
+{
+	if (len == 0)
+		return true;
+	void *p = raw_mmap(reinterpret_cast<void *>(start), len, PROT_NONE,
+			   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED_NOREPLACE, -1, 0);
+	if (p == MAP_FAILED)
+		return false;
+	raw_munmap(p, len);
+	return reinterpret_cast<uint64_t>(p) == start;
+}
+
+// Closes the region descriptor an adopted window held, unless the program
+// has closed it meanwhile (closefrom) and the number is something else now.
+void close_held(int fd, dev_t dev, ino_t ino)
+{
+	struct stat st {};
+	if (fd >= 0 && fstat(fd, &st) == 0 && st.st_dev == dev && st.st_ino == ino)
+		close(fd);
 }
 
 } // namespace
@@ -202,11 +225,18 @@ void *Adopter::attach(int region_fd, void *addr, uint64_t region_size, size_t pr
 		}
 		addr = nullptr; // a hint the window cannot take
 	}
+	if (fixed && !range_free(reinterpret_cast<uint64_t>(addr) + round_up(program_len, kPage),
+				 region_size - round_up(program_len, kPage))) {
+		errno = EINVAL; // the window would replace more than the program asked for
+		return MAP_FAILED;
+	}
 	const int flags = MAP_SHARED | (fixed ? MAP_FIXED : 0);
 	bool handled = false;
 	void *p = Runtime::get().map_window(addr, region_size, prot, flags, region_fd, 0, &handled);
 	if (!handled) {
 		void *base = addr;
+		if (!fixed && addr && range_free(reinterpret_cast<uint64_t>(addr), region_size))
+			fixed = true; // the hint is free: take it
 		if (!fixed) {
 			void *area = raw_mmap(nullptr, region_size + align, PROT_NONE,
 					      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
@@ -228,9 +258,17 @@ void *Adopter::attach(int region_fd, void *addr, uint64_t region_size, size_t pr
 	}
 	if (p == MAP_FAILED)
 		return p;
-	const int held = handled ? -1 : fcntl(region_fd, F_DUPFD_CLOEXEC, 0);
+	Adopted a{program_len, (prot & PROT_WRITE) != 0, implicit_name, -1, 0, 0};
+	if (!handled) {
+		struct stat st {};
+		a.region_fd = fcntl(region_fd, F_DUPFD_CLOEXEC, 0);
+		if (a.region_fd >= 0 && fstat(a.region_fd, &st) == 0) {
+			a.region_dev = st.st_dev;
+			a.region_ino = st.st_ino;
+		}
+	}
 	std::lock_guard<std::mutex> guard(lock_);
-	adopted_[reinterpret_cast<uint64_t>(p)] = Adopted{program_len, (prot & PROT_WRITE) != 0, implicit_name, held};
+	adopted_[reinterpret_cast<uint64_t>(p)] = a;
 	return p;
 }
 
@@ -249,8 +287,8 @@ void *Adopter::map_anonymous(void *addr, size_t len, int prot, int flags, bool *
 	    (flags & MAP_FIXED_NOREPLACE) || (prot & ~(PROT_READ | PROT_WRITE)) || (prot & PROT_READ) == 0)
 		return nullptr;
 	const uint64_t align = alignment();
-	if (!align || ((flags & MAP_FIXED) && reinterpret_cast<uint64_t>(addr) % align))
-		return nullptr;
+	if (!align || (flags & MAP_FIXED))
+		return nullptr; // MAP_FIXED replaces exactly len bytes: the plain call's
 	uint64_t unit = kPage;
 	if (flags & MAP_HUGETLB) {
 		const int shift = (flags >> MAP_HUGE_SHIFT) & 0x3f;
@@ -313,16 +351,22 @@ void *Adopter::map_shared_pt(void *addr, size_t len, int prot, int flags, int fd
 		return fail(EINVAL);
 	if ((flags & MAP_FIXED) && reinterpret_cast<uint64_t>(addr) % align)
 		return fail(EINVAL);
+	// A write-sealed memfd maps writable nowhere [EPERM], as mmap says.
+	const int seals = fcntl(fd, F_GET_SEALS);
+	if ((prot & PROT_WRITE) && seals > 0 && (seals & (F_SEAL_WRITE | F_SEAL_FUTURE_WRITE)))
+		return fail(EPERM);
 	const uint64_t map_size = round_up(len, unit);
 	const uint64_t region_size = round_up(map_size, align);
-	// Every process that maps this range of this file finds the region by
-	// this name; it is complete before it gets the name.
+	// Every process that maps this range of this file with the same access
+	// finds the region by this name; it is complete before it gets the name.
+	// Readers and writers get regions of their own (the same file pages).
+	const bool writer = prot & PROT_WRITE;
 	char name[160];
-	snprintf(name, sizeof(name), "pt-%" PRIx64 "-%" PRIu64 "-%" PRIu64 "-%" PRIu64,
+	snprintf(name, sizeof(name), "pt-%" PRIx64 "-%" PRIu64 "-%" PRIu64 "-%" PRIu64 "-%s",
 		 static_cast<uint64_t>(st.st_dev), static_cast<uint64_t>(st.st_ino), static_cast<uint64_t>(off),
-		 map_size);
+		 map_size, writer ? "rw" : "r");
 	const int dir = mount_fd();
-	const uint32_t region_prot = mode == O_RDWR ? PROT_READ | PROT_WRITE : PROT_READ;
+	const uint32_t region_prot = writer ? PROT_READ | PROT_WRITE : PROT_READ;
 	for (int attempt = 0; attempt < 8; attempt++) {
 		UniqueFd region(openat(dir, name, (prot & PROT_WRITE ? O_RDWR : O_RDONLY) | O_CLOEXEC));
 		if (region) {
@@ -344,6 +388,8 @@ void *Adopter::map_shared_pt(void *addr, size_t len, int prot, int flags, int fd
 			unlinkat(dir, name, 0);
 			continue;
 		}
+		if (errno == EACCES) // another user's: a plain shared mapping for us
+			return raw_mmap(addr, len, prot, (flags & ~MAP_TYPE) | MAP_SHARED, fd, off);
 		if (errno != ENOENT)
 			return MAP_FAILED;
 		char building[200];
@@ -430,8 +476,19 @@ int Adopter::unmap(void *addr, size_t len)
 	{
 		std::lock_guard<std::mutex> guard(lock_);
 		auto it = adopted_.find(reinterpret_cast<uint64_t>(addr));
-		if (it == adopted_.end())
+		if (it == adopted_.end()) {
+			// A munmap over whole windows from below their start: they
+			// go with it (the runtime's, or the kernel's mapping).
+			const uint64_t a0 = reinterpret_cast<uint64_t>(addr);
+			for (auto w = adopted_.lower_bound(a0); w != adopted_.end() && w->first < a0 + len;) {
+				const uint64_t whole = round_up(round_up(w->second.program_len, kPage), alignment_);
+				if (w->first + whole > a0 + len)
+					break; // a split: refused by the caller
+				close_held(w->second.region_fd, w->second.region_dev, w->second.region_ino);
+				w = adopted_.erase(w);
+			}
 			return 0;
+		}
 		a = it->second;
 		if (len == 0 || round_up(len, kPage) < round_up(a.program_len, kPage))
 			return 0; // a part of it: the runtime refuses the split
@@ -449,8 +506,7 @@ int Adopter::unmap(void *addr, size_t len)
 	int r = Runtime::get().unmap(addr, whole);
 	if (r == 0)
 		r = raw_munmap(addr, whole) == 0 ? 1 : -1;
-	if (a.region_fd >= 0)
-		close(a.region_fd);
+	close_held(a.region_fd, a.region_dev, a.region_ino);
 	return r < 0 ? -1 : 1;
 }
 

@@ -96,6 +96,8 @@ private:
 		// its attachers) after its name is gone, as the runtime's windows
 		// do. Inherited across fork like the window; -1 for runtime windows.
 		int region_fd;
+		dev_t region_dev;
+		ino_t region_ino;
 	};
 	std::map<uint64_t, Adopted> adopted_; // by window base
 };

@@ -45,12 +45,6 @@ __attribute__((visibility("default"))) void *mshare_runtime_mmap_shared_pt(void 
 	return msharefs::runtime::raw_mmap(addr, len, prot, flags, fd, off);
 }
 
-__attribute__((visibility("default"))) int mshare_runtime_unmap_adopted(void *addr, size_t len)
-{
-	const int r = Adopter::get().unmap(addr, len);
-	return r == 1 ? 0 : r == 0 ? 1 : -1;
-}
-
 __attribute__((visibility("default"))) int mshare_runtime_munmap(void *addr, size_t len)
 {
 	if (const int a = Adopter::get().unmap(addr, len))

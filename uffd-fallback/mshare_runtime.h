@@ -20,10 +20,6 @@ int mshare_runtime_munmap(void *addr, size_t len);
 /* mmap with MAP_SHARED_PT handled (the implicit region's window), any other
  * call passed to the kernel untouched: libmshare's own mmap. */
 void *mshare_runtime_mmap_shared_pt(void *addr, size_t len, int prot, int flags, int fd, off_t off);
-/* munmap of a window adopted by the runtime (MAP_SHARED_PT, mshare-run),
- * with the length the program asked for: 0 done, -1 with errno, 1 if addr is
- * no such window. */
-int mshare_runtime_unmap_adopted(void *addr, size_t len);
 int mshare_runtime_mprotect(void *addr, size_t len, int prot);
 /* Non-zero if fd is on an msharefs mount this process attached a window
  * from and no daemon serves it now (its requests would wait for a restart). */

@@ -7,6 +7,9 @@
 #include "msharefs/unique_fd.hpp"
 
 #include <cerrno>
+#include <cinttypes>
+#include <csignal>
+#include <ctime>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
@@ -15,6 +18,7 @@
 #include <mutex>
 #include <pthread.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -35,6 +39,9 @@ struct StubHeader {
 	char magic[16];
 	uint64_t segment_size; // what shmget asked for
 	uint64_t region_size;
+	// The region: "sysv-SHMID-NONCE". The nonce keeps segments of the same
+	// id in other IPC namespaces (containers sharing the mount) apart.
+	char region[48];
 };
 
 int real_shmget(key_t key, size_t size, int flags)
@@ -57,9 +64,19 @@ int real_shmctl(int id, int cmd, struct shmid_ds *buf)
 	return static_cast<int>(syscall(SYS_shmctl, id, cmd, buf));
 }
 
-std::string region_name(int shmid)
+std::string new_region_name(int shmid)
 {
-	return "sysv-" + std::to_string(shmid);
+	uint64_t nonce = 0;
+	if (getrandom(&nonce, sizeof(nonce), 0) != sizeof(nonce))
+		nonce = (static_cast<uint64_t>(getpid()) << 32) ^ static_cast<uint64_t>(time(nullptr));
+	char name[48];
+	snprintf(name, sizeof(name), "sysv-%d-%016" PRIx64, shmid, nonce);
+	return name;
+}
+
+std::string region_of(const StubHeader &h)
+{
+	return std::string(h.region, strnlen(h.region, sizeof(h.region)));
 }
 
 // One attachment of an adopted segment in this process.
@@ -67,6 +84,7 @@ struct Attachment {
 	int shmid;
 	void *stub; // the stub's own attachment (shm_nattch)
 	size_t segment_size;
+	std::string region;
 };
 
 std::mutex lock;
@@ -92,14 +110,17 @@ bool read_header(int shmid, StubHeader *h)
 	return std::memcmp(h->magic, kMagic, sizeof(kMagic)) == 0;
 }
 
-// Makes the stub shmid a segment of `size` bytes: its region, then its
-// header. 0 or errno (the stub is removed on failure).
+// Makes the stub shmid (made by this process with IPC_EXCL, mode 0600) a
+// segment of `size` bytes: its region, its header, then the program's mode.
+// 0 or errno (the stub is removed on failure).
 int adopt(int shmid, size_t size, int flags)
 {
 	Adopter &adopter = Adopter::get();
 	const uint64_t align = adopter.alignment();
-	if (!align)
+	if (!align) {
+		real_shmctl(shmid, IPC_RMID, nullptr);
 		return ENODEV;
+	}
 	uint64_t unit = 4096;
 	uint32_t map_flags = MAP_ANONYMOUS;
 	if (flags & SHM_HUGETLB) {
@@ -109,33 +130,44 @@ int adopt(int shmid, size_t size, int flags)
 	}
 	const uint64_t map_size = round_up(size, adoption_unit(size, unit));
 	const uint64_t region_size = round_up(map_size, align);
-	const std::string name = region_name(shmid);
+	const std::string name = new_region_name(shmid);
 	UniqueFd region(adopter.create_region(name, region_size, map_size, map_flags, -1, 0,
 					      PROT_READ | PROT_WRITE, true));
-	if (!region && errno == EEXIST) {
-		// Left by a segment of the same id removed behind our back (ipcrm).
-		unlinkat(adopter.mount_fd(), name.c_str(), 0);
-		region.reset(adopter.create_region(name, region_size, map_size, map_flags, -1, 0,
-						   PROT_READ | PROT_WRITE, true));
-	}
 	int err = region ? 0 : errno;
 	if (!err && fchmod(region.get(), static_cast<mode_t>(flags & 0777) | 0600) < 0)
 		err = errno;
 	void *p = err ? reinterpret_cast<void *>(-1) : real_shmat(shmid, nullptr, 0);
 	if (!err && p == reinterpret_cast<void *>(-1))
 		err = errno;
+	if (!err) {
+		StubHeader h{};
+		std::memcpy(h.magic, kMagic, sizeof(kMagic));
+		h.segment_size = size;
+		h.region_size = region_size;
+		snprintf(h.region, sizeof(h.region), "%s", name.c_str());
+		std::memcpy(p, &h, sizeof(h));
+		real_shmdt(p);
+		struct shmid_ds ds {};
+		if (real_shmctl(shmid, IPC_STAT, &ds) < 0)
+			err = errno;
+		ds.shm_perm.mode = static_cast<unsigned short>(flags & 0777);
+		if (!err && real_shmctl(shmid, IPC_SET, &ds) < 0)
+			err = errno;
+	}
 	if (err) {
 		unlinkat(adopter.mount_fd(), name.c_str(), 0);
 		real_shmctl(shmid, IPC_RMID, nullptr);
-		return err;
 	}
-	StubHeader h{};
-	std::memcpy(h.magic, kMagic, sizeof(kMagic));
-	h.segment_size = size;
-	h.region_size = region_size;
-	std::memcpy(p, &h, sizeof(h));
-	real_shmdt(p);
-	return 0;
+	return err;
+}
+
+// A stub another process is still making (a page nobody has attached yet,
+// from a live creator): its header is on the way.
+bool being_made(int shmid)
+{
+	struct shmid_ds ds {};
+	return real_shmctl(shmid, IPC_STAT, &ds) == 0 && ds.shm_segsz == kStubSize && ds.shm_lpid == 0 &&
+	       kill(ds.shm_cpid, 0) == 0;
 }
 
 bool adopting(size_t size)
@@ -150,36 +182,49 @@ int shmget(key_t key, size_t size, int flags)
 {
 	if (AdoptionSettings::get().mount.empty())
 		return real_shmget(key, size, flags);
-	if (key != IPC_PRIVATE) {
-		const int existing = real_shmget(key, 0, 0);
-		if (existing >= 0) {
-			StubHeader h{};
-			if ((flags & IPC_CREAT) && (flags & IPC_EXCL)) {
-				errno = EEXIST;
-				return -1;
+	const int plain_flags = flags & ~(SHM_HUGETLB | (0x3f << SHM_HUGE_SHIFT));
+	for (int attempt = 0; attempt < 400; attempt++) {
+		if (key != IPC_PRIVATE) {
+			const int existing = real_shmget(key, 0, 0);
+			if (existing >= 0) {
+				StubHeader h{};
+				if ((flags & IPC_CREAT) && (flags & IPC_EXCL)) {
+					errno = EEXIST;
+					return -1;
+				}
+				if (!read_header(existing, &h)) {
+					if (being_made(existing)) {
+						usleep(5000);
+						continue;
+					}
+					return real_shmget(key, size, flags);
+				}
+				if (size > h.segment_size) {
+					errno = EINVAL;
+					return -1;
+				}
+				return real_shmget(key, 0, flags); // the kernel checks the mode
 			}
-			if (!read_header(existing, &h))
+			if (errno != ENOENT || !(flags & IPC_CREAT))
 				return real_shmget(key, size, flags);
-			if (size > h.segment_size) {
-				errno = EINVAL;
-				return -1;
-			}
-			return real_shmget(key, 0, flags); // the kernel checks the mode
 		}
-		if (errno != ENOENT || !(flags & IPC_CREAT))
+		if (!adopting(size))
 			return real_shmget(key, size, flags);
-	}
-	if (!adopting(size))
-		return real_shmget(key, size, flags);
-	const int id = real_shmget(key, kStubSize, flags & ~(SHM_HUGETLB | (0x3f << SHM_HUGE_SHIFT)));
-	if (id < 0)
-		return id;
-	if (int err = adopt(id, size, flags)) {
-		if (key != IPC_PRIVATE || err != ENOMEM)
+		// Made with IPC_EXCL: one process makes a key's segment; the
+		// others find it above once it is whole.
+		const int id = real_shmget(key, kStubSize, IPC_CREAT | IPC_EXCL | 0600 | (plain_flags & ~0777 & ~IPC_CREAT & ~IPC_EXCL));
+		if (id < 0 && errno == EEXIST && key != IPC_PRIVATE)
+			continue;
+		if (id < 0)
+			return real_shmget(key, size, flags);
+		if (int err = adopt(id, size, flags)) {
 			fprintf(stderr, "mshare-run: shmget of %zu bytes not adopted: %s\n", size, strerror(err));
-		return real_shmget(key, size, flags); // the plain call decides
+			return real_shmget(key, size, flags); // the plain call decides
+		}
+		return id;
 	}
-	return id;
+	errno = EAGAIN;
+	return -1;
 }
 
 void *shmat(int shmid, const void *addr, int flags)
@@ -200,7 +245,7 @@ void *shmat(int shmid, const void *addr, int flags)
 	if (want % align)
 		return fail(EINVAL); // a window starts on mshare_info alignment
 	const bool read_only = flags & SHM_RDONLY;
-	UniqueFd region(openat(Adopter::get().mount_fd(), region_name(shmid).c_str(),
+	UniqueFd region(openat(Adopter::get().mount_fd(), region_of(h).c_str(),
 			       (read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC));
 	if (!region)
 		return fail(errno == ENOENT ? EIDRM : errno);
@@ -228,7 +273,7 @@ void *shmat(int shmid, const void *addr, int flags)
 		return fail(err);
 	}
 	std::lock_guard<std::mutex> guard(lock);
-	attachments[reinterpret_cast<uintptr_t>(p)] = Attachment{shmid, stub, h.segment_size};
+	attachments[reinterpret_cast<uintptr_t>(p)] = Attachment{shmid, stub, h.segment_size, region_of(h)};
 	return p;
 }
 
@@ -244,7 +289,13 @@ int shmdt(const void *addr)
 		attachments.erase(it);
 	}
 	Adopter::get().unmap(const_cast<void *>(addr), a.segment_size);
-	return real_shmdt(a.stub);
+	const int r = real_shmdt(a.stub);
+	// The last detach of a removed segment (IPC_RMID, or ipcrm from
+	// outside) destroyed the stub: its region's name goes too.
+	struct shmid_ds ds {};
+	if (real_shmctl(a.shmid, IPC_STAT, &ds) < 0 && (errno == EINVAL || errno == EIDRM))
+		unlinkat(Adopter::get().mount_fd(), a.region.c_str(), 0);
+	return r;
 }
 
 int shmctl(int shmid, int cmd, struct shmid_ds *buf)
@@ -268,7 +319,7 @@ int shmctl(int shmid, int cmd, struct shmid_ds *buf)
 		const int r = real_shmctl(shmid, cmd, buf);
 		// Attachments keep the region; its memory goes with the last.
 		if (r == 0 && adopted)
-			unlinkat(Adopter::get().mount_fd(), region_name(shmid).c_str(), 0);
+			unlinkat(Adopter::get().mount_fd(), region_of(h).c_str(), 0);
 		return r;
 	}
 	default:

@@ -3,7 +3,8 @@
  * MAP_SHARED_PT for programs that link libmshare: libmshare's mmap gives a
  * MAP_SHARED | MAP_SHARED_PT mapping its implicit region's window and hands
  * every other call to the kernel unchanged; its munmap takes such a window
- * down with the length the program mapped.
+ * down with the length the program mapped, and a window of a region as a
+ * whole (as the runtime's own munmap does).
  */
 #undef _FILE_OFFSET_BITS /* mmap and mmap64 are both defined here */
 #define _GNU_SOURCE
@@ -30,7 +31,5 @@ MSHARE_EXPORT void *mmap64(void *addr, size_t len, int prot, int flags, int fd, 
 
 MSHARE_EXPORT int munmap(void *addr, size_t len)
 {
-	int r = mshare_runtime_unmap_adopted(addr, len);
-
-	return r != 1 ? r : (int)syscall(SYS_munmap, addr, len);
+	return mshare_runtime_munmap(addr, len);
 }
