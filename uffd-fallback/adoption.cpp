@@ -55,15 +55,15 @@ uint64_t parse_size(const char *s)
 	}
 }
 
-// The mount libmshare would use: /sys/fs/mshare, $MSHAREFS_MOUNT, else the
-// first fuse.msharefs mount.
+// The mount for implicit regions: $MSHAREFS_MOUNT (so that a program can be
+// pointed at one), /sys/fs/mshare, else the first fuse.msharefs mount.
 std::string default_mount()
 {
+	if (const char *env = getenv("MSHAREFS_MOUNT"); env && *env)
+		return env;
 	std::string info = std::string(MSHAREFS_MOUNT_POINT) + "/" + MSHAREFS_INFO_NAME;
 	if (access(info.c_str(), R_OK) == 0)
 		return MSHAREFS_MOUNT_POINT;
-	if (const char *env = getenv("MSHAREFS_MOUNT"); env && *env)
-		return env;
 	FILE *f = fopen("/proc/self/mounts", "re");
 	if (!f)
 		return {};
