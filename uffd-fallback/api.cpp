@@ -55,20 +55,23 @@ __attribute__((visibility("default"))) int mshare_runtime_munmap(void *addr, siz
 	return r == 1 ? 0 : msharefs::runtime::raw_munmap(addr, len);
 }
 
-__attribute__((visibility("default"))) int mshare_runtime_mprotect(void *addr, size_t len, int prot)
+__attribute__((visibility("default"))) int mshare_runtime_protect_allowed(const void *addr, size_t len, int prot)
 {
 	// Adopted memory (mshare-run) takes mprotect as the memory it replaces
 	// would; a region's window takes its protections from the region.
-	if (Runtime::get().touches_window(addr, len)) {
-		bool writable = false;
-		if (!Adopter::get().within_program_range(addr, len, &writable)) {
-			errno = EINVAL;
-			return -1;
-		}
-		if ((prot & PROT_WRITE) && !writable) {
-			errno = EACCES;
-			return -1;
-		}
+	if (!Runtime::get().touches_window(addr, len))
+		return 0;
+	bool writable = false;
+	if (!Adopter::get().within_program_range(addr, len, &writable))
+		return EINVAL;
+	return (prot & PROT_WRITE) && !writable ? EACCES : 0;
+}
+
+__attribute__((visibility("default"))) int mshare_runtime_mprotect(void *addr, size_t len, int prot)
+{
+	if (const int err = mshare_runtime_protect_allowed(addr, len, prot)) {
+		errno = err;
+		return -1;
 	}
 	return msharefs::runtime::raw_mprotect(addr, len, prot);
 }

@@ -21,6 +21,10 @@ int mshare_runtime_munmap(void *addr, size_t len);
  * call passed to the kernel untouched: libmshare's own mmap. */
 void *mshare_runtime_mmap_shared_pt(void *addr, size_t len, int prot, int flags, int fd, off_t off);
 int mshare_runtime_mprotect(void *addr, size_t len, int prot);
+/* 0 if mprotect (or pkey_mprotect) of the range to prot may go to the
+ * kernel; else the errno: EINVAL for a window of a region, EACCES for
+ * PROT_WRITE of adopted memory mapped read-only. */
+int mshare_runtime_protect_allowed(const void *addr, size_t len, int prot);
 /* Non-zero if fd is on an msharefs mount this process attached a window
  * from and no daemon serves it now (its requests would wait for a restart). */
 int mshare_runtime_daemon_gone(int fd);

@@ -44,8 +44,8 @@ SHIM_EXPORT int mprotect(void *addr, size_t len, int prot)
 
 SHIM_EXPORT int pkey_mprotect(void *addr, size_t len, int prot, int pkey)
 {
-	if (mshare_runtime_windows_touch(addr, len)) {
-		errno = EINVAL;
+	if (const int err = mshare_runtime_protect_allowed(addr, len, prot)) {
+		errno = err;
 		return -1;
 	}
 	return static_cast<int>(syscall(SYS_pkey_mprotect, addr, len, prot, pkey));

@@ -59,6 +59,11 @@ int main(void)
 		CHECK(!store_faults(p + 2 * MIB), "a store beyond the PROT_READ range faults");
 		CHECK(mprotect(p, 2 * MIB, PROT_READ | PROT_WRITE) == 0, "mprotect back: %s", strerror(errno));
 		CHECK(!store_faults(p), "a store after mprotect back faults");
+		/* pkey_mprotect (the default key) as mprotect. */
+		CHECK(pkey_mprotect(p, 2 * MIB, PROT_READ, -1) == 0, "pkey_mprotect: %s", strerror(errno));
+		CHECK(store_faults(p), "a store after pkey_mprotect PROT_READ does not fault");
+		CHECK(pkey_mprotect(p, 2 * MIB, PROT_READ | PROT_WRITE, -1) == 0 && !store_faults(p),
+		      "pkey_mprotect back: %s", strerror(errno));
 	}
 
 	/* A partial munmap of adopted memory is refused; the memory stays. */
