@@ -258,7 +258,7 @@ void *Adopter::attach(int region_fd, void *addr, uint64_t region_size, size_t pr
 	}
 	if (p == MAP_FAILED)
 		return p;
-	Adopted a{program_len, (prot & PROT_WRITE) != 0, implicit_name, -1, 0, 0};
+	Adopted a{region_size, program_len, (prot & PROT_WRITE) != 0, implicit_name, -1, 0, 0};
 	if (!handled) {
 		struct stat st {};
 		a.region_fd = fcntl(region_fd, F_DUPFD_CLOEXEC, 0);
@@ -279,33 +279,49 @@ void Adopter::note(const char *what, const std::string &name, size_t len)
 			what, len, name.c_str());
 }
 
+bool Adopter::adoptable(size_t len, int prot, int flags)
+{
+	const AdoptionSettings &s = AdoptionSettings::get();
+	return !s.mount.empty() && len != 0 && len >= s.min_size && (flags & MAP_TYPE) == MAP_SHARED &&
+	       !(flags & MAP_FIXED_NOREPLACE) && !(prot & ~(PROT_READ | PROT_WRITE)) && (prot & PROT_READ);
+}
+
+int Adopter::create_anonymous_region(const std::string &name, uint64_t len, bool huge, int huge_size_bits,
+				     uint64_t *region_size)
+{
+	const uint64_t align = alignment();
+	if (!align) {
+		errno = ENODEV;
+		return -1;
+	}
+	uint64_t unit = kPage;
+	uint32_t map_flags = MAP_ANONYMOUS;
+	if (huge) {
+		const int shift = (huge_size_bits >> MAP_HUGE_SHIFT) & 0x3f;
+		unit = shift ? 1ULL << shift : 2ULL << 20;
+		map_flags |= MAP_HUGETLB | (huge_size_bits & (0x3f << MAP_HUGE_SHIFT));
+	}
+	const uint64_t map_size = round_up(len, adoption_unit(len, unit));
+	*region_size = round_up(map_size, align);
+	return create_region(name, *region_size, map_size, map_flags, -1, 0, PROT_READ | PROT_WRITE, true);
+}
+
 void *Adopter::map_anonymous(void *addr, size_t len, int prot, int flags, bool *handled)
 {
 	*handled = false;
-	const AdoptionSettings &s = AdoptionSettings::get();
-	if (s.mount.empty() || len < s.min_size || len == 0 || (flags & MAP_TYPE) != MAP_SHARED ||
-	    (flags & MAP_FIXED_NOREPLACE) || (prot & ~(PROT_READ | PROT_WRITE)) || (prot & PROT_READ) == 0)
+	// MAP_FIXED replaces exactly len bytes: left to the plain call.
+	if (!adoptable(len, prot, flags) || (flags & MAP_FIXED))
 		return nullptr;
-	const uint64_t align = alignment();
-	if (!align || (flags & MAP_FIXED))
-		return nullptr; // MAP_FIXED replaces exactly len bytes: the plain call's
-	uint64_t unit = kPage;
-	if (flags & MAP_HUGETLB) {
-		const int shift = (flags >> MAP_HUGE_SHIFT) & 0x3f;
-		unit = shift ? 1ULL << shift : 2ULL << 20;
-	}
-	const uint64_t map_size = round_up(len, adoption_unit(len, unit));
-	const uint64_t region_size = round_up(map_size, align);
 	char name[96];
 	{
 		std::lock_guard<std::mutex> guard(lock_);
 		snprintf(name, sizeof(name), "anon-%d-%" PRIu64, static_cast<int>(getpid()), ++sequence_);
 	}
-	const uint32_t map_flags = MAP_ANONYMOUS | (flags & MAP_HUGETLB ? MAP_HUGETLB | (flags & (0x3f << MAP_HUGE_SHIFT)) : 0);
-	UniqueFd fd(create_region(name, region_size, map_size, map_flags, -1, 0, PROT_READ | PROT_WRITE, true));
+	uint64_t region_size = 0;
+	UniqueFd fd(create_anonymous_region(name, len, flags & MAP_HUGETLB, flags, &region_size));
 	if (!fd)
 		return nullptr; // the plain call decides (a huge page pool too small fails there too)
-	void *p = attach(fd.get(), addr, region_size, len, prot, flags & MAP_FIXED, "");
+	void *p = attach(fd.get(), addr, region_size, len, prot, false, "");
 	const int err = errno;
 	unlinkat(mount_fd(), name, 0); // the windows hold it from now on
 	if (p == MAP_FAILED) {
@@ -323,6 +339,8 @@ void *Adopter::map_shared_pt(void *addr, size_t len, int prot, int flags, int fd
 		errno = err;
 		return MAP_FAILED;
 	};
+	// Where no implicit region can serve: the plain shared mapping.
+	auto plain = [&] { return raw_mmap(addr, len, prot, (flags & ~MAP_TYPE) | MAP_SHARED, fd, off); };
 	const int type = flags & MAP_TYPE;
 	if (type != (MAP_SHARED | MAP_SHARED_PT) && type != (MAP_SHARED_VALIDATE | MAP_SHARED_PT))
 		return fail(EINVAL); // MAP_PRIVATE pages are not shared
@@ -377,7 +395,7 @@ void *Adopter::map_shared_pt(void *addr, size_t len, int prot, int flags, int fd
 			// is trusted to map this file: anyone else's name is a
 			// plain shared mapping for us.
 			if (rst.st_uid != geteuid() && rst.st_uid != st.st_uid)
-				return raw_mmap(addr, len, prot, (flags & ~MAP_TYPE) | MAP_SHARED, fd, off);
+				return plain();
 			if (static_cast<uint64_t>(rst.st_size) == region_size) {
 				void *p = attach(region.get(), addr, region_size, len, prot, flags & MAP_FIXED, name);
 				if (p != MAP_FAILED || errno != EINVAL)
@@ -389,7 +407,7 @@ void *Adopter::map_shared_pt(void *addr, size_t len, int prot, int flags, int fd
 			continue;
 		}
 		if (errno == EACCES) // another user's: a plain shared mapping for us
-			return raw_mmap(addr, len, prot, (flags & ~MAP_TYPE) | MAP_SHARED, fd, off);
+			return plain();
 		if (errno != ENOENT)
 			return MAP_FAILED;
 		char building[200];
@@ -401,7 +419,7 @@ void *Adopter::map_shared_pt(void *addr, size_t len, int prot, int flags, int fd
 		UniqueFd made(create_region(building, region_size, map_size, 0, fd, static_cast<uint64_t>(off),
 					    region_prot, true));
 		if (!made && errno == EOPNOTSUPP) // the data path holds no file mappings
-			return raw_mmap(addr, len, prot, (flags & ~MAP_TYPE) | MAP_SHARED, fd, off);
+			return plain();
 		if (!made)
 			return MAP_FAILED;
 		if (renameat2(dir, building, dir, name, RENAME_NOREPLACE) < 0) {
@@ -421,9 +439,7 @@ void *Adopter::map_shared_pt(void *addr, size_t len, int prot, int flags, int fd
 void *Adopter::map_shared_file(void *addr, size_t len, int prot, int flags, int fd, off_t off, bool *handled)
 {
 	*handled = false;
-	const AdoptionSettings &s = AdoptionSettings::get();
-	if (s.mount.empty() || !s.adopt_files || len < s.min_size || (flags & MAP_TYPE) != MAP_SHARED ||
-	    (flags & MAP_FIXED_NOREPLACE) || (prot & ~(PROT_READ | PROT_WRITE)) || (prot & PROT_READ) == 0)
+	if (!adoptable(len, prot, flags) || !AdoptionSettings::get().adopt_files)
 		return nullptr;
 	struct statfs sfs {};
 	struct stat st {};
@@ -451,13 +467,6 @@ void *Adopter::map_region(int region_fd, void *addr, uint64_t region_size, size_
 	return attach(region_fd, addr, region_size, program_len, prot, fixed, "");
 }
 
-size_t Adopter::program_length(const void *addr)
-{
-	std::lock_guard<std::mutex> guard(lock_);
-	auto it = adopted_.find(reinterpret_cast<uint64_t>(addr));
-	return it == adopted_.end() ? 0 : it->second.program_len;
-}
-
 bool Adopter::within_program_range(const void *addr, size_t len, bool *writable)
 {
 	const uint64_t a = reinterpret_cast<uint64_t>(addr);
@@ -481,8 +490,7 @@ int Adopter::unmap(void *addr, size_t len)
 			// go with it (the runtime's, or the kernel's mapping).
 			const uint64_t a0 = reinterpret_cast<uint64_t>(addr);
 			for (auto w = adopted_.lower_bound(a0); w != adopted_.end() && w->first < a0 + len;) {
-				const uint64_t whole = round_up(round_up(w->second.program_len, kPage), alignment_);
-				if (w->first + whole > a0 + len)
+				if (w->first + w->second.window_size > a0 + len)
 					break; // a split: refused by the caller
 				close_held(w->second.region_fd, w->second.region_dev, w->second.region_ino);
 				w = adopted_.erase(w);
@@ -501,11 +509,9 @@ int Adopter::unmap(void *addr, size_t len)
 		if (region && attachers_of(region.get()) == 1)
 			unlinkat(mount_fd(), a.implicit_name.c_str(), 0);
 	}
-	std::shared_ptr<Window> w = Runtime::get().window_at(reinterpret_cast<uint64_t>(addr));
-	const size_t whole = w ? w->size() : round_up(round_up(a.program_len, kPage), alignment());
-	int r = Runtime::get().unmap(addr, whole);
+	int r = Runtime::get().unmap(addr, a.window_size);
 	if (r == 0)
-		r = raw_munmap(addr, whole) == 0 ? 1 : -1;
+		r = raw_munmap(addr, a.window_size) == 0 ? 1 : -1;
 	close_held(a.region_fd, a.region_dev, a.region_ino);
 	return r < 0 ? -1 : 1;
 }

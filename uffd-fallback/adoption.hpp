@@ -58,8 +58,6 @@ public:
 	// the whole window goes. 1 if addr was such a window (errno set on a
 	// failure: -1), 0 if not.
 	int unmap(void *addr, size_t len);
-	// The program's length of the adopted window at addr, 0 if none.
-	size_t program_length(const void *addr);
 	// Whether [addr, addr+len) lies in what the program asked for of one
 	// adopted window, where mprotect behaves as on the memory it replaces;
 	// *writable: whether that window was mapped writable (else PROT_WRITE
@@ -71,6 +69,12 @@ public:
 	int mount_fd();
 	uint64_t alignment();
 
+	// Creates region `name` holding len bytes of anonymous memory (huge:
+	// MAP_HUGETLB, with huge_size_bits as MAP_HUGE_SHIFT encodes a size),
+	// sized and rounded as adopted memory is (adoption_unit, alignment()),
+	// released; its descriptor and *region_size, or -1 with errno.
+	int create_anonymous_region(const std::string &name, uint64_t len, bool huge, int huge_size_bits,
+				    uint64_t *region_size);
 	// Creates region `name` of region_size with one mapping, filled in by
 	// `mapping` (region_offset 0, size), optionally releases it, and returns
 	// its descriptor; -1 with errno.
@@ -81,6 +85,10 @@ private:
 	Adopter() = default;
 	void *attach(int region_fd, void *addr, uint64_t region_size, size_t program_len, int prot, bool fixed,
 		     const std::string &implicit_name);
+	// Whether a MAP_SHARED mapping of len bytes with prot and flags is one
+	// mshare-run adopts (above the threshold, not fixed in place by
+	// MAP_FIXED_NOREPLACE, readable, neither executable nor private).
+	static bool adoptable(size_t len, int prot, int flags);
 	void note(const char *what, const std::string &name, size_t len);
 
 	std::mutex lock_;
@@ -88,6 +96,7 @@ private:
 	uint64_t alignment_ = 0;
 	uint64_t sequence_ = 0;
 	struct Adopted {
+		uint64_t window_size; // the region's: what munmap takes down
 		size_t program_len;
 		bool writable;
 		std::string implicit_name; // implicit regions: unlinked by the last one out

@@ -95,9 +95,10 @@ std::map<uintptr_t, Attachment> attachments; // by window base
 [[maybe_unused]] const int fork_handlers = pthread_atfork([] { lock.lock(); }, [] { lock.unlock(); },
 							   [] { lock.unlock(); });
 
-// The header of shmid if it is an adopted segment's stub. Attaches the stub
-// read-only for a moment; false if the caller may not, or it is no stub.
-bool read_header(int shmid, StubHeader *h)
+// The header of shmid if it is an adopted segment's stub (and in *stat its
+// IPC_STAT). Attaches the stub read-only for a moment; false if the caller
+// may not, or it is no stub.
+bool read_header(int shmid, StubHeader *h, struct shmid_ds *stat = nullptr)
 {
 	struct shmid_ds ds {};
 	if (real_shmctl(shmid, IPC_STAT, &ds) < 0 || ds.shm_segsz != kStubSize)
@@ -107,6 +108,8 @@ bool read_header(int shmid, StubHeader *h)
 		return false;
 	std::memcpy(h, p, sizeof(*h));
 	real_shmdt(p);
+	if (stat)
+		*stat = ds;
 	return std::memcmp(h->magic, kMagic, sizeof(kMagic)) == 0;
 }
 
@@ -116,23 +119,10 @@ bool read_header(int shmid, StubHeader *h)
 int adopt(int shmid, size_t size, int flags)
 {
 	Adopter &adopter = Adopter::get();
-	const uint64_t align = adopter.alignment();
-	if (!align) {
-		real_shmctl(shmid, IPC_RMID, nullptr);
-		return ENODEV;
-	}
-	uint64_t unit = 4096;
-	uint32_t map_flags = MAP_ANONYMOUS;
-	if (flags & SHM_HUGETLB) {
-		const int shift = (flags >> SHM_HUGE_SHIFT) & 0x3f;
-		unit = shift ? 1ULL << shift : 2ULL << 20;
-		map_flags |= MAP_HUGETLB | (flags & (0x3f << SHM_HUGE_SHIFT));
-	}
-	const uint64_t map_size = round_up(size, adoption_unit(size, unit));
-	const uint64_t region_size = round_up(map_size, align);
+	static_assert(SHM_HUGE_SHIFT == MAP_HUGE_SHIFT, "huge page sizes are encoded alike");
 	const std::string name = new_region_name(shmid);
-	UniqueFd region(adopter.create_region(name, region_size, map_size, map_flags, -1, 0,
-					      PROT_READ | PROT_WRITE, true));
+	uint64_t region_size = 0;
+	UniqueFd region(adopter.create_anonymous_region(name, size, flags & SHM_HUGETLB, flags, &region_size));
 	int err = region ? 0 : errno;
 	if (!err && fchmod(region.get(), static_cast<mode_t>(flags & 0777) | 0600) < 0)
 		err = errno;
@@ -230,7 +220,8 @@ int shmget(key_t key, size_t size, int flags)
 void *shmat(int shmid, const void *addr, int flags)
 {
 	StubHeader h{};
-	if (AdoptionSettings::get().mount.empty() || !read_header(shmid, &h))
+	struct shmid_ds ds {};
+	if (AdoptionSettings::get().mount.empty() || !read_header(shmid, &h, &ds))
 		return real_shmat(shmid, addr, flags);
 	auto fail = [](int err) {
 		errno = err;
@@ -251,9 +242,8 @@ void *shmat(int shmid, const void *addr, int flags)
 		return fail(errno == ENOENT ? EIDRM : errno);
 	// The region must be the segment creator's: a name made by anyone else
 	// is not this segment's memory.
-	struct shmid_ds ds {};
 	struct stat rst {};
-	if (real_shmctl(shmid, IPC_STAT, &ds) < 0 || fstat(region.get(), &rst) < 0 || rst.st_uid != ds.shm_perm.cuid)
+	if (fstat(region.get(), &rst) < 0 || rst.st_uid != ds.shm_perm.cuid)
 		return fail(EACCES);
 	// The stub's attach checks the caller's rights and counts the attach.
 	void *stub = real_shmat(shmid, nullptr, read_only ? SHM_RDONLY : 0);
