@@ -130,6 +130,8 @@ void Filesystem::attach(fuse_session *se, std::vector<std::pair<std::string, Uni
 		kmod_->set_fuse_fd(fuse_session_fd(se));
 	if (options_.data_path == "uffd")
 		start_runtime_service();
+	else if (kmod_ && !kmod_->passthrough())
+		start_module_file_service();
 
 	std::unique_lock<std::shared_mutex> lock(registry_lock_);
 	registry_->header().generation++;
@@ -309,11 +311,11 @@ std::string Filesystem::object_tag(uint64_t ino, uint64_t object_id)
 	return "obj." + std::to_string(ino) + "." + std::to_string(object_id);
 }
 
-// Drops the kernel's cached pages of a range. On datapath=kmod region files
-// are passthrough files, with no page cache of their own: nothing to do.
+// Drops the kernel's cached pages of a range. On datapath=kmod with
+// passthrough region files have no page cache of their own: nothing to do.
 void Filesystem::invalidate(uint64_t ino, uint64_t off, uint64_t len)
 {
-	if (se_ && !kmod_)
+	if (se_ && !kmod_passthrough())
 		fuse_lowlevel_notify_inval_inode(se_, ino, static_cast<off_t>(off), static_cast<off_t>(len));
 }
 
@@ -442,10 +444,14 @@ const char *Filesystem::effective_data_path() const
 }
 
 // The region's data path, then on datapath=uffd each window as PID=uffd
-// (composed by the runtime) or PID=pagecache (a program without it).
+// (composed by the runtime) or PID=pagecache (a program without it); on
+// datapath=kmod without passthrough PID=kmod (a window of the module's
+// file) or PID=pagecache (of the FUSE file).
 std::string Filesystem::window_data_paths_locked(const NodeRecord &node)
 {
 	std::string value = effective_data_path();
+	if (kmod_ && !kmod_->passthrough())
+		return value + kmod_window_paths(node.ino);
 	if (kmod_ || !runtime_)
 		return value;
 	const std::vector<int32_t> runtime = runtime_->attacher_pids(node.ino);
@@ -656,7 +662,7 @@ void Filesystem::create(fuse_req_t req, fuse_ino_t parent, const char *name, mod
 		return;
 	}
 	fi->fh = static_cast<uint64_t>(fi->flags & O_ACCMODE);
-	fi->keep_cache = !kmod_;
+	fi->keep_cache = !kmod_passthrough();
 	fi->direct_io = 0;
 	tls_passthrough_id = kmod_ ? kmod_->backing_id(e.ino) : 0;
 	if (fuse_reply_create(req, &e, fi) == -ENOENT) {
@@ -787,7 +793,7 @@ void Filesystem::open(fuse_req_t req, fuse_ino_t ino, fuse_file_info *fi)
 		return;
 	}
 	fi->fh = static_cast<uint64_t>(fi->flags & O_ACCMODE);
-	fi->keep_cache = !(kmod_ && kind == NodeKind::region);
+	fi->keep_cache = !(kmod_passthrough() && kind == NodeKind::region);
 	fi->direct_io = kind == NodeKind::info;
 	tls_passthrough_id = kmod_ && kind == NodeKind::region ? kmod_->backing_id(ino) : 0;
 	if (fuse_reply_open(req, fi) == -ENOENT && kind == NodeKind::region) {
@@ -1001,6 +1007,8 @@ void Filesystem::read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fu
 			err = EIO;
 			break;
 		}
+		if (kmod_)
+			continue; // region memory, read below
 		ObjectTable::const_accessor acc;
 		if (!objects_.find(acc, ObjectKey{ino, p.mapping->object_id})) {
 			err = EIO;
@@ -1015,6 +1023,10 @@ void Filesystem::read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fu
 		return;
 	}
 	std::vector<char> buf(size);
+	if (kmod_ && (err = kmod_->read_region(ino, static_cast<uint64_t>(off), buf.data(), size))) {
+		fuse_reply_err(req, err);
+		return;
+	}
 	for (const IoSlice &s : slices) {
 		if ((err = s.object->read(buf.data() + s.buffer_offset, s.size, s.object_offset))) {
 			fuse_reply_err(req, err);
@@ -1046,19 +1058,24 @@ void Filesystem::write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t s
 			// Stores to a hole or to a mapping without PROT_WRITE are
 			// not kept (the compat path cannot refuse them earlier).
 			if (!p.mapping || !(p.mapping->prot & PROT_WRITE) ||
-			    !objects_.find(acc, ObjectKey{ino, p.mapping->object_id})) {
+			    (!kmod_ && !objects_.find(acc, ObjectKey{ino, p.mapping->object_id}))) {
 				refused.emplace_back(p.region_offset, p.size);
 				continue;
 			}
-			slices.push_back({acc->second, p.object_offset(),
-					  p.region_offset - static_cast<uint64_t>(off), p.size});
+			if (kmod_) // region memory, written below
+				slices.push_back({nullptr, p.region_offset, p.region_offset - static_cast<uint64_t>(off),
+						  p.size});
+			else
+				slices.push_back({acc->second, p.object_offset(),
+						  p.region_offset - static_cast<uint64_t>(off), p.size});
 		}
 	}
 	lock.unlock();
 	for (const IoSlice &s : slices) {
 		if (err)
 			break;
-		err = s.object->write(buf + s.buffer_offset, s.size, s.object_offset);
+		err = s.object ? s.object->write(buf + s.buffer_offset, s.size, s.object_offset)
+			       : kmod_->write_region(ino, s.object_offset, buf + s.buffer_offset, s.size);
 	}
 	if (!err && !refused.empty()) {
 		// The refused bytes still sit in the page cache, where every
@@ -1087,7 +1104,7 @@ void Filesystem::fsync(fuse_req_t req, fuse_ino_t ino, int, fuse_file_info *)
 				objects.push_back(acc->second);
 		}
 	lock.unlock();
-	int err = 0;
+	int err = kmod_ ? kmod_->sync(ino) : 0;
 	for (const auto &o : objects)
 		if (int e = o->sync())
 			err = e;
@@ -1454,6 +1471,25 @@ void Filesystem::kmod_patch_reply(iovec *iov, int count)
 		open_out->padding = static_cast<uint32_t>(tls_passthrough_id);
 	}
 	tls_passthrough_id = 0;
+}
+
+bool Filesystem::kmod_passthrough() const { return kmod_ && kmod_->passthrough(); }
+
+// The runtime socket on datapath=kmod without passthrough: it hands
+// programs that use the runtime the module's file of a region they hold open.
+void Filesystem::start_module_file_service()
+{
+	RuntimeService::Hooks hooks;
+	hooks.mount_device = [this] { return mount_dev_; };
+	hooks.module_file = [this](uint64_t ino, int access, UniqueFd *fd) { return kmod_->reopen(ino, access, fd); };
+	auto service = std::make_unique<RuntimeService>(options_.runtime_socket, std::move(hooks));
+	service->limit_attachers_per_uid(options_.max_attachers_per_uid);
+	if (int err = service->start()) {
+		fprintf(stderr, "msharefsd: runtime socket: %s; programs fall back to the page cache\n",
+			strerror(err));
+		return;
+	}
+	module_files_ = std::move(service);
 }
 
 // ---- datapath=uffd -----------------------------------------------------------

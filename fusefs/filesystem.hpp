@@ -185,6 +185,9 @@ private:
 
 	// datapath=uffd: the runtime service and the region's published layout.
 	void start_runtime_service();
+	void start_module_file_service();
+	bool kmod_passthrough() const;
+	std::string kmod_window_paths(uint64_t ino);
 	// 0 or errno; a no-op without the service. With `mappings`, publishes
 	// those instead of the registry's (a layout about to be committed).
 	int publish_region(uint64_t ino, const std::vector<Mapping> *mappings = nullptr, FillingRange filling = {});
@@ -225,6 +228,9 @@ private:
 	std::unique_ptr<RequestJournal> journal_;
 	std::unique_ptr<KmodRegions> kmod_; // datapath=kmod only
 	std::unique_ptr<RuntimeService> runtime_; // datapath=uffd only
+	// datapath=kmod without passthrough: the runtime socket, serving
+	// module_file only.
+	std::unique_ptr<RuntimeService> module_files_;
 	uint64_t init_unique_ = 0;	    // the kernel's FUSE_INIT request
 	std::mutex keeper_lock_;
 	std::optional<KeeperClient> keeper_; // guarded by keeper_lock_

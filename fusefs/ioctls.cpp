@@ -99,13 +99,16 @@ void Filesystem::ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *,
 	}
 	if (cmd == MSHAREFS_IOC_RUNTIME) {
 		struct msharefs_runtime_info info {};
-		if (int err = runtime_ ? 0 : ENOTTY) {
+		const RuntimeService *service = runtime_ ? runtime_.get() : module_files_.get();
+		if (int err = service || kmod_ ? 0 : ENOTTY) {
 			fuse_reply_err(req, err);
 			return;
 		}
 		info.ino = ino;
 		info.alignment = options_.alignment;
-		std::strncpy(info.socket_path, runtime_->socket_name().c_str(), sizeof(info.socket_path) - 1);
+		info.flags = module_files_ ? kRuntimeModuleFiles : kmod_ ? kRuntimeKernelWindows : 0;
+		if (service)
+			std::strncpy(info.socket_path, service->socket_name().c_str(), sizeof(info.socket_path) - 1);
 		fuse_reply_ioctl(req, 0, &info, sizeof(info));
 		return;
 	}

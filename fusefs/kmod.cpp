@@ -1,13 +1,16 @@
 #include "kmod.hpp"
 
 #include "msharefs_kmod.h"
+#include "runtime_peer.hpp"
 
 #include <cerrno>
 #include <cstdio>
 #include <fcntl.h>
 #include <linux/fuse.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 // FUSE passthrough (Linux 6.9) as the 6.12 uapi defines it; older headers
 // lack it.
@@ -33,26 +36,46 @@ std::unique_ptr<KmodRegions> KmodRegions::open(int *err)
 	return std::unique_ptr<KmodRegions>(new KmodRegions(std::move(dev)));
 }
 
+void KmodRegions::set_fuse_fd(int fd)
+{
+	fuse_fd_ = fd;
+	// A kernel without passthrough does not know the ioctl (ENOTTY) or
+	// was built without it (EOPNOTSUPP); one with it refuses fd -1.
+	fuse_backing_map probe{};
+	probe.fd = -1;
+	const int id = ioctl(fuse_fd_, FUSE_DEV_IOC_BACKING_OPEN, &probe);
+	passthrough_ = !(id < 0 && (errno == ENOTTY || errno == EOPNOTSUPP));
+	if (id > 0) {
+		uint32_t unexpected = static_cast<uint32_t>(id);
+		ioctl(fuse_fd_, FUSE_DEV_IOC_BACKING_CLOSE, &unexpected);
+	}
+	if (!passthrough_)
+		self_mem_.reset(::open("/proc/self/mem", O_RDWR | O_CLOEXEC));
+}
+
 int KmodRegions::create(uint64_t ino, pid_t owner, int *fd_out)
 {
 	UniqueFd file;
 	if (int err = hosts_.create(owner, &file))
 		return err;
-	fuse_backing_map map{};
-	map.fd = file.get();
-	const int id = ioctl(fuse_fd_, FUSE_DEV_IOC_BACKING_OPEN, &map);
-	if (id <= 0)
-		return id < 0 ? errno : EIO;
+	int id = 0;
+	if (passthrough_) {
+		fuse_backing_map map{};
+		map.fd = file.get();
+		id = ioctl(fuse_fd_, FUSE_DEV_IOC_BACKING_OPEN, &map);
+		if (id <= 0)
+			return id < 0 ? errno : EIO;
+	}
 	*fd_out = file.get();
 	std::lock_guard<std::mutex> guard(lock_);
-	regions_[ino] = Entry{std::move(file), id};
+	regions_[ino] = Entry{std::move(file), id, nullptr};
 	return 0;
 }
 
 void KmodRegions::adopt(uint64_t ino, UniqueFd file, int backing_id)
 {
 	std::lock_guard<std::mutex> guard(lock_);
-	regions_[ino] = Entry{std::move(file), backing_id};
+	regions_[ino] = Entry{std::move(file), backing_id, nullptr};
 }
 
 void KmodRegions::destroy(uint64_t ino)
@@ -62,7 +85,7 @@ void KmodRegions::destroy(uint64_t ino)
 	if (it == regions_.end())
 		return;
 	uint32_t id = static_cast<uint32_t>(it->second.backing_id);
-	if (ioctl(fuse_fd_, FUSE_DEV_IOC_BACKING_CLOSE, &id) < 0)
+	if (id && ioctl(fuse_fd_, FUSE_DEV_IOC_BACKING_CLOSE, &id) < 0)
 		std::fprintf(stderr, "msharefsd: closing the backing file of region %llu: %m\n",
 			     static_cast<unsigned long long>(ino));
 	regions_.erase(it);
@@ -91,7 +114,95 @@ int KmodRegions::set_size(uint64_t ino, uint64_t size)
 
 int KmodRegions::stats(uint64_t ino, msharefs_kmod_stats *out)
 {
-	return region_ioctl(ino, MSHAREFS_KMOD_STATS, out);
+	std::lock_guard<std::mutex> guard(lock_);
+	auto it = regions_.find(ino);
+	if (it == regions_.end())
+		return EIO;
+	if (ioctl(it->second.file.get(), MSHAREFS_KMOD_STATS, out) < 0)
+		return errno;
+	if (it->second.window && out->windows)
+		out->windows--; // msharefsd's own is nobody's attachment
+	return 0;
+}
+
+int KmodRegions::reopen(uint64_t ino, int access, UniqueFd *out)
+{
+	std::lock_guard<std::mutex> guard(lock_);
+	auto it = regions_.find(ino);
+	if (it == regions_.end())
+		return ENOENT;
+	return descriptor_with_access(it->second.file.get(), access, out);
+}
+
+KmodRegions::DaemonWindow::~DaemonWindow() { munmap(addr_, size_); }
+
+std::shared_ptr<KmodRegions::DaemonWindow> KmodRegions::window_of(uint64_t ino, int *err)
+{
+	std::lock_guard<std::mutex> guard(lock_);
+	auto it = regions_.find(ino);
+	if (it == regions_.end()) {
+		*err = EIO;
+		return nullptr;
+	}
+	if (!it->second.window) {
+		msharefs_kmod_stats st{};
+		if (ioctl(it->second.file.get(), MSHAREFS_KMOD_STATS, &st) < 0 || !st.size) {
+			*err = EIO;
+			return nullptr;
+		}
+		// The module places it (PUD aligned) where this process has room.
+		void *addr = mmap(nullptr, st.size, PROT_READ | PROT_WRITE, MAP_SHARED, it->second.file.get(), 0);
+		if (addr == MAP_FAILED) {
+			*err = EIO; // sealed: the owner is gone, and with it the layout
+			return nullptr;
+		}
+		it->second.window = std::make_shared<DaemonWindow>(addr, st.size);
+	}
+	return it->second.window;
+}
+
+// Through /proc/self/mem, so that a range the layout leaves without memory
+// or access fails the copy (EIO) instead of faulting msharefsd.
+int KmodRegions::copy(uint64_t ino, uint64_t off, void *buf, size_t len, bool store)
+{
+	int err = 0;
+	std::shared_ptr<DaemonWindow> w = window_of(ino, &err);
+	if (!w)
+		return err;
+	if (!self_mem_ || off > w->size() || len > w->size() - off)
+		return EIO;
+	size_t done = 0;
+	while (done < len) {
+		const off_t at = static_cast<off_t>(w->address() + off + done);
+		char *p = static_cast<char *>(buf) + done;
+		const ssize_t n = store ? pwrite(self_mem_.get(), p, len - done, at)
+					: pread(self_mem_.get(), p, len - done, at);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return EIO;
+		done += static_cast<size_t>(n);
+	}
+	return 0;
+}
+
+int KmodRegions::read_region(uint64_t ino, uint64_t off, void *buf, size_t len)
+{
+	return copy(ino, off, buf, len, false);
+}
+
+int KmodRegions::write_region(uint64_t ino, uint64_t off, const void *buf, size_t len)
+{
+	return copy(ino, off, const_cast<void *>(buf), len, true);
+}
+
+int KmodRegions::sync(uint64_t ino)
+{
+	std::lock_guard<std::mutex> guard(lock_);
+	auto it = regions_.find(ino);
+	if (it == regions_.end())
+		return 0;
+	return fsync(it->second.file.get()) == 0 ? 0 : errno;
 }
 
 int KmodRegions::identity(uint64_t ino, dev_t *dev, ino_t *file_ino)

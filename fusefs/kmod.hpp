@@ -4,6 +4,13 @@
 // /sys/fs/mshare/NAME then lands in the module, which links the window to
 // the region's shared page tables; msharefsd only forwards the layout
 // (sizing, mappings, protections, the files mapped) and never sees the data.
+//
+// Without FUSE passthrough (Linux before 6.9, Debian 12's 6.1) the region
+// files are not backing files: programs that use the runtime get a
+// descriptor of the module's file from msharefsd (the runtime socket's
+// module_file request) and map that, and the FUSE file is the compat path,
+// its page cache filled from and written back to region memory through a
+// window of msharefsd's own (read_region/write_region).
 #pragma once
 
 #include "msharefs/unique_fd.hpp"
@@ -25,8 +32,12 @@ public:
 	// Opens the module's device; nullptr with *err set if it is missing.
 	static std::unique_ptr<KmodRegions> open(int *err);
 
-	// The /dev/fuse connection the backing files are registered with.
-	void set_fuse_fd(int fd) { fuse_fd_ = fd; }
+	// The /dev/fuse connection the backing files are registered with;
+	// finds out whether the kernel takes backing files at all.
+	void set_fuse_fd(int fd);
+	// True when region files are FUSE passthrough backing files (every
+	// mmap() of the FUSE file is a window of the module).
+	bool passthrough() const { return passthrough_; }
 
 	// Creates the (unsized) module region of a region node, hosted in its
 	// owner's memory cgroup, and registers it as a backing file. Returns 0
@@ -53,21 +64,53 @@ public:
 	int stats(uint64_t ino, msharefs_kmod_stats *out);
 	int identity(uint64_t ino, dev_t *dev, ino_t *file_ino);
 
+	// A new descriptor of the region's module file opened with access
+	// (O_RDONLY or O_RDWR: a window of an O_RDONLY one can never store).
+	int reopen(uint64_t ino, int access, UniqueFd *out);
+	// Copies between buf and region memory at [off, off+len) through
+	// msharefsd's own window of the region. 0, or EIO where the layout has
+	// no memory (or no access) there, or errno.
+	int read_region(uint64_t ino, uint64_t off, void *buf, size_t len);
+	int write_region(uint64_t ino, uint64_t off, const void *buf, size_t len);
+	// Writes the region's file mappings back (fsync of the module file).
+	int sync(uint64_t ino);
+
 	// Keeper tags: "kmod.<ino>.<backing id>".
 	static std::string tag(uint64_t ino, int backing_id);
 	static bool parse_tag(const std::string &tag, uint64_t *ino, int *backing_id);
 
 private:
+	// msharefsd's window of a region (read_region/write_region), unmapped
+	// when the last copy through it is done.
+	class DaemonWindow {
+	public:
+		DaemonWindow(void *addr, size_t size) : addr_(addr), size_(size) {}
+		DaemonWindow(const DaemonWindow &) = delete;
+		DaemonWindow &operator=(const DaemonWindow &) = delete;
+		~DaemonWindow();
+		uint64_t address() const { return reinterpret_cast<uint64_t>(addr_); }
+		size_t size() const { return size_; }
+
+	private:
+		void *addr_;
+		size_t size_;
+	};
 	struct Entry {
 		UniqueFd file;
 		int backing_id = 0;
+		std::shared_ptr<DaemonWindow> window; // made at the first copy
 	};
 	explicit KmodRegions(UniqueFd dev) : dev_(std::move(dev)), hosts_(dev_.get()) {}
 	int region_ioctl(uint64_t ino, unsigned long cmd, const void *arg);
+	// The region's daemon window (mapped now if need be), or null with *err.
+	std::shared_ptr<DaemonWindow> window_of(uint64_t ino, int *err);
+	int copy(uint64_t ino, uint64_t off, void *buf, size_t len, bool store);
 
 	UniqueFd dev_;
 	RegionHosts hosts_;
 	int fuse_fd_ = -1;
+	bool passthrough_ = true;
+	UniqueFd self_mem_; // /proc/self/mem: copies that fail instead of faulting
 	std::mutex lock_;
 	std::unordered_map<uint64_t, Entry> regions_; // guarded by lock_
 };

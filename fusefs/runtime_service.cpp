@@ -292,6 +292,25 @@ void RuntimeService::handle(std::shared_ptr<Attacher> a)
 		drop(a);
 		return;
 	}
+	if (msg.type == RuntimeMsgType::module_file) {
+		// The connection's only request: answered, then closed.
+		reply.type = RuntimeMsgType::module_file;
+		UniqueFd file;
+		reply.status = module_file_for(*a, msg, fds, &file);
+		if (reply.status == 0)
+			a->send(reply, {file.get()});
+		else
+			a->send(reply);
+		drop(a);
+		return;
+	}
+	if (msg.type == RuntimeMsgType::attach && hooks_.module_file) {
+		reply.type = RuntimeMsgType::attached;
+		reply.status = EOPNOTSUPP; // windows are the module's here
+		a->send(reply);
+		drop(a);
+		return;
+	}
 	if (msg.type != RuntimeMsgType::attach && (!fds.empty() || !a->ino || msg.ino != a->ino)) {
 		refuse(msg.type == RuntimeMsgType::object || msg.type == RuntimeMsgType::ready ? msg.type
 												: RuntimeMsgType::attached);
@@ -376,6 +395,23 @@ int RuntimeService::check_lend(const Attacher &a, const RuntimeMessage &msg, con
 	if (int err = check_region_fd(fds[0].get(), dev, msg.ino, &mode))
 		return err;
 	return uffd_device_ ? 0 : ENODEV;
+}
+
+// A module_file on a fresh connection, with the peer's descriptor of the
+// region (as an attach's): the module file, opened with that descriptor's
+// access mode.
+int RuntimeService::module_file_for(const Attacher &a, const RuntimeMessage &msg, const std::vector<UniqueFd> &fds,
+				    UniqueFd *file)
+{
+	if (!hooks_.module_file)
+		return EOPNOTSUPP;
+	if (a.ino || fds.size() != 1 || !msg.ino)
+		return EINVAL;
+	int mode = O_RDONLY;
+	const dev_t dev = hooks_.mount_device ? hooks_.mount_device() : 0;
+	if (int err = check_region_fd(fds[0].get(), dev, msg.ino, &mode))
+		return err;
+	return hooks_.module_file(msg.ino, mode, file);
 }
 
 int RuntimeService::handle_attach(Attacher &a, const RuntimeMessage &msg, std::vector<UniqueFd> &fds)

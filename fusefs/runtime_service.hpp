@@ -40,6 +40,10 @@ public:
 		// The device of the mount the daemon serves (region fds an
 		// attacher sends must be on it).
 		std::function<dev_t()> mount_device;
+		// datapath=kmod without passthrough: a descriptor of the region's
+		// module file with access O_RDONLY or O_RDWR, or errno. When set,
+		// the service answers module_file and refuses attach (EOPNOTSUPP).
+		std::function<int(uint64_t ino, int access, UniqueFd *fd)> module_file;
 	};
 
 	RuntimeService(std::string socket_name, Hooks hooks);
@@ -92,6 +96,8 @@ private:
 	int handle_attach(Attacher &a, const RuntimeMessage &msg, std::vector<UniqueFd> &fds);
 	int check_attach(Attacher &a, const RuntimeMessage &msg, std::vector<UniqueFd> &fds);
 	int check_lend(const Attacher &a, const RuntimeMessage &msg, const std::vector<UniqueFd> &fds);
+	int module_file_for(const Attacher &a, const RuntimeMessage &msg, const std::vector<UniqueFd> &fds,
+			    UniqueFd *file);
 	int attacher_object_fd(const Attacher &a, uint64_t object_id, UniqueFd *fd);
 	View *view_locked(uint64_t ino, int *err);
 	int create_view_locked(uint64_t ino);

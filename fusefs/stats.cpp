@@ -25,6 +25,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <fstream>
+#include <map>
 #include <memory>
 #include <set>
 #include <sys/ioctl.h>
@@ -300,6 +301,26 @@ struct Filesystem::RegionSnapshot {
 	std::vector<Mapping> mappings;
 	std::vector<std::shared_ptr<BackingObject>> objects; // one per mapping, null if none
 };
+
+// Without passthrough: each window of the region, " PID=kmod" or
+// " PID=pagecache".
+std::string Filesystem::kmod_window_paths(uint64_t ino)
+{
+	std::vector<FileIdentity> module;
+	dev_t dev = 0;
+	ino_t file_ino = 0;
+	if (kmod_->identity(ino, &dev, &file_ino) == 0)
+		module.push_back({dev, file_ino});
+	std::map<int32_t, const char *> windows;
+	for (int32_t pid : pids_of(mappings_of({{mount_dev_, static_cast<ino_t>(ino)}})))
+		windows[pid] = "pagecache";
+	for (int32_t pid : pids_of(mappings_of(module)))
+		windows[pid] = "kmod"; // a process with both is listed once
+	std::string value;
+	for (const auto &[pid, path] : windows)
+		value += " " + std::to_string(pid) + "=" + path;
+	return value;
+}
 
 // Caller holds registry_lock_.
 Filesystem::RegionSnapshot Filesystem::snapshot_region_locked(const NodeRecord &node)

@@ -212,8 +212,9 @@ int Adopter::create_region(const std::string &name, uint64_t region_size, uint64
 	return fd.release();
 }
 
-// Maps the window of region_fd: through the runtime when the mount serves it,
-// else (datapath=kmod, compat) the file itself at an aligned address.
+// Maps the window of region_fd: through the runtime when the mount serves it
+// (a window it composes, or on datapath=kmod the kernel's), else (compat) the
+// file itself at an aligned address.
 void *Adopter::attach(int region_fd, void *addr, uint64_t region_size, size_t program_len, int prot, bool fixed,
 		      const std::string &implicit_name)
 {
@@ -259,7 +260,7 @@ void *Adopter::attach(int region_fd, void *addr, uint64_t region_size, size_t pr
 	if (p == MAP_FAILED)
 		return p;
 	Adopted a{region_size, program_len, (prot & PROT_WRITE) != 0, implicit_name, -1, 0, 0};
-	if (!handled) {
+	if (!handled || !Runtime::get().touches_window(p, kPage)) { // the kernel's window
 		struct stat st {};
 		a.region_fd = fcntl(region_fd, F_DUPFD_CLOEXEC, 0);
 		if (a.region_fd >= 0 && fstat(a.region_fd, &st) == 0) {

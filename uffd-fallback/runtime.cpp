@@ -301,6 +301,8 @@ void *Runtime::map_window(void *addr, size_t len, int prot, int flags, int fd, o
 	}
 	if (base == MAP_FAILED)
 		return fail(errno);
+	if (info.flags & (kRuntimeModuleFiles | kRuntimeKernelWindows))
+		return map_kernel_window(base, len, prot, fd, info);
 
 	std::lock_guard<std::mutex> guard(lock_);
 	UniqueFd region(fcntl(fd, F_DUPFD_CLOEXEC, 0));
@@ -335,6 +337,26 @@ void *Runtime::map_window(void *addr, size_t len, int prot, int flags, int fd, o
 		daemon_sockets_[dev] = info.socket_path;
 	}
 	return base;
+}
+
+// datapath=kmod: the window is the region file (passthrough) or, without
+// FUSE passthrough, the module's file from the daemon, mapped over the
+// reservation at base. The kernel keeps it from there: munmap, mprotect,
+// mremap and fork are the module's.
+void *Runtime::map_kernel_window(void *base, size_t len, int prot, int fd, const msharefs_runtime_info &info)
+{
+	UniqueFd module;
+	int err = 0;
+	if (info.flags & kRuntimeModuleFiles)
+		err = Window::module_file(info.socket_path, info.ino, fd, &module);
+	const int file = module ? module.get() : fd;
+	void *p = err ? MAP_FAILED : raw_mmap(base, len, prot, MAP_SHARED | MAP_FIXED, file, 0);
+	if (p == MAP_FAILED) {
+		err = err ? err : errno;
+		raw_munmap(base, len);
+		errno = err;
+	}
+	return p;
 }
 
 // The device of fd's file from the kernel's cache: no request reaches a

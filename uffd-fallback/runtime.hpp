@@ -70,6 +70,9 @@ public:
 	// process holding the region open (lend_uffd); 0 or errno (ENODEV:
 	// it lends none).
 	int borrow_uffd_device(UniqueFd *device);
+	// datapath=kmod without passthrough: the module's file of region ino,
+	// with region_fd's access, from the daemon at socket_name. 0 or errno.
+	static int module_file(const std::string &socket_name, uint64_t ino, int region_fd, UniqueFd *file);
 	// Recomposes from the published layout (control thread). 0 or errno.
 	int sync();
 	// Re-registers every run with a new userfaultfd (after fork). 0 or errno.
@@ -92,6 +95,8 @@ private:
 	int request_object(uint64_t object_id, UniqueFd *fd);
 	int handshake(int uffd, int ticket_fd);
 	static bool served_by_daemon(int sock, int region_fd);
+	static int one_shot_request(RuntimeMsgType type, const std::string &socket_name, uint64_t ino, int region_fd,
+				    UniqueFd *out);
 	int install(const Run &run, uint32_t vma_prot);
 	bool register_run(int uffd, const Run &run, bool writable_vma);
 	static bool register_range(int uffd, uint64_t start, uint64_t len, bool writable_vma);
@@ -162,6 +167,7 @@ public:
 	void after_fork_child();
 
 private:
+	void *map_kernel_window(void *base, size_t len, int prot, int fd, const msharefs_runtime_info &info);
 	Runtime() = default;
 	// uffd, ticket, threads; first (may be null): a window being attached,
 	// whose daemon may lend the device a full userfaultfd is made from.

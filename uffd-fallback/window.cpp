@@ -152,30 +152,56 @@ int Window::handshake(int uffd, int ticket_fd)
 	return 0;
 }
 
-int Window::borrow_uffd_device(UniqueFd *device)
+// A request that is a connection's only one (lend_uffd, module_file): the
+// region descriptor goes with it, one descriptor comes back. 0 or errno.
+int Window::one_shot_request(RuntimeMsgType type, const std::string &socket_name, uint64_t ino, int region_fd,
+			     UniqueFd *out)
 {
-	UniqueFd sock(connect_runtime_socket(socket_name_));
-	if (!sock || !served_by_daemon(sock.get(), region_fd_.get()))
+	UniqueFd sock(connect_runtime_socket(socket_name));
+	if (!sock || !served_by_daemon(sock.get(), region_fd))
 		return ENOTCONN;
 	RuntimeMessage msg{};
-	msg.type = RuntimeMsgType::lend_uffd;
-	msg.ino = ino_;
-	if (int err = send_runtime_message(sock.get(), msg, {region_fd_.get()}))
+	msg.type = type;
+	msg.ino = ino;
+	if (int err = send_runtime_message(sock.get(), msg, {region_fd}))
 		return err == EPIPE ? ENOTCONN : err;
 	std::vector<UniqueFd> fds;
 	RuntimeMessage reply{};
 	if (int err = recv_runtime_message(sock.get(), &reply, &fds))
 		return err == ECONNRESET ? ENOTCONN : err;
-	if (reply.type != RuntimeMsgType::lend_uffd)
+	if (reply.type != type)
 		return EPROTO;
 	if (reply.status)
 		return reply.status;
+	if (fds.size() != 1)
+		return EPROTO;
+	*out = std::move(fds[0]);
+	return 0;
+}
+
+int Window::borrow_uffd_device(UniqueFd *device)
+{
+	UniqueFd fd;
+	if (int err = one_shot_request(RuntimeMsgType::lend_uffd, socket_name_, ino_, region_fd_.get(), &fd))
+		return err;
 	// What the ioctl is made on must be the device, not any file.
 	struct stat st {}, dev {};
-	if (fds.size() != 1 || fstat(fds[0].get(), &st) < 0 || stat(kUserfaultfdDevice, &dev) < 0 ||
-	    !S_ISCHR(st.st_mode) || st.st_rdev != dev.st_rdev)
+	if (fstat(fd.get(), &st) < 0 || stat(kUserfaultfdDevice, &dev) < 0 || !S_ISCHR(st.st_mode) ||
+	    st.st_rdev != dev.st_rdev)
 		return EPROTO;
-	*device = std::move(fds[0]);
+	*device = std::move(fd);
+	return 0;
+}
+
+int Window::module_file(const std::string &socket_name, uint64_t ino, int region_fd, UniqueFd *file)
+{
+	UniqueFd fd;
+	if (int err = one_shot_request(RuntimeMsgType::module_file, socket_name, ino, region_fd, &fd))
+		return err;
+	struct stat st {};
+	if (fstat(fd.get(), &st) < 0 || !S_ISREG(st.st_mode))
+		return EPROTO;
+	*file = std::move(fd);
 	return 0;
 }
 

@@ -7,6 +7,10 @@
 //   one itself; a connection of its own, closed by the daemon after the reply)
 //   lend_uffd {ino} +[region fd]         ->
 //                                        <-  lend_uffd {status} +[/dev/userfaultfd]
+//   (datapath=kmod without FUSE passthrough, instead of everything below; a
+//   connection of its own, closed by the daemon after the reply)
+//   module_file {ino} +[region fd]       ->
+//                                        <-  module_file {status} +[module file]
 //   attach {ino, base, size} +[uffd, ticket, region fd]   ->
 //                                        <-  attached {status} +[published layout]
 //   object {object_id}                   ->
@@ -17,7 +21,10 @@
 //                                        <-  sync {cookie}: recompose from the layout
 //   done {cookie}                        ->
 //
-// The runtime finds the socket through MSHAREFS_IOC_RUNTIME on a region fd.
+// The runtime finds the socket through MSHAREFS_IOC_RUNTIME on a region fd;
+// with kRuntimeModuleFiles in its flags the daemon serves module_file only
+// (attach is answered EOPNOTSUPP): the window is an mmap() of the module's
+// region file, opened with the access mode of the region fd sent.
 //
 // Trust: the daemon knows each peer by SO_PEERCRED. An attach proves the
 // peer holds the region open: the region fd it sends must be that inode of
@@ -51,7 +58,7 @@ struct msharefs_runtime_info {
 	uint64_t ino;
 	uint64_t alignment;    // as mshare_info reads
 	char socket_path[108]; // abstract unix socket when it starts with '@'
-	uint32_t reserved;
+	uint32_t flags;	       // kRuntimeModuleFiles, kRuntimeKernelWindows
 };
 #define MSHAREFS_IOC_RUNTIME _IOR('x', 0x40, struct msharefs_runtime_info)
 
@@ -65,7 +72,14 @@ enum class RuntimeMsgType : uint32_t {
 	sync,
 	done,
 	lend_uffd,
+	module_file,
 };
+
+// msharefs_runtime_info.flags: windows are the module's, mapped from the
+// module's file (see above), or from the region file itself (passthrough;
+// no socket): the runtime only places them at an aligned address.
+inline constexpr uint32_t kRuntimeModuleFiles = 1;
+inline constexpr uint32_t kRuntimeKernelWindows = 2;
 
 struct RuntimeMessage {
 	RuntimeMsgType type;

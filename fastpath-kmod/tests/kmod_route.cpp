@@ -1,0 +1,302 @@
+// kmod_route: how programs reach the module through msharefsd
+// (datapath=kmod), in the guest, on a kernel with FUSE passthrough (6.12) or
+// without it (6.1).
+//
+// Run as root on the guest's /sys/fs/mshare, without LD_PRELOAD. It creates
+// a region and plays the unmodified program itself (a plain mmap() of the
+// region file at its start); it runs the other roles as children under
+// libmshare-preload.so:
+//   --writer NAME    mmap(NULL) of the region: a window at an address aligned
+//                    to mshare_info, the module's; stores the parent reads
+//   --reader NAME    (uid 65534) O_RDONLY: PROT_WRITE refused, a store faults
+//   --forger NAME    (uid 65534) asks the runtime socket for the module file
+//                    with a descriptor of another file: refused
+// Without passthrough the writer's window is the module's own file (which
+// msharefsd hands it), the parent's is the FUSE page cache, and the region's
+// user.mshare.datapath lists them as PID=kmod and PID=pagecache.
+#include "msharefs/runtime_protocol.hpp"
+
+#include <linux/msharefs.h>
+
+#include <cerrno>
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fcntl.h>
+#include <fstream>
+#include <string>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/utsname.h>
+#include <sys/wait.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+namespace {
+
+int failures = 0;
+
+void check(bool ok, const std::string &what)
+{
+	std::printf("%s - %s\n", ok ? "ok" : "not ok", what.c_str());
+	std::fflush(stdout);
+	failures += !ok;
+}
+
+constexpr const char *kMount = "/sys/fs/mshare/";
+constexpr uint64_t kGiB = 1ULL << 30;
+constexpr const char *kFromModule = "stored through the module's window";
+constexpr const char *kFromPageCache = "stored through the page cache";
+
+std::string path_of(const char *name) { return std::string(kMount) + name; }
+
+// FUSE passthrough arrived in Linux 6.9.
+bool kernel_has_passthrough()
+{
+	utsname u{};
+	int major = 0, minor = 0;
+	uname(&u);
+	std::sscanf(u.release, "%d.%d", &major, &minor);
+	return major > 6 || (major == 6 && minor >= 9);
+}
+
+// The /proc/self/maps line of the mapping at addr ("" if none).
+std::string maps_line(const void *addr)
+{
+	std::ifstream maps("/proc/self/maps");
+	std::string line;
+	const auto want = reinterpret_cast<unsigned long>(addr);
+	while (std::getline(maps, line))
+		if (std::strtoul(line.c_str(), nullptr, 16) == want)
+			return line;
+	return "";
+}
+
+// The child's status as a string, for the check lines.
+std::string describe(int status)
+{
+	if (WIFEXITED(status))
+		return "exit " + std::to_string(WEXITSTATUS(status));
+	if (WIFSIGNALED(status))
+		return std::string("signal ") + strsignal(WTERMSIG(status));
+	return "?";
+}
+
+// Runs this program with role and name under the preload, as uid (or root),
+// its stdin from in_fd (-1: none). Returns the pid.
+pid_t spawn(const char *self, const char *role, const char *name, uid_t uid, int in_fd)
+{
+	const pid_t pid = fork();
+	if (pid == 0) {
+		if (in_fd >= 0)
+			dup2(in_fd, 0);
+		if (uid && (setgid(uid) < 0 || setuid(uid) < 0))
+			_exit(125);
+		setenv("LD_PRELOAD", "/libmshare-preload.so", 1);
+		execl(self, self, role, name, static_cast<char *>(nullptr));
+		_exit(126);
+	}
+	return pid;
+}
+
+int wait_for(pid_t pid)
+{
+	int status = 0;
+	while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+	}
+	return status;
+}
+
+// ---- the roles run under libmshare-preload.so --------------------------------
+
+int writer(const char *name)
+{
+	const int fd = open(path_of(name).c_str(), O_RDWR);
+	check(fd >= 0, "writer: the region opens O_RDWR");
+	mshare_info info{};
+	check(ioctl(fd, MSHAREFS_GET_SIZE, &info) == 0, "writer: MSHAREFS_GET_SIZE");
+	auto *w = static_cast<char *>(mmap(nullptr, info.size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0));
+	check(w != MAP_FAILED, std::string("writer: mmap(NULL) of the region: ") + (w == MAP_FAILED ? strerror(errno) : "mapped"));
+	if (w == MAP_FAILED)
+		return 1;
+	check(reinterpret_cast<uint64_t>(w) % kGiB == 0, "writer: the window is 1 GiB aligned");
+	const std::string line = maps_line(w);
+	if (kernel_has_passthrough())
+		check(line.find(path_of(name)) != std::string::npos, "writer: the window maps the region file: " + line);
+	else
+		check(line.find("msharefs_region") != std::string::npos,
+		      "writer: the window maps the module's file: " + line);
+	std::strcpy(w, kFromModule);
+	std::printf("ready\n");
+	std::fflush(stdout);
+	char go = 0;
+	check(read(0, &go, 1) == 1, "writer: told to look");
+	check(std::strcmp(w + 4096, kFromPageCache) == 0,
+	      std::string("writer: sees the page cache's store after its msync: \"") + (w + 4096) + "\"");
+	// A refused split leaves the window working.
+	check(munmap(w + 4096, 4096) < 0 && errno == EINVAL, "writer: a partial munmap is refused (EINVAL)");
+	check(std::strcmp(w, kFromModule) == 0, "writer: the window still reads after the refusal");
+	check(munmap(w, info.size) == 0, "writer: munmap of the window");
+	return failures ? 1 : 0;
+}
+
+int reader(const char *name)
+{
+	check(open(path_of(name).c_str(), O_RDWR) < 0 && errno == EACCES, "reader (uid 65534): O_RDWR refused (EACCES)");
+	const int fd = open(path_of(name).c_str(), O_RDONLY);
+	check(fd >= 0, "reader: the 0644 region opens O_RDONLY");
+	mshare_info info{};
+	ioctl(fd, MSHAREFS_GET_SIZE, &info);
+	void *rw = mmap(nullptr, info.size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	check(rw == MAP_FAILED && errno == EACCES, "reader: PROT_WRITE on an O_RDONLY descriptor refused (EACCES)");
+	auto *r = static_cast<char *>(mmap(nullptr, info.size, PROT_READ, MAP_SHARED, fd, 0));
+	check(r != MAP_FAILED, "reader: a PROT_READ window");
+	if (r == MAP_FAILED)
+		return 1;
+	check(std::strcmp(r, kFromModule) == 0, "reader: reads the writer's store");
+	const pid_t child = fork();
+	if (child == 0) {
+		*static_cast<volatile char *>(r) = 'X';
+		_exit(0);
+	}
+	const int status = wait_for(child);
+	check(WIFSIGNALED(status) && WTERMSIG(status) == SIGSEGV,
+	      "reader: a store through the read-only window faults (" + describe(status) + ")");
+	// mprotect cannot add what the descriptor does not allow.
+	check(mprotect(r, 4096, PROT_READ | PROT_WRITE) < 0, "reader: mprotect(PROT_WRITE) of the window refused");
+	check(std::strcmp(r, kFromModule) == 0, "reader: the data is intact");
+	return failures ? 1 : 0;
+}
+
+// A runtime peer that holds no descriptor of the region asks for its module
+// file with a descriptor of a file it may read: refused.
+int forger(const char *name)
+{
+	const int fd = open(path_of(name).c_str(), O_RDONLY);
+	msharefs_runtime_info info{};
+	check(fd >= 0 && ioctl(fd, MSHAREFS_IOC_RUNTIME, &info) == 0, "forger: MSHAREFS_IOC_RUNTIME");
+	if (kernel_has_passthrough()) {
+		check(info.flags == msharefs::kRuntimeKernelWindows && !info.socket_path[0],
+		      "forger: with passthrough the runtime only places windows (no socket)");
+		return failures ? 1 : 0;
+	}
+	check(info.flags == msharefs::kRuntimeModuleFiles, "forger: the daemon hands out module files");
+	const int other = open("/proc/self/exe", O_RDONLY);
+	const int sock = msharefs::connect_runtime_socket(info.socket_path);
+	check(sock >= 0, "forger: connects to the runtime socket");
+	msharefs::RuntimeMessage msg{};
+	msg.type = msharefs::RuntimeMsgType::module_file;
+	msg.ino = info.ino;
+	check(msharefs::send_runtime_message(sock, msg, {other}) == 0, "forger: sends another file's descriptor");
+	msharefs::RuntimeMessage reply{};
+	std::vector<msharefs::UniqueFd> fds;
+	const int err = msharefs::recv_runtime_message(sock, &reply, &fds);
+	check(err == 0 && reply.status == EACCES && fds.empty(),
+	      "forger: refused with EACCES, no descriptor (status " + std::to_string(reply.status) + ")");
+	return failures ? 1 : 0;
+}
+
+// ---- the unmodified program, which runs the rest -----------------------------
+
+std::string datapath_of(const char *name)
+{
+	char buf[512] = {};
+	const ssize_t n = getxattr(path_of(name).c_str(), "user.mshare.datapath", buf, sizeof(buf) - 1);
+	return n > 0 ? std::string(buf, static_cast<size_t>(n)) : "";
+}
+
+int run_all(const char *self)
+{
+	const char *name = "route";
+	const int fd = open(path_of(name).c_str(), O_RDWR | O_CREAT | O_EXCL, 0644);
+	check(fd >= 0, "the region is created (0644)");
+	char text[256] = {};
+	const int info_fd = open((std::string(kMount) + "mshare_info").c_str(), O_RDONLY);
+	unsigned long long align = 0;
+	if (info_fd >= 0 && read(info_fd, text, sizeof(text) - 1) > 0)
+		align = std::strtoull(text, nullptr, 10);
+	check(align % kGiB == 0 && align, "mshare_info gives the alignment: " + std::to_string(align));
+	mshare_info geometry{align * 4, align};
+	check(ioctl(fd, MSHAREFS_SET_SIZE, &geometry) == 0, "MSHAREFS_SET_SIZE");
+	mshare_create anon{geometry.start, 4 << 20, 0, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS | MAP_FIXED,
+			   static_cast<__u32>(-1)};
+	check(ioctl(fd, MSHAREFS_CREATE_MAPPING, &anon) == 0, "CREATE_MAPPING of 4 MiB of anonymous memory");
+
+	int to_writer[2], from_writer[2];
+	if (pipe(to_writer) < 0 || pipe(from_writer) < 0)
+		return 1;
+	const pid_t w = fork();
+	if (w == 0) {
+		dup2(from_writer[1], 1);
+		close(from_writer[0]);
+		close(to_writer[1]);
+		dup2(to_writer[0], 0);
+		setenv("LD_PRELOAD", "/libmshare-preload.so", 1);
+		execl(self, self, "--writer", name, static_cast<char *>(nullptr));
+		_exit(126);
+	}
+	close(from_writer[1]);
+	close(to_writer[0]);
+	FILE *out = fdopen(from_writer[0], "r");
+	char line[512];
+	bool ready = false;
+	while (!ready && std::fgets(line, sizeof(line), out)) {
+		std::fputs(line, stdout); // the writer's own check lines
+		ready = std::strcmp(line, "ready\n") == 0;
+	}
+	check(ready, "the writer (under libmshare-preload.so) attached and stored");
+
+	// The unmodified side: a plain mmap() of the FUSE file at the start.
+	auto *p = static_cast<char *>(mmap(reinterpret_cast<void *>(geometry.start), geometry.size,
+					   PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, 0));
+	check(p != MAP_FAILED, "a plain mmap() of the region file at its start");
+	if (p == MAP_FAILED)
+		return 1;
+	check(std::strcmp(p, kFromModule) == 0, std::string("the plain window reads the writer's store: \"") + p + "\"");
+	const std::string paths = datapath_of(name);
+	if (kernel_has_passthrough()) {
+		check(paths == "kmod", "user.mshare.datapath with passthrough: " + paths);
+	} else {
+		check(paths.find(std::to_string(w) + "=kmod") != std::string::npos &&
+			      paths.find(std::to_string(getpid()) + "=pagecache") != std::string::npos &&
+			      paths.rfind("kmod ", 0) == 0,
+		      "user.mshare.datapath names the module window and the compat one: " + paths);
+	}
+	std::strcpy(p + 4096, kFromPageCache);
+	check(msync(p + 4096, 4096, MS_SYNC) == 0, "msync of the plain window's store");
+	check(write(to_writer[1], "g", 1) == 1, "the writer is told to look");
+	while (std::fgets(line, sizeof(line), out))
+		std::fputs(line, stdout);
+	const int ws = wait_for(w);
+	check(WIFEXITED(ws) && WEXITSTATUS(ws) == 0, "the writer passed (" + describe(ws) + ")");
+
+	const int rs = wait_for(spawn(self, "--reader", name, 65534, -1));
+	check(WIFEXITED(rs) && WEXITSTATUS(rs) == 0, "the read-only reader passed (" + describe(rs) + ")");
+	const int fs = wait_for(spawn(self, "--forger", name, 65534, -1));
+	check(WIFEXITED(fs) && WEXITSTATUS(fs) == 0, "the forger was refused (" + describe(fs) + ")");
+	check(std::strcmp(p, kFromModule) == 0, "the region's data is intact after the attacks");
+
+	munmap(p, geometry.size);
+	check(unlink(path_of(name).c_str()) == 0, "the region's name goes");
+	close(fd);
+	std::printf("kmod_route: %d failed\n", failures);
+	return failures ? 1 : 0;
+}
+
+} // namespace
+
+int main(int argc, char **argv)
+{
+	if (argc == 3 && std::strcmp(argv[1], "--writer") == 0)
+		return writer(argv[2]);
+	if (argc == 3 && std::strcmp(argv[1], "--reader") == 0)
+		return reader(argv[2]);
+	if (argc == 3 && std::strcmp(argv[1], "--forger") == 0)
+		return forger(argv[2]);
+	if (argc != 1) {
+		std::fprintf(stderr, "usage: kmod_route (as root, on a datapath=kmod mount at /sys/fs/mshare)\n");
+		return 2;
+	}
+	return run_all(argv[0]);
+}
