@@ -133,6 +133,15 @@ static void msk_vm_flags_set(struct vm_area_struct *vma, unsigned long flags)
 #endif
 }
 
+static void msk_vm_flags_clear(struct vm_area_struct *vma, unsigned long flags)
+{
+#ifdef MSK_HAVE_VM_FLAGS_SET
+	vm_flags_clear(vma, flags);
+#else
+	vma->vm_flags &= ~flags;
+#endif
+}
+
 /* ---- TLBs ---------------------------------------------------------------- */
 
 static void msk_flush_local(void *unused)
@@ -346,8 +355,15 @@ struct msk_change {
 	int prot;
 };
 
+/*
+ * No view is executable: the PUD entries windows share cannot carry NX (core
+ * mm takes it for a bad entry), so a view's own PTEs decide, and a window
+ * that did not ask for PROT_EXEC must not run code through them. Windows are
+ * refused PROT_EXEC instead (msk_region_mmap()), as on a noexec mount.
+ */
 static int msk_view_prot(int view, int prot)
 {
+	prot &= ~PROT_EXEC;
 	return view ? prot & ~PROT_WRITE : prot;
 }
 
@@ -1368,11 +1384,14 @@ static int msk_region_mmap(struct file *file, struct vm_area_struct *vma)
 	    !READ_ONCE(r->size) || vma->vm_end - vma->vm_start != READ_ONCE(r->size) ||
 	    !IS_ALIGNED(vma->vm_start, PUD_SIZE))
 		return -EINVAL;
+	if (vma->vm_flags & VM_EXEC)
+		return -EPERM;	/* see msk_view_prot() */
 	/*
 	 * Not expandable, so not mlock()ed nor collapsed by khugepaged; huge
 	 * faults come to msk_vm_huge_fault() before core mm allocates a table.
 	 */
 	msk_vm_flags_set(vma, VM_DONTEXPAND | VM_NORESERVE | VM_HUGEPAGE);
+	msk_vm_flags_clear(vma, VM_MAYEXEC);
 	w = msk_window_new(vma, r);
 	if (!w)
 		return -ENOMEM;

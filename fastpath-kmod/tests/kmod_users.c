@@ -1169,6 +1169,58 @@ static void test_refusals(void)
 	region_teardown(&r);
 }
 
+/*
+ * Windows never execute, as files on a noexec mount: an executable window is
+ * refused with EPERM, and code stored in a region whose layout says PROT_EXEC
+ * faults when a read-write window calls it (NX cannot be set in the PUD
+ * entries that windows share, so no host view is executable).
+ */
+static void test_exec(void)
+{
+	static const unsigned char ret_insn = 0xc3;
+	struct region r;
+	void *x;
+	pid_t pid;
+	int fd, err, st;
+
+	if (memfd_mode) {
+		SKIP("exec: windows never execute; a memfd mapping does");
+		return;
+	}
+	fd = region_create(REGION_SIZE);
+	err = fd < 0 ? errno : range_op(fd, MSHAREFS_KMOD_MAP, 0, MAPPED_SIZE, PROT_READ | PROT_WRITE | PROT_EXEC);
+	CHECK(fd >= 0 && !err, "exec: a region with a PROT_READ|PROT_WRITE|PROT_EXEC mapping (%s)", strerror(err));
+	if (fd < 0)
+		return;
+	r.fd = fd;
+	r.w = window(fd, REGION_SIZE);
+	if (!r.w) {
+		CHECK(0, "exec: a read-write window of it (%s)", strerror(errno));
+		close(fd);
+		return;
+	}
+	errno = 0;
+	x = mmap(free_aligned_address(), REGION_SIZE, PROT_READ | PROT_EXEC, MAP_SHARED | MAP_FIXED, fd, 0);
+	CHECK(x == MAP_FAILED && errno == EPERM, "exec: a PROT_EXEC window is refused with EPERM (%s)",
+	      x == MAP_FAILED ? strerror(errno) : "it mapped");
+	if (x != MAP_FAILED)
+		munmap(x, REGION_SIZE);
+	errno = 0;
+	CHECK(mprotect(r.w, REGION_SIZE, PROT_READ | PROT_WRITE | PROT_EXEC) == -1,
+	      "exec: mprotect(PROT_EXEC) of a window is refused (%s)", strerror(errno));
+	fill(r.w + 2 * MiB, 16 * KiB, 33);
+	memcpy(r.w + MiB, &ret_insn, 1);
+	pid = fork_child(10);
+	if (pid == 0) {
+		((void (*)(void))(r.w + MiB))();
+		_exit(0);
+	}
+	st = reap(pid);
+	CHECK(st == 128 + SIGSEGV, "exec: calling code stored in a read-write window dies with SIGSEGV (status %d)", st);
+	CHECK(!window_still_works(r.fd, r.w, 2 * MiB, 16 * KiB, 33), "exec: the window still reads and takes stores");
+	region_teardown(&r);
+}
+
 /* ---- 10. madvise ---- */
 
 static const char *advice_result(int rc, int err)
@@ -1285,6 +1337,7 @@ int main(int argc, char **argv)
 	run_item("read-only", test_readonly, 60);
 	run_item("addresses", test_addresses, 60);
 	run_item("refusals", test_refusals, 60);
+	run_item("exec", test_exec, 60);
 	run_item("madvise", test_madvise, 60);
 	run_item("fork", test_inheritance, 60);
 	printf("kmod_users: %d failures\n", failures);

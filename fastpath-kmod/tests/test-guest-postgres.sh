@@ -4,7 +4,7 @@
 # page tables per backend with the given client counts (idle, and with each
 # backend having read every cached page of pgbench_accounts).
 #
-#   test-guest-postgres.sh BUILD_DIR RUN_GUEST [--measure] CLIENTS...
+#   test-guest-postgres.sh BUILD_DIR RUN_GUEST [--kernel 6.1] [--measure] CLIENTS...
 #
 # The server's binaries, their libraries, its share/ and the time zones go
 # into the guest as one tarball (built here once per PostgreSQL version).
@@ -14,6 +14,11 @@
 set -euo pipefail
 build=$1 run_guest=$2
 shift 2
+kernel=()
+if [ "${1:-}" = --kernel ]; then
+	kernel=(--kernel "$2")
+	shift 2
+fi
 here=$(cd "$(dirname "$0")" && pwd)
 pgbin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
 [ -x "$pgbin/postgres" ] || { echo "no PostgreSQL (apt-get install postgresql postgresql-contrib)" >&2; exit 1; }
@@ -45,7 +50,7 @@ if [ ! -f "$bundle" ] || [ "$(cat "$bundle.version" 2>/dev/null)" != "$stamp" ];
 	echo "$stamp" >"$bundle.version"
 fi
 
-exec env MSHAREFS_BUILD="$build" LD_LIBRARY_PATH="$build/common/libmshare${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" "$run_guest" --mem 3G --timeout 1500 \
+exec env MSHAREFS_BUILD="$build" LD_LIBRARY_PATH="$build/common/libmshare${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" "$run_guest" "${kernel[@]}" --mem 3G --timeout 1500 \
 	--add "$bundle" --add "$build/common/libmshare/libmshare.so.0.1.0" \
 	--add "$build/uffd-fallback/libmshare-preload.so" --add "$build/tools/mshare-run" \
 	--add "$build/tools/msharectl" --add "$here/guest-postgres.sh" \
