@@ -281,24 +281,17 @@ void RuntimeService::handle(std::shared_ptr<Attacher> a)
 		drop(a);
 		return;
 	}
-	if (msg.type == RuntimeMsgType::lend_uffd) {
+	if (msg.type == RuntimeMsgType::lend_uffd || msg.type == RuntimeMsgType::module_file) {
 		// The connection's only request: answered, then closed.
-		reply.type = RuntimeMsgType::lend_uffd;
-		reply.status = check_lend(*a, msg, fds);
-		if (reply.status == 0)
-			a->send(reply, {uffd_device_.get()});
-		else
-			a->send(reply);
-		drop(a);
-		return;
-	}
-	if (msg.type == RuntimeMsgType::module_file) {
-		// The connection's only request: answered, then closed.
-		reply.type = RuntimeMsgType::module_file;
+		reply.type = msg.type;
 		UniqueFd file;
-		reply.status = module_file_for(*a, msg, fds, &file);
+		if (msg.type == RuntimeMsgType::lend_uffd)
+			reply.status = check_lend(*a, msg, fds);
+		else
+			reply.status = module_file_for(*a, msg, fds, &file);
+		const int answer = msg.type == RuntimeMsgType::lend_uffd ? uffd_device_.get() : file.get();
 		if (reply.status == 0)
-			a->send(reply, {file.get()});
+			a->send(reply, {answer});
 		else
 			a->send(reply);
 		drop(a);
