@@ -1017,13 +1017,12 @@ void Filesystem::read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fu
 		slices.push_back({acc->second, p.object_offset(), p.region_offset - static_cast<uint64_t>(off),
 				  p.size});
 	}
+	std::vector<char> buf(err ? 0 : size);
+	// Region memory is read under the lock: no layout change meanwhile.
+	if (!err && kmod_)
+		err = kmod_->read_region(ino, static_cast<uint64_t>(off), buf.data(), size);
 	lock.unlock();
 	if (err) {
-		fuse_reply_err(req, err);
-		return;
-	}
-	std::vector<char> buf(size);
-	if (kmod_ && (err = kmod_->read_region(ino, static_cast<uint64_t>(off), buf.data(), size))) {
 		fuse_reply_err(req, err);
 		return;
 	}
@@ -1062,10 +1061,13 @@ void Filesystem::write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t s
 				refused.emplace_back(p.region_offset, p.size);
 				continue;
 			}
-			if (kmod_) // region memory, written below
-				slices.push_back({nullptr, p.region_offset, p.region_offset - static_cast<uint64_t>(off),
-						  p.size});
-			else
+			// Region memory is written under the lock (no layout
+			// change meanwhile); a store the module refuses there (a
+			// LOCK held by another process) is refused as above.
+			const char *from = buf + (p.region_offset - static_cast<uint64_t>(off));
+			if (kmod_ && kmod_->write_region(ino, p.region_offset, from, p.size) != 0)
+				refused.emplace_back(p.region_offset, p.size);
+			else if (!kmod_)
 				slices.push_back({acc->second, p.object_offset(),
 						  p.region_offset - static_cast<uint64_t>(off), p.size});
 		}
@@ -1074,8 +1076,7 @@ void Filesystem::write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t s
 	for (const IoSlice &s : slices) {
 		if (err)
 			break;
-		err = s.object ? s.object->write(buf + s.buffer_offset, s.size, s.object_offset)
-			       : kmod_->write_region(ino, s.object_offset, buf + s.buffer_offset, s.size);
+		err = s.object->write(buf + s.buffer_offset, s.size, s.object_offset);
 	}
 	if (!err && !refused.empty()) {
 		// The refused bytes still sit in the page cache, where every

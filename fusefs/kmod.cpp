@@ -1,12 +1,12 @@
 #include "kmod.hpp"
 
 #include "msharefs_kmod.h"
-#include "runtime_peer.hpp"
 
 #include <cerrno>
 #include <cstdio>
 #include <fcntl.h>
 #include <linux/fuse.h>
+#include <string>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -56,7 +56,8 @@ void KmodRegions::set_fuse_fd(int fd)
 int KmodRegions::create(uint64_t ino, pid_t owner, int *fd_out)
 {
 	UniqueFd file;
-	if (int err = hosts_.create(owner, &file))
+	bool here = false;
+	if (int err = hosts_.create(owner, &file, &here))
 		return err;
 	int id = 0;
 	if (passthrough_) {
@@ -68,14 +69,14 @@ int KmodRegions::create(uint64_t ino, pid_t owner, int *fd_out)
 	}
 	*fd_out = file.get();
 	std::lock_guard<std::mutex> guard(lock_);
-	regions_[ino] = Entry{std::move(file), id, nullptr};
+	regions_[ino] = Entry{std::move(file), id, nullptr, here};
 	return 0;
 }
 
 void KmodRegions::adopt(uint64_t ino, UniqueFd file, int backing_id)
 {
 	std::lock_guard<std::mutex> guard(lock_);
-	regions_[ino] = Entry{std::move(file), backing_id, nullptr};
+	regions_[ino] = Entry{std::move(file), backing_id, nullptr, false};
 }
 
 void KmodRegions::destroy(uint64_t ino)
@@ -131,7 +132,10 @@ int KmodRegions::reopen(uint64_t ino, int access, UniqueFd *out)
 	auto it = regions_.find(ino);
 	if (it == regions_.end())
 		return ENOENT;
-	return descriptor_with_access(it->second.file.get(), access, out);
+	// A new open: the peer shares no file description with msharefsd.
+	const std::string self = "/proc/self/fd/" + std::to_string(it->second.file.get());
+	out->reset(::open(self.c_str(), (access == O_RDWR ? O_RDWR : O_RDONLY) | O_CLOEXEC));
+	return *out ? 0 : errno;
 }
 
 KmodRegions::DaemonWindow::~DaemonWindow() { munmap(addr_, size_); }
@@ -140,8 +144,8 @@ std::shared_ptr<KmodRegions::DaemonWindow> KmodRegions::window_of(uint64_t ino, 
 {
 	std::lock_guard<std::mutex> guard(lock_);
 	auto it = regions_.find(ino);
-	if (it == regions_.end()) {
-		*err = EIO;
+	if (it == regions_.end() || it->second.hosted_here) {
+		*err = EIO; // a host must not fault in windows of its own regions
 		return nullptr;
 	}
 	if (!it->second.window) {
@@ -154,6 +158,12 @@ std::shared_ptr<KmodRegions::DaemonWindow> KmodRegions::window_of(uint64_t ino, 
 		void *addr = mmap(nullptr, st.size, PROT_READ | PROT_WRITE, MAP_SHARED, it->second.file.get(), 0);
 		if (addr == MAP_FAILED) {
 			*err = EIO; // sealed: the owner is gone, and with it the layout
+			return nullptr;
+		}
+		// The region hosts msharefsd forks later must not inherit it.
+		if (madvise(addr, st.size, MADV_DONTFORK) != 0) {
+			munmap(addr, st.size);
+			*err = EIO;
 			return nullptr;
 		}
 		it->second.window = std::make_shared<DaemonWindow>(addr, st.size);
@@ -198,11 +208,16 @@ int KmodRegions::write_region(uint64_t ino, uint64_t off, const void *buf, size_
 
 int KmodRegions::sync(uint64_t ino)
 {
-	std::lock_guard<std::mutex> guard(lock_);
-	auto it = regions_.find(ino);
-	if (it == regions_.end())
-		return 0;
-	return fsync(it->second.file.get()) == 0 ? 0 : errno;
+	UniqueFd file;
+	{
+		std::lock_guard<std::mutex> guard(lock_);
+		auto it = regions_.find(ino);
+		if (it == regions_.end())
+			return 0;
+		file.reset(fcntl(it->second.file.get(), F_DUPFD_CLOEXEC, 0));
+	}
+	// Writing the region's files back may take long: not under lock_.
+	return file && fsync(file.get()) == 0 ? 0 : errno;
 }
 
 int KmodRegions::identity(uint64_t ino, dev_t *dev, ino_t *file_ino)

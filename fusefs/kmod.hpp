@@ -68,8 +68,10 @@ public:
 	// (O_RDONLY or O_RDWR: a window of an O_RDONLY one can never store).
 	int reopen(uint64_t ino, int access, UniqueFd *out);
 	// Copies between buf and region memory at [off, off+len) through
-	// msharefsd's own window of the region. 0, or EIO where the layout has
-	// no memory (or no access) there, or errno.
+	// msharefsd's own window of the region (not inherited by the hosts it
+	// forks later). 0, or EIO where the layout has no memory (or no access:
+	// a hole, a read-only range, another process holding LOCK) there, or
+	// errno.
 	int read_region(uint64_t ino, uint64_t off, void *buf, size_t len);
 	int write_region(uint64_t ino, uint64_t off, const void *buf, size_t len);
 	// Writes the region's file mappings back (fsync of the module file).
@@ -99,6 +101,7 @@ private:
 		UniqueFd file;
 		int backing_id = 0;
 		std::shared_ptr<DaemonWindow> window; // made at the first copy
+		bool hosted_here = false; // msharefsd is the host: it maps no window
 	};
 	explicit KmodRegions(UniqueFd dev) : dev_(std::move(dev)), hosts_(dev_.get()) {}
 	int region_ioctl(uint64_t ino, unsigned long cmd, const void *arg);

@@ -183,8 +183,9 @@ int RegionHosts::create_here(UniqueFd *region)
 	return *region ? 0 : errno;
 }
 
-int RegionHosts::create(pid_t owner, UniqueFd *region)
+int RegionHosts::create(pid_t owner, UniqueFd *region, bool *here)
 {
+	*here = false;
 	// msharefsd never hosts a region itself while it can help it: a host it
 	// forked later would inherit the views.
 	const std::string cgroup = cgroup_of(owner);
@@ -199,8 +200,10 @@ int RegionHosts::create(pid_t owner, UniqueFd *region)
 		hosts_.erase(it);
 	}
 	Host host;
-	if (spawn(cgroup, &host) != 0)
+	if (spawn(cgroup, &host) != 0) {
+		*here = true;
 		return create_here(region);
+	}
 	const int err = create_in(host, region);
 	hosts_.emplace(cgroup, std::move(host));
 	return err;

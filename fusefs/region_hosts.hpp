@@ -24,8 +24,9 @@ public:
 
 	// A new (unsized) module region created by the host of owner's memory
 	// cgroup (the host stays in msharefsd's when it cannot join that one);
-	// by msharefsd itself if no host can be started. Returns 0 or errno.
-	int create(pid_t owner, UniqueFd *region);
+	// by msharefsd itself if no host can be started (*here is then true).
+	// Returns 0 or errno.
+	int create(pid_t owner, UniqueFd *region, bool *here);
 
 private:
 	struct Host {

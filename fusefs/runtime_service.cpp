@@ -275,7 +275,8 @@ void RuntimeService::handle(std::shared_ptr<Attacher> a)
 		return;
 	}
 	if (a->over_quota) {
-		reply.type = msg.type == RuntimeMsgType::lend_uffd ? msg.type : RuntimeMsgType::attached;
+		const bool one_shot = msg.type == RuntimeMsgType::lend_uffd || msg.type == RuntimeMsgType::module_file;
+		reply.type = one_shot ? msg.type : RuntimeMsgType::attached;
 		reply.status = EDQUOT;
 		a->send(reply);
 		drop(a);

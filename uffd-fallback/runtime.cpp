@@ -275,34 +275,16 @@ void *Runtime::map_window(void *addr, size_t len, int prot, int flags, int fd, o
 	const auto want = reinterpret_cast<uint64_t>(addr);
 	if ((flags & MAP_FIXED) && want % info.alignment)
 		return fail(EINVAL);
+	if ((flags & MAP_FIXED) && touches_window(addr, len) && unmap(addr, len) < 0)
+		return MAP_FAILED;
+	if (info.flags & (kRuntimeModuleFiles | kRuntimeKernelWindows))
+		return map_kernel_window(addr, len, prot, flags, fd, info, want ? want : geo.start);
 
 	// The reservation: holes of the layout stay PROT_NONE.
-	const int reserve = MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE;
-	void *base = MAP_FAILED;
-	const uint64_t hint = want ? want : geo.start;
-	if (flags & MAP_FIXED) {
-		if (touches_window(addr, len) && unmap(addr, len) < 0)
-			return MAP_FAILED;
-		base = raw_mmap(addr, len, PROT_NONE, reserve | MAP_FIXED, -1, 0);
-	} else if (hint && hint % info.alignment == 0) {
-		base = raw_mmap(reinterpret_cast<void *>(hint), len, PROT_NONE, reserve | MAP_FIXED_NOREPLACE, -1, 0);
-	}
-	if (base == MAP_FAILED && !(flags & MAP_FIXED)) {
-		void *area = raw_mmap(nullptr, len + info.alignment, PROT_NONE, reserve, -1, 0);
-		if (area == MAP_FAILED)
-			return fail(ENOMEM);
-		const uint64_t a = reinterpret_cast<uint64_t>(area);
-		const uint64_t aligned = (a + info.alignment - 1) & ~(info.alignment - 1);
-		if (aligned > a)
-			raw_munmap(area, aligned - a);
-		if (const uint64_t tail = a + len + info.alignment - (aligned + len))
-			raw_munmap(reinterpret_cast<void *>(aligned + len), tail);
-		base = reinterpret_cast<void *>(aligned);
-	}
+	void *base = (flags & MAP_FIXED) ? raw_mmap(addr, len, PROT_NONE, kReservation | MAP_FIXED, -1, 0)
+					 : reserve_aligned(want ? want : geo.start, len, info.alignment);
 	if (base == MAP_FAILED)
 		return fail(errno);
-	if (info.flags & (kRuntimeModuleFiles | kRuntimeKernelWindows))
-		return map_kernel_window(base, len, prot, fd, info);
 
 	std::lock_guard<std::mutex> guard(lock_);
 	UniqueFd region(fcntl(fd, F_DUPFD_CLOEXEC, 0));
@@ -339,20 +321,54 @@ void *Runtime::map_window(void *addr, size_t len, int prot, int flags, int fd, o
 	return base;
 }
 
+// PROT_NONE address space for a window of len bytes: at hint if it is
+// aligned and free, else anywhere aligned to align. MAP_FAILED if none.
+void *Runtime::reserve_aligned(uint64_t hint, size_t len, uint64_t align)
+{
+	if (hint && hint % align == 0) {
+		void *base = raw_mmap(reinterpret_cast<void *>(hint), len, PROT_NONE,
+				      kReservation | MAP_FIXED_NOREPLACE, -1, 0);
+		if (base != MAP_FAILED)
+			return base;
+	}
+	void *area = raw_mmap(nullptr, len + align, PROT_NONE, kReservation, -1, 0);
+	if (area == MAP_FAILED) {
+		errno = ENOMEM;
+		return MAP_FAILED;
+	}
+	const uint64_t a = reinterpret_cast<uint64_t>(area);
+	const uint64_t aligned = (a + align - 1) & ~(align - 1);
+	if (aligned > a)
+		raw_munmap(area, aligned - a);
+	if (const uint64_t tail = a + len + align - (aligned + len))
+		raw_munmap(reinterpret_cast<void *>(aligned + len), tail);
+	return reinterpret_cast<void *>(aligned);
+}
+
 // datapath=kmod: the window is the region file (passthrough) or, without
-// FUSE passthrough, the module's file from the daemon, mapped over the
-// reservation at base. The kernel keeps it from there: munmap, mprotect,
-// mremap and fork are the module's.
-void *Runtime::map_kernel_window(void *base, size_t len, int prot, int fd, const msharefs_runtime_info &info)
+// FUSE passthrough, the module's file from the daemon. MAP_FIXED goes to
+// the kernel as asked (a refusal leaves what was there); otherwise it is
+// mapped over an aligned reservation. The kernel keeps it from there:
+// munmap, mprotect, mremap and fork are the module's.
+void *Runtime::map_kernel_window(void *addr, size_t len, int prot, int flags, int fd,
+				 const msharefs_runtime_info &info, uint64_t hint)
 {
 	UniqueFd module;
-	int err = 0;
-	if (info.flags & kRuntimeModuleFiles)
-		err = Window::module_file(info.socket_path, info.ino, fd, &module);
+	if (info.flags & kRuntimeModuleFiles) {
+		if (int err = Window::module_file(info.socket_path, info.ino, fd, &module)) {
+			errno = err;
+			return MAP_FAILED;
+		}
+	}
 	const int file = module ? module.get() : fd;
-	void *p = err ? MAP_FAILED : raw_mmap(base, len, prot, MAP_SHARED | MAP_FIXED, file, 0);
+	if (flags & MAP_FIXED)
+		return raw_mmap(addr, len, prot, MAP_SHARED | MAP_FIXED, file, 0);
+	void *base = reserve_aligned(hint, len, info.alignment);
+	if (base == MAP_FAILED)
+		return base;
+	void *p = raw_mmap(base, len, prot, MAP_SHARED | MAP_FIXED, file, 0);
 	if (p == MAP_FAILED) {
-		err = err ? err : errno;
+		const int err = errno;
 		raw_munmap(base, len);
 		errno = err;
 	}

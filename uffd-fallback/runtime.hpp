@@ -27,6 +27,7 @@
 #include <mutex>
 #include <shared_mutex>
 #include <string>
+#include <sys/mman.h>
 #include <vector>
 
 namespace msharefs::runtime {
@@ -167,7 +168,11 @@ public:
 	void after_fork_child();
 
 private:
-	void *map_kernel_window(void *base, size_t len, int prot, int fd, const msharefs_runtime_info &info);
+	// What reservations (address space for windows) are mapped as.
+	static constexpr int kReservation = MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE;
+	static void *reserve_aligned(uint64_t hint, size_t len, uint64_t align);
+	void *map_kernel_window(void *addr, size_t len, int prot, int flags, int fd, const msharefs_runtime_info &info,
+				uint64_t hint);
 	Runtime() = default;
 	// uffd, ticket, threads; first (may be null): a window being attached,
 	// whose daemon may lend the device a full userfaultfd is made from.
