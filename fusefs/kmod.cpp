@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <fcntl.h>
 #include <linux/fuse.h>
+#include <linux/memfd.h>
 #include <string>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
@@ -243,6 +244,17 @@ int KmodRegions::map_file(uint64_t ino, uint64_t offset, uint64_t size, uint64_t
 {
 	msharefs_kmod_map_file m{offset, size, file_offset, prot, fd};
 	return region_ioctl(ino, MSHAREFS_KMOD_MAP_FILE, &m);
+}
+
+int KmodRegions::map_huge(uint64_t ino, uint64_t offset, uint64_t size, uint64_t huge_page_size, uint32_t prot)
+{
+	const unsigned int shift = static_cast<unsigned int>(__builtin_ctzll(huge_page_size));
+	UniqueFd file(memfd_create("msharefs-huge", MFD_CLOEXEC | MFD_HUGETLB | (shift << MFD_HUGE_SHIFT)));
+	if (!file)
+		return errno == EINVAL ? EOPNOTSUPP : errno;
+	if (ftruncate(file.get(), static_cast<off_t>(size)) < 0)
+		return errno;
+	return map_file(ino, offset, size, 0, prot, file.get());
 }
 
 int KmodRegions::unmap(uint64_t ino, uint64_t offset, uint64_t size)

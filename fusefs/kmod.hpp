@@ -53,6 +53,10 @@ public:
 	int set_size(uint64_t ino, uint64_t size);
 	int map(uint64_t ino, uint64_t offset, uint64_t size, uint32_t prot);
 	int map_file(uint64_t ino, uint64_t offset, uint64_t size, uint64_t file_offset, uint32_t prot, int fd);
+	// Anonymous memory of huge_page_size pages: a MFD_HUGETLB memfd of its
+	// own, mapped with map_file (the pool's pages are reserved there:
+	// ENOMEM if it is too small).
+	int map_huge(uint64_t ino, uint64_t offset, uint64_t size, uint64_t huge_page_size, uint32_t prot);
 	int unmap(uint64_t ino, uint64_t offset, uint64_t size);
 	int protect(uint64_t ino, uint64_t offset, uint64_t size, uint32_t prot);
 	int seal(uint64_t ino);
