@@ -24,7 +24,6 @@
 #include <linux/file.h>
 #include <linux/fs.h>
 #include <linux/fs_context.h>
-#include <linux/hugetlb.h>
 #include <linux/kthread.h>
 #include <linux/maple_tree.h>
 #include <linux/miscdevice.h>
@@ -261,12 +260,6 @@ static int msk_in_host(struct msk_region *r, int (*fn)(struct msk_region *r, voi
 	return c.ret;
 }
 
-/* Whether file is on hugetlbfs (its pages are 2 MiB leaves in a PMD table). */
-static bool msk_is_hugetlb(const struct file *file)
-{
-	return file && file_inode(file)->i_sb->s_magic == HUGETLBFS_MAGIC;
-}
-
 /* Maps what a layout entry says at [addr, addr + len) of a view, or a hole. */
 static int msk_host_map_piece(unsigned long addr, unsigned long len, struct file *file,
 			      pgoff_t pgoff, int prot)
@@ -316,66 +309,26 @@ static bool msk_host_table_at(unsigned long addr)
 	return pmd_present(pmd) && !(pmd_val(pmd) & _PAGE_PSE);
 }
 
-/* Host context, holding current->mm's mmap lock: a hugetlb mapping at addr? */
-static bool msk_host_hugetlb_at(unsigned long addr)
-{
-	struct vm_area_struct *vma = find_vma(current->mm, addr);
-
-	return vma && vma->vm_start <= addr && is_vm_hugetlb_page(vma);
-}
-
-/*
- * Host context: whether [addr, addr + len) has a PTE table (4 KiB pages were
- * mapped there). Huge pages may not replace it: hugetlb would free it.
- */
-static bool msk_host_has_pte_tables(unsigned long addr, unsigned long len)
-{
-	unsigned long a;
-	bool found = false;
-	pud_t *pud;
-	pmd_t pmd;
-
-	mmap_read_lock(current->mm);
-	for (a = addr; a < addr + len && !found; a += PMD_SIZE) {
-		pud = msk_window_pud(current->mm, a);
-		if (!pud || !pud_present(*pud) || (pud_val(*pud) & _PAGE_PSE))
-			continue;
-		pmd = READ_ONCE(*pmd_offset(pud, a));
-		found = pmd_present(pmd) && !(pmd_val(pmd) & _PAGE_PSE);
-	}
-	mmap_read_unlock(current->mm);
-	return found;
-}
-
 /*
  * Host context, caller holds r->layout_sem for writing (no fault makes a new
  * table meanwhile). Replaces [addr, addr + len) of a view. Core mm frees a
  * page table when one replacement covers all of it; so where the host has a
- * table starting inside the range, the table's first page (its first huge
- * page where hugetlb is mapped or unmapped there) is replaced alone and the
- * rest after it: every table a window may link or walk stays. A hugetlb
- * mapping is also cut at every GiB, so that no VMA of it covers a whole PMD
- * table: huge_pmd_share() never shares a view's table with another mapping
- * of the file (its unsharing would leave windows on a table the view lost).
+ * table starting inside the range, the table's first page is replaced alone
+ * and the rest after it: every table a window may link or walk stays.
  */
 static int msk_host_replace(unsigned long addr, unsigned long len, struct file *file,
 			    pgoff_t pgoff, int prot)
 {
-	unsigned long end = addr + len, from = addr, cut, piece;
-	bool huge = msk_is_hugetlb(file);
+	unsigned long end = addr + len, from = addr, cut;
 	int err;
 
 	for (cut = ALIGN(addr, PMD_SIZE); cut < end; cut += PMD_SIZE) {
-		bool table, huge_before;
+		bool table;
 
 		mmap_read_lock(current->mm);
 		table = msk_host_table_at(cut);
-		huge_before = msk_host_hugetlb_at(cut);
 		mmap_read_unlock(current->mm);
-		if (huge && IS_ALIGNED(cut, PUD_SIZE))
-			table = true;
-		piece = huge || huge_before ? PMD_SIZE : PAGE_SIZE;
-		if (!table || cut + piece >= end)
+		if (!table || cut + PAGE_SIZE >= end)
 			continue;
 		if (cut > from) {
 			err = msk_host_map_piece(from, cut - from, file,
@@ -383,11 +336,11 @@ static int msk_host_replace(unsigned long addr, unsigned long len, struct file *
 			if (err)
 				return err;
 		}
-		err = msk_host_map_piece(cut, piece, file, pgoff + ((cut - addr) >> PAGE_SHIFT),
+		err = msk_host_map_piece(cut, PAGE_SIZE, file, pgoff + ((cut - addr) >> PAGE_SHIFT),
 					 prot);
 		if (err)
 			return err;
-		from = cut + piece;
+		from = cut + PAGE_SIZE;
 		cond_resched();
 	}
 	return msk_host_map_piece(from, end - from, file,
@@ -424,9 +377,6 @@ static int msk_host_apply(struct msk_region *r, void *arg)
 	pgoff_t pgoff = c->m ? c->m->pgoff + (c->first - c->m->first) : 0;
 	int v, err;
 
-	for (v = 0; v < MSK_VIEWS && msk_is_hugetlb(file); v++)
-		if (msk_host_has_pte_tables(r->view[v] + off, len))
-			return -EBUSY;
 	for (v = 0; v < MSK_VIEWS; v++) {
 		err = msk_host_replace(r->view[v] + off, len, file, pgoff,
 				       msk_view_prot(v, c->prot));
@@ -764,31 +714,6 @@ static struct msk_map *msk_map_new(struct msk_region *r, struct file *file, unsi
 }
 
 /*
- * Caller holds r->lock. Whether a change of pages [first, last) would cut a
- * huge page of a hugetlbfs mapping (the layout's, or m's).
- */
-static bool msk_cuts_huge_page(struct msk_region *r, unsigned long first, unsigned long last,
-			       const struct msk_map *m)
-{
-	const unsigned long per = PMD_SIZE >> PAGE_SHIFT;
-	unsigned long edge[2] = { first, last };
-	struct msk_map *at, *before;
-	int i;
-
-	if (m && msk_is_hugetlb(m->file) && ((first | last) % per))
-		return true;
-	for (i = 0; i < 2; i++) {
-		if (!(edge[i] % per))
-			continue;
-		at = mtree_load(&r->layout, edge[i]);
-		before = mtree_load(&r->layout, edge[i] - 1);
-		if ((at && msk_is_hugetlb(at->file)) || (before && msk_is_hugetlb(before->file)))
-			return true;
-	}
-	return false;
-}
-
-/*
  * Caller holds r->lock. Region pages [first, last) show m with prot: the
  * host first (where the object's own permissions are checked), then the
  * layout.
@@ -798,9 +723,6 @@ static int msk_apply(struct msk_region *r, unsigned long first, unsigned long la
 {
 	struct msk_change c = { first, last, m, prot };
 	int err;
-
-	if (msk_cuts_huge_page(r, first, last, m))
-		return -EINVAL;
 
 	down_write(&r->layout_sem);
 	err = msk_in_host(r, msk_host_apply, &c);
@@ -925,11 +847,8 @@ static long msk_map_file(struct msk_region *r, const struct msharefs_kmod_map_fi
 		return -EBADF;
 	if (!S_ISREG(file_inode(file)->i_mode) || !file->f_op->mmap)
 		err = -ENODEV;
-	else if (msk_is_hugetlb(file) && huge_page_size(hstate_file(file)) != PMD_SIZE)
-		err = -EOPNOTSUPP;	/* a 1 GiB page would sit where windows link */
-	else if (msk_is_hugetlb(file) &&
-		 !IS_ALIGNED(a->offset | a->size | a->file_offset, PMD_SIZE))
-		err = -EINVAL;
+	else if (file_inode(file)->i_sb->s_magic == HUGETLBFS_MAGIC)
+		err = -EOPNOTSUPP;
 	else
 		err = msk_map_object(r, file, a->offset, a->size, a->file_offset >> PAGE_SHIFT,
 				     a->prot);
