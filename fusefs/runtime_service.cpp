@@ -378,32 +378,35 @@ int RuntimeService::check_attach(Attacher &a, const RuntimeMessage &msg, std::ve
 	return 0;
 }
 
-// A lend_uffd on a fresh connection, with the peer's descriptor of the
-// region (as an attach's); ENODEV if the daemon lends no device.
-int RuntimeService::check_lend(const Attacher &a, const RuntimeMessage &msg, const std::vector<UniqueFd> &fds)
+// A request that is a fresh connection's only one (lend_uffd, module_file),
+// with the peer's descriptor of the region (as an attach's): 0 and that
+// descriptor's access mode in *mode, or errno.
+int RuntimeService::check_one_shot(const Attacher &a, const RuntimeMessage &msg, const std::vector<UniqueFd> &fds,
+				   int *mode)
 {
 	if (a.ino || fds.size() != 1 || !msg.ino)
 		return EINVAL;
-	int mode = O_RDONLY;
 	const dev_t dev = hooks_.mount_device ? hooks_.mount_device() : 0;
-	if (int err = check_region_fd(fds[0].get(), dev, msg.ino, &mode))
+	return check_region_fd(fds[0].get(), dev, msg.ino, mode);
+}
+
+// lend_uffd: ENODEV if the daemon lends no device.
+int RuntimeService::check_lend(const Attacher &a, const RuntimeMessage &msg, const std::vector<UniqueFd> &fds)
+{
+	int mode = O_RDONLY;
+	if (int err = check_one_shot(a, msg, fds, &mode))
 		return err;
 	return uffd_device_ ? 0 : ENODEV;
 }
 
-// A module_file on a fresh connection, with the peer's descriptor of the
-// region (as an attach's): the module file, opened with that descriptor's
-// access mode.
+// module_file: the module file, opened with the descriptor's access mode.
 int RuntimeService::module_file_for(const Attacher &a, const RuntimeMessage &msg, const std::vector<UniqueFd> &fds,
 				    UniqueFd *file)
 {
 	if (!hooks_.module_file)
 		return EOPNOTSUPP;
-	if (a.ino || fds.size() != 1 || !msg.ino)
-		return EINVAL;
 	int mode = O_RDONLY;
-	const dev_t dev = hooks_.mount_device ? hooks_.mount_device() : 0;
-	if (int err = check_region_fd(fds[0].get(), dev, msg.ino, &mode))
+	if (int err = check_one_shot(a, msg, fds, &mode))
 		return err;
 	return hooks_.module_file(msg.ino, mode, file);
 }

@@ -95,6 +95,7 @@ private:
 	void handle(std::shared_ptr<Attacher> a);
 	int handle_attach(Attacher &a, const RuntimeMessage &msg, std::vector<UniqueFd> &fds);
 	int check_attach(Attacher &a, const RuntimeMessage &msg, std::vector<UniqueFd> &fds);
+	int check_one_shot(const Attacher &a, const RuntimeMessage &msg, const std::vector<UniqueFd> &fds, int *mode);
 	int check_lend(const Attacher &a, const RuntimeMessage &msg, const std::vector<UniqueFd> &fds);
 	int module_file_for(const Attacher &a, const RuntimeMessage &msg, const std::vector<UniqueFd> &fds,
 			    UniqueFd *file);
