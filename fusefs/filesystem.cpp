@@ -1476,21 +1476,31 @@ void Filesystem::kmod_patch_reply(iovec *iov, int count)
 
 bool Filesystem::kmod_passthrough() const { return kmod_ && kmod_->passthrough(); }
 
+// The runtime socket with hooks (plus the mount's device, which every
+// request's region descriptor is checked against), serving; null if it
+// cannot start.
+std::unique_ptr<RuntimeService> Filesystem::start_runtime_socket(RuntimeService::Hooks hooks, bool lend_uffd)
+{
+	hooks.mount_device = [this] { return mount_dev_; };
+	auto service = std::make_unique<RuntimeService>(options_.runtime_socket, std::move(hooks));
+	service->limit_attachers_per_uid(options_.max_attachers_per_uid);
+	if (lend_uffd) // absent before Linux 6.1, root's only
+		service->lend_uffd_device(UniqueFd(::open(kUserfaultfdDevice, O_RDWR | O_CLOEXEC)));
+	if (int err = service->start()) {
+		fprintf(stderr, "msharefsd: runtime socket: %s; programs fall back to the page cache\n",
+			strerror(err));
+		return nullptr;
+	}
+	return service;
+}
+
 // The runtime socket on datapath=kmod without passthrough: it hands
 // programs that use the runtime the module's file of a region they hold open.
 void Filesystem::start_module_file_service()
 {
 	RuntimeService::Hooks hooks;
-	hooks.mount_device = [this] { return mount_dev_; };
 	hooks.module_file = [this](uint64_t ino, int access, UniqueFd *fd) { return kmod_->reopen(ino, access, fd); };
-	auto service = std::make_unique<RuntimeService>(options_.runtime_socket, std::move(hooks));
-	service->limit_attachers_per_uid(options_.max_attachers_per_uid);
-	if (int err = service->start()) {
-		fprintf(stderr, "msharefsd: runtime socket: %s; programs fall back to the page cache\n",
-			strerror(err));
-		return;
-	}
-	module_files_ = std::move(service);
+	module_files_ = start_runtime_socket(std::move(hooks), false);
 }
 
 // ---- datapath=uffd -----------------------------------------------------------
@@ -1500,17 +1510,7 @@ void Filesystem::start_runtime_service()
 	RuntimeService::Hooks hooks;
 	hooks.republish = [this](uint64_t ino) { return publish_region(ino); };
 	hooks.object_fd = [this](uint64_t ino, uint64_t id, UniqueFd *fd) { return runtime_object_fd(ino, id, fd); };
-	hooks.mount_device = [this] { return mount_dev_; };
-	auto service = std::make_unique<RuntimeService>(options_.runtime_socket, std::move(hooks));
-	service->limit_attachers_per_uid(options_.max_attachers_per_uid);
-	if (options_.lend_uffd_device) // absent before Linux 6.1, root's only
-		service->lend_uffd_device(UniqueFd(::open(kUserfaultfdDevice, O_RDWR | O_CLOEXEC)));
-	if (int err = service->start()) {
-		fprintf(stderr, "msharefsd: runtime socket: %s; programs fall back to the page cache\n",
-			strerror(err));
-		return;
-	}
-	runtime_ = std::move(service);
+	runtime_ = start_runtime_socket(std::move(hooks), options_.lend_uffd_device);
 }
 
 // Publishes the region's layout for its attachers; takes registry_lock_ shared.

@@ -186,6 +186,7 @@ private:
 	// datapath=uffd: the runtime service and the region's published layout.
 	void start_runtime_service();
 	void start_module_file_service();
+	std::unique_ptr<RuntimeService> start_runtime_socket(RuntimeService::Hooks hooks, bool lend_uffd);
 	bool kmod_passthrough() const;
 	std::string kmod_window_paths(uint64_t ino);
 	// 0 or errno; a no-op without the service. With `mappings`, publishes

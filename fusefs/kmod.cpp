@@ -1,12 +1,12 @@
 #include "kmod.hpp"
 
 #include "msharefs_kmod.h"
+#include "runtime_peer.hpp"
 
 #include <cerrno>
 #include <cstdio>
 #include <fcntl.h>
 #include <linux/fuse.h>
-#include <string>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -133,8 +133,7 @@ int KmodRegions::reopen(uint64_t ino, int access, UniqueFd *out)
 	if (it == regions_.end())
 		return ENOENT;
 	// A new open: the peer shares no file description with msharefsd.
-	const std::string self = "/proc/self/fd/" + std::to_string(it->second.file.get());
-	out->reset(::open(self.c_str(), (access == O_RDWR ? O_RDWR : O_RDONLY) | O_CLOEXEC));
+	out->reset(::open(fd_path(it->second.file.get()).c_str(), (access == O_RDWR ? O_RDWR : O_RDONLY) | O_CLOEXEC));
 	return *out ? 0 : errno;
 }
 

@@ -16,12 +16,9 @@
 
 namespace msharefs {
 
-namespace {
+std::string fd_path(int fd) { return "/proc/self/fd/" + std::to_string(fd); }
 
-std::string fd_path(int fd)
-{
-	return "/proc/self/fd/" + std::to_string(fd);
-}
+namespace {
 
 // Where /proc/self/fd/N points ("anon_inode:[userfaultfd]", "/memfd:x (deleted)").
 std::string fd_target(int fd)

@@ -6,6 +6,7 @@
 #include "msharefs/unique_fd.hpp"
 
 #include <cstdint>
+#include <string>
 #include <sys/types.h>
 #include <vector>
 
@@ -24,6 +25,8 @@ int check_region_fd(int fd, dev_t mount_dev, uint64_t ino, int *mode);
 // A new descriptor of fd's file: fd itself duplicated if it has no more
 // than `mode` access, else the file reopened O_RDONLY. 0 or errno.
 int descriptor_with_access(int fd, int mode, UniqueFd *out);
+// /proc/self/fd/N: opening it opens fd's file anew.
+std::string fd_path(int fd);
 
 // Closes descriptors a client sent on a thread of their own, never on the
 // caller's: closing a file of a FUSE filesystem waits for its server (FLUSH),

@@ -470,7 +470,7 @@ int RuntimeService::create_view_locked(uint64_t ino)
 	v->page = static_cast<PublishedLayoutPage *>(p);
 	if (fcntl(memfd.get(), F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_FUTURE_WRITE | F_SEAL_SEAL) < 0)
 		return errno;
-	v->fd.reset(open(("/proc/self/fd/" + std::to_string(memfd.get())).c_str(), O_RDONLY | O_CLOEXEC));
+	v->fd.reset(open(fd_path(memfd.get()).c_str(), O_RDONLY | O_CLOEXEC));
 	if (!v->fd)
 		return errno;
 	views_[ino] = std::move(v);

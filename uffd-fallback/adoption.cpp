@@ -235,21 +235,10 @@ void *Adopter::attach(int region_fd, void *addr, uint64_t region_size, size_t pr
 	bool handled = false;
 	void *p = Runtime::get().map_window(addr, region_size, prot, flags, region_fd, 0, &handled);
 	if (!handled) {
-		void *base = addr;
-		if (!fixed && addr && range_free(reinterpret_cast<uint64_t>(addr), region_size))
-			fixed = true; // the hint is free: take it
-		if (!fixed) {
-			void *area = raw_mmap(nullptr, region_size + align, PROT_NONE,
-					      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-			if (area == MAP_FAILED)
-				return MAP_FAILED;
-			const uint64_t a = reinterpret_cast<uint64_t>(area);
-			const uint64_t aligned = round_up(a, align);
-			if (aligned > a)
-				raw_munmap(area, aligned - a);
-			raw_munmap(reinterpret_cast<void *>(aligned + region_size), a + align - aligned);
-			base = reinterpret_cast<void *>(aligned);
-		}
+		// At the hint if it is free, else anywhere aligned.
+		void *base = fixed ? addr : Runtime::reserve_aligned(reinterpret_cast<uint64_t>(addr), region_size, align);
+		if (base == MAP_FAILED)
+			return MAP_FAILED;
 		p = raw_mmap(base, region_size, prot, MAP_SHARED | MAP_FIXED, region_fd, 0);
 		if (p == MAP_FAILED && !fixed) {
 			const int err = errno;

@@ -138,6 +138,11 @@ private:
 
 class Runtime {
 public:
+	// What reservations (address space for windows) are mapped as.
+	static constexpr int kReservation = MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE;
+	// PROT_NONE address space for len bytes: at hint if it is aligned and
+	// free, else anywhere aligned to align. MAP_FAILED if none.
+	static void *reserve_aligned(uint64_t hint, size_t len, uint64_t align);
 	static Runtime &get();
 	// The real-time signal by which the fault handler has a faulting thread
 	// raise its own SIGSEGV (SIGRTMAX - 1, or $MSHAREFS_FAULT_SIGNAL).
@@ -168,9 +173,6 @@ public:
 	void after_fork_child();
 
 private:
-	// What reservations (address space for windows) are mapped as.
-	static constexpr int kReservation = MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE;
-	static void *reserve_aligned(uint64_t hint, size_t len, uint64_t align);
 	void *map_kernel_window(void *addr, size_t len, int prot, int flags, int fd, const msharefs_runtime_info &info,
 				uint64_t hint);
 	Runtime() = default;
