@@ -296,16 +296,29 @@ PROBLEM='\[ *[0-9]+\.[0-9]+\] .*(BUG:|WARNING:|Oops|general protection|Kernel pa
 LOG=$TMP/console.log
 # A kernel that fails before /init runs has not seen the module or any of
 # msharefs yet: under TCG an SMP guest now and then takes a stray int3 while
-# the kernel patches its own text at boot. Such a boot is retried (twice at
-# most); a failure once /init has started is always reported.
+# the kernel patches its own text at boot, or stalls there for good (an RCU
+# stall, the guest idle). Such a boot is retried (twice at most): one that
+# fails, or that has not reached /init within BOOT_LIMIT seconds
+# ($MSHAREFS_GUEST_BOOT_LIMIT, default 240); a failure once /init has
+# started is always reported.
+BOOT_LIMIT=${MSHAREFS_GUEST_BOOT_LIMIT:-240}
 attempt=1
 while :; do
-	rm -f "$LOG" "$TMP/console"
+	rm -f "$LOG" "$TMP/console" "$TMP/started" "$TMP/stalled"
 	mkfifo "$TMP/console"
 	timeout -k 10 "$TIMEOUT" qemu-system-x86_64 -machine q35 -accel tcg -m "$MEM" -smp "$SMP" \
 		-nographic -no-reboot -nic none -kernel "$VMLINUZ" -initrd "$TMP/initrd.gz" -append "$APPEND" \
 		</dev/null >"$TMP/console" &
 	QPID=$!
+	(
+		exec </dev/null >/dev/null 2>&1 # holds no pipe of the caller's
+		trap 'kill "$nap"; exit 0' TERM
+		sleep "$BOOT_LIMIT" &
+		nap=$!
+		wait "$nap"
+		[ -e "$TMP/started" ] || { touch "$TMP/stalled" && kill "$QPID"; }
+	) &
+	WATCHDOG=$!
 
 	# Console lines, without carriage returns, go to the log; once init
 	# runs, its and the kernel's lines go to stderr, the others (COMMAND's)
@@ -316,6 +329,7 @@ while :; do
 		line=${line//$'\r'/}
 		if [ -z "$started" ] && [[ "$line" == *"guest: init started"* ]]; then
 			started=1
+			touch "$TMP/started"
 			line=guest:${line#*guest:} # after the firmware's escape sequences
 		fi
 		printf '%s\n' "$line" >>"$LOG"
@@ -331,7 +345,14 @@ while :; do
 	rc=0
 	wait "$QPID" || rc=$?
 	QPID=
+	kill "$WATCHDOG" 2>/dev/null || true
+	wait "$WATCHDOG" 2>/dev/null || true
 	touch "$LOG"
+	if [ -z "$started" ] && [ "$attempt" -lt 3 ] && [ -e "$TMP/stalled" ]; then
+		say "the guest kernel had not reached /init after $BOOT_LIMIT s; booting it again"
+		attempt=$((attempt + 1))
+		continue
+	fi
 	if [ -z "$started" ] && [ "$attempt" -lt 3 ] && [ "$rc" -ne 124 ] && [ "$rc" -ne 137 ] &&
 		n=$(grep -nE -m 1 "$PROBLEM" "$LOG" | cut -d: -f1) && [ -n "$n" ]; then
 		say "the guest kernel failed while booting, before /init: $(sed -n "${n}p" "$LOG" | sed -E 's/^.*\[ *[0-9]+\.[0-9]+\] //'); booting it again"
@@ -356,6 +377,9 @@ if [ -z "$status" ]; then
 		die "loading the module in the guest failed"
 	elif [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
 		die "no result from the guest within --timeout $TIMEOUT s"
+	elif [ -z "$started" ] && [ -e "$TMP/stalled" ]; then
+		tail -n 30 "$LOG" >&2
+		die "the guest did not start /init within $BOOT_LIMIT s, $attempt times"
 	elif [ -z "$started" ]; then
 		tail -n 30 "$LOG" >&2
 		die "the guest did not start /init (qemu exit status $rc)"
