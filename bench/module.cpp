@@ -38,11 +38,11 @@ void parse_guest_lines(FILE *p, Table *t, int *pt_rows)
 	while (fgets(line, sizeof(line), p)) {
 		unsigned gib;
 		int n;
-		char backing[8];
+		char backing[16];
 		double kmod_kb, shm_kb, kmod_ms, plain_ms, remap_ms, kmod_mib, shm_mib;
 		long kmod_faults, shm_faults;
 		if (sscanf(line,
-			   "measure: %u GiB %7s %d attachers | page tables per attacher: kmod %lf kB, shm %lf kB | "
+			   "measure: %u GiB %15s %d attachers | page tables per attacher: kmod %lf kB, shm %lf kB | "
 			   "faults to read all: kmod %ld, shm %ld",
 			   &gib, backing, &n, &kmod_kb, &shm_kb, &kmod_faults, &shm_faults) == 7) {
 			backing[strcspn(backing, ",")] = '\0';

@@ -24,6 +24,7 @@
 #include <linux/file.h>
 #include <linux/fs.h>
 #include <linux/fs_context.h>
+#include <linux/hugetlb.h>
 #include <linux/kthread.h>
 #include <linux/maple_tree.h>
 #include <linux/miscdevice.h>
@@ -51,6 +52,7 @@
 
 #define MSK_MAX_SIZE	BIT_ULL(46)
 #define MSK_VIEWS	2	/* 0: as the layout says; 1: never writable */
+#define MSK_PIN		MSK_VIEWS	/* view[MSK_PIN]: hugetlb pages, never linked */
 
 static struct kthread_worker *msk_worker;
 
@@ -79,7 +81,7 @@ struct msk_region {
 	unsigned long ino;
 	struct mm_struct *host_mm;	/* mmget() while the region lives */
 	struct msk_host *host;
-	unsigned long view[MSK_VIEWS];	/* host addresses, PUD aligned */
+	unsigned long view[MSK_VIEWS + 1];	/* host addresses, PUD aligned */
 	struct file *anon;		/* shmem object of anonymous mappings */
 	struct maple_tree layout;	/* page index -> struct msk_map */
 	struct list_head maps;
@@ -260,6 +262,12 @@ static int msk_in_host(struct msk_region *r, int (*fn)(struct msk_region *r, voi
 	return c.ret;
 }
 
+/* Whether file is on hugetlbfs (its pages are 2 MiB leaves in a PMD table). */
+static bool msk_is_hugetlb(const struct file *file)
+{
+	return file && file_inode(file)->i_sb->s_magic == HUGETLBFS_MAGIC;
+}
+
 /* Maps what a layout entry says at [addr, addr + len) of a view, or a hole. */
 static int msk_host_map_piece(unsigned long addr, unsigned long len, struct file *file,
 			      pgoff_t pgoff, int prot)
@@ -309,26 +317,66 @@ static bool msk_host_table_at(unsigned long addr)
 	return pmd_present(pmd) && !(pmd_val(pmd) & _PAGE_PSE);
 }
 
+/* Host context, holding current->mm's mmap lock: a hugetlb mapping at addr? */
+static bool msk_host_hugetlb_at(unsigned long addr)
+{
+	struct vm_area_struct *vma = find_vma(current->mm, addr);
+
+	return vma && vma->vm_start <= addr && is_vm_hugetlb_page(vma);
+}
+
+/*
+ * Host context: whether [addr, addr + len) has a PTE table (4 KiB pages were
+ * mapped there). Huge pages may not replace it: hugetlb would free it.
+ */
+static bool msk_host_has_pte_tables(unsigned long addr, unsigned long len)
+{
+	unsigned long a;
+	bool found = false;
+	pud_t *pud;
+	pmd_t pmd;
+
+	mmap_read_lock(current->mm);
+	for (a = addr; a < addr + len && !found; a += PMD_SIZE) {
+		pud = msk_window_pud(current->mm, a);
+		if (!pud || !pud_present(*pud) || (pud_val(*pud) & _PAGE_PSE))
+			continue;
+		pmd = READ_ONCE(*pmd_offset(pud, a));
+		found = pmd_present(pmd) && !(pmd_val(pmd) & _PAGE_PSE);
+	}
+	mmap_read_unlock(current->mm);
+	return found;
+}
+
 /*
  * Host context, caller holds r->layout_sem for writing (no fault makes a new
  * table meanwhile). Replaces [addr, addr + len) of a view. Core mm frees a
  * page table when one replacement covers all of it; so where the host has a
- * table starting inside the range, the table's first page is replaced alone
- * and the rest after it: every table a window may link or walk stays.
+ * table starting inside the range, the table's first page (its first huge
+ * page where hugetlb is mapped or unmapped there) is replaced alone and the
+ * rest after it: every table a window may link or walk stays. A hugetlb
+ * mapping is also cut at every GiB, so that no VMA of it covers a whole PMD
+ * table: huge_pmd_share() never shares a view's table with another mapping
+ * of the file (its unsharing would leave windows on a table the view lost).
  */
 static int msk_host_replace(unsigned long addr, unsigned long len, struct file *file,
 			    pgoff_t pgoff, int prot)
 {
-	unsigned long end = addr + len, from = addr, cut;
+	unsigned long end = addr + len, from = addr, cut, piece;
+	bool huge = msk_is_hugetlb(file);
 	int err;
 
 	for (cut = ALIGN(addr, PMD_SIZE); cut < end; cut += PMD_SIZE) {
-		bool table;
+		bool table, huge_before;
 
 		mmap_read_lock(current->mm);
 		table = msk_host_table_at(cut);
+		huge_before = msk_host_hugetlb_at(cut);
 		mmap_read_unlock(current->mm);
-		if (!table || cut + PAGE_SIZE >= end)
+		if (huge && IS_ALIGNED(cut, PUD_SIZE))
+			table = true;
+		piece = huge || huge_before ? PMD_SIZE : PAGE_SIZE;
+		if (!table || cut + piece >= end)
 			continue;
 		if (cut > from) {
 			err = msk_host_map_piece(from, cut - from, file,
@@ -336,11 +384,11 @@ static int msk_host_replace(unsigned long addr, unsigned long len, struct file *
 			if (err)
 				return err;
 		}
-		err = msk_host_map_piece(cut, PAGE_SIZE, file, pgoff + ((cut - addr) >> PAGE_SHIFT),
+		err = msk_host_map_piece(cut, piece, file, pgoff + ((cut - addr) >> PAGE_SHIFT),
 					 prot);
 		if (err)
 			return err;
-		from = cut + PAGE_SIZE;
+		from = cut + piece;
 		cond_resched();
 	}
 	return msk_host_map_piece(from, end - from, file,
@@ -367,7 +415,52 @@ static int msk_view_prot(int view, int prot)
 	return view ? prot & ~PROT_WRITE : prot;
 }
 
-/* Host context: applies a change to both views. */
+/*
+ * Host context: whether the pin maps file from pgoff over all of
+ * [addr, addr + len) already (a PROTECT keeps it, and the pages it pins).
+ */
+static bool msk_pin_maps(unsigned long addr, unsigned long len, struct file *file, pgoff_t pgoff)
+{
+	struct vm_area_struct *vma;
+	unsigned long a = addr;
+	bool same = true;
+
+	mmap_read_lock(current->mm);
+	while (same && a < addr + len) {
+		vma = find_vma(current->mm, a);
+		same = vma && vma->vm_start <= a && vma->vm_file &&
+		       file_inode(vma->vm_file) == file_inode(file) &&
+		       vma->vm_pgoff + ((a - vma->vm_start) >> PAGE_SHIFT) ==
+		       pgoff + ((a - addr) >> PAGE_SHIFT);
+		if (same)
+			a = vma->vm_end;
+	}
+	mmap_read_unlock(current->mm);
+	return same;
+}
+
+/*
+ * Host context: the pin maps a hugetlb object before the views do. Its
+ * mmap() takes the reservation for the file range (a shared hugetlb mapping
+ * reserves per file, so the views' own need nothing more and cannot fail
+ * for it halfway through a change), and msk_fault_pin() maps every page
+ * there before a view maps it.
+ */
+static int msk_host_pin(struct msk_region *r, unsigned long off, unsigned long len,
+			struct file *file, pgoff_t pgoff)
+{
+	unsigned long pin = r->view[MSK_PIN] + off;
+	int err;
+
+	if (msk_pin_maps(pin, len, file, pgoff))
+		return 0;
+	err = msk_host_map_piece(pin, len, file, pgoff, PROT_READ);
+	if (err)
+		msk_host_map_piece(pin, len, NULL, 0, PROT_NONE);
+	return err;
+}
+
+/* Host context: applies a change to the pin and both views. */
 static int msk_host_apply(struct msk_region *r, void *arg)
 {
 	const struct msk_change *c = arg;
@@ -375,25 +468,37 @@ static int msk_host_apply(struct msk_region *r, void *arg)
 	unsigned long len = (c->last - c->first) << PAGE_SHIFT;
 	struct file *file = c->m ? c->m->file : NULL;
 	pgoff_t pgoff = c->m ? c->m->pgoff + (c->first - c->m->first) : 0;
+	bool huge = msk_is_hugetlb(file);
 	int v, err;
 
+	for (v = 0; v < MSK_VIEWS && huge; v++)
+		if (msk_host_has_pte_tables(r->view[v] + off, len))
+			return -EBUSY;
+	if (huge) {
+		err = msk_host_pin(r, off, len, file, pgoff);
+		if (err)
+			return err;
+	}
 	for (v = 0; v < MSK_VIEWS; v++) {
 		err = msk_host_replace(r->view[v] + off, len, file, pgoff,
 				       msk_view_prot(v, c->prot));
 		if (err)
 			return err;
 	}
+	/* The views map no hugetlb page here any more: nor does the pin. */
+	if (!huge)
+		return msk_host_map_piece(r->view[MSK_PIN] + off, len, NULL, 0, PROT_NONE);
 	return 0;
 }
 
-/* Host context: reserves both views (PROT_NONE, PUD aligned) of *size bytes. */
+/* Host context: reserves both views and the pin (PROT_NONE, PUD aligned). */
 static int msk_host_reserve(struct msk_region *r, void *arg)
 {
 	u64 size = *(u64 *)arg;
 	unsigned long raw, base;
 	int v;
 
-	for (v = 0; v < MSK_VIEWS; v++) {
+	for (v = 0; v <= MSK_PIN; v++) {
 		raw = vm_mmap(NULL, 0, size + PUD_SIZE, PROT_NONE,
 			      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, 0);
 		if (IS_ERR_VALUE(raw)) {
@@ -413,12 +518,12 @@ static int msk_host_reserve(struct msk_region *r, void *arg)
 	return 0;
 }
 
-/* Host context, no window left: gives both views back to the host. */
+/* Host context, no window left: gives both views and the pin back. */
 static int msk_host_release(struct msk_region *r, void *arg)
 {
 	int v;
 
-	for (v = 0; v < MSK_VIEWS; v++)
+	for (v = 0; v <= MSK_PIN; v++)
 		if (r->view[v])
 			vm_munmap(r->view[v], r->size);
 	return 0;
@@ -714,6 +819,31 @@ static struct msk_map *msk_map_new(struct msk_region *r, struct file *file, unsi
 }
 
 /*
+ * Caller holds r->lock. Whether a change of pages [first, last) would cut a
+ * huge page of a hugetlbfs mapping (the layout's, or m's).
+ */
+static bool msk_cuts_huge_page(struct msk_region *r, unsigned long first, unsigned long last,
+			       const struct msk_map *m)
+{
+	const unsigned long per = PMD_SIZE >> PAGE_SHIFT;
+	unsigned long edge[2] = { first, last };
+	struct msk_map *at, *before;
+	int i;
+
+	if (m && msk_is_hugetlb(m->file) && ((first | last) % per))
+		return true;
+	for (i = 0; i < 2; i++) {
+		if (!(edge[i] % per))
+			continue;
+		at = mtree_load(&r->layout, edge[i]);
+		before = mtree_load(&r->layout, edge[i] - 1);
+		if ((at && msk_is_hugetlb(at->file)) || (before && msk_is_hugetlb(before->file)))
+			return true;
+	}
+	return false;
+}
+
+/*
  * Caller holds r->lock. Region pages [first, last) show m with prot: the
  * host first (where the object's own permissions are checked), then the
  * layout.
@@ -723,6 +853,9 @@ static int msk_apply(struct msk_region *r, unsigned long first, unsigned long la
 {
 	struct msk_change c = { first, last, m, prot };
 	int err;
+
+	if (msk_cuts_huge_page(r, first, last, m))
+		return -EINVAL;
 
 	down_write(&r->layout_sem);
 	err = msk_in_host(r, msk_host_apply, &c);
@@ -847,8 +980,11 @@ static long msk_map_file(struct msk_region *r, const struct msharefs_kmod_map_fi
 		return -EBADF;
 	if (!S_ISREG(file_inode(file)->i_mode) || !file->f_op->mmap)
 		err = -ENODEV;
-	else if (file_inode(file)->i_sb->s_magic == HUGETLBFS_MAGIC)
-		err = -EOPNOTSUPP;
+	else if (msk_is_hugetlb(file) && huge_page_size(hstate_file(file)) != PMD_SIZE)
+		err = -EOPNOTSUPP;	/* a 1 GiB page would sit where windows link */
+	else if (msk_is_hugetlb(file) &&
+		 !IS_ALIGNED(a->offset | a->size | a->file_offset, PMD_SIZE))
+		err = -EINVAL;
 	else
 		err = msk_map_object(r, file, a->offset, a->size, a->file_offset >> PAGE_SHIFT,
 				     a->prot);
@@ -968,6 +1104,22 @@ static void msk_link_new_window(struct msk_window *w)
 	}
 }
 
+/*
+ * Caller holds the host's mmap lock. Maps the hugetlb page at region offset
+ * off in the pin, before a view maps it: no view then maps a hugetlb page
+ * alone, which madvise(COLD/PAGEOUT) through a window over part of it would
+ * take for a folio of its own and split.
+ */
+static vm_fault_t msk_fault_pin(struct msk_region *r, unsigned long off)
+{
+	unsigned long pin = r->view[MSK_PIN] + off;
+	struct vm_area_struct *vma = find_vma(r->host_mm, pin);
+
+	if (!vma || vma->vm_start > pin || !is_vm_hugetlb_page(vma))
+		return VM_FAULT_SIGBUS;
+	return handle_mm_fault(vma, pin, FAULT_FLAG_REMOTE, NULL);
+}
+
 static vm_fault_t msk_fault_common(struct vm_fault *vmf)
 {
 	struct vm_area_struct *vma = vmf->vma;
@@ -1041,6 +1193,11 @@ static vm_fault_t msk_fault_common(struct vm_fault *vmf)
 	if (!hvma || hvma->vm_start > haddr || !(hvma->vm_flags & need)) {
 		ret = VM_FAULT_SIGSEGV;
 		goto out;
+	}
+	if (is_vm_hugetlb_page(hvma)) {
+		ret = msk_fault_pin(r, off);
+		if (ret & VM_FAULT_ERROR)
+			goto out;
 	}
 	flags = FAULT_FLAG_REMOTE | (vmf->flags & (FAULT_FLAG_WRITE | FAULT_FLAG_INSTRUCTION));
 	ret = handle_mm_fault(hvma, haddr, flags, NULL);

@@ -430,6 +430,9 @@ std::string Filesystem::region_attribute_locked(const NodeRecord &node, const st
 		ObjectTable::const_accessor acc;
 		if (!kmod_ && objects_.find(acc, ObjectKey{node.ino, m.object_id}) && acc->second)
 			b = backing_name(acc->second->backing());
+		else if (kmod_ && m.kind == ObjectKind::hugetlb &&
+			 (m.has_file || kmod_->huge_backed(node.ino, m.region_offset)))
+			b = backing_name(Backing::hugetlb);
 		if (last != b)
 			value.append(last ? "+" : "").append(b);
 		last = b;

@@ -204,9 +204,8 @@ int Filesystem::map_file(IoctlCall &call, const MappingRequest &req, uint32_t fd
 		return err;
 	before->assign(layout.mappings().begin(), layout.mappings().end());
 	if (kmod_) {
-		// The module takes its own reference to the file.
-		if (m->kind == ObjectKind::hugetlb)
-			return EOPNOTSUPP;
+		// The module takes its own reference to the file (hugetlbfs
+		// too: 2 MiB pages, 2 MiB aligned, or EOPNOTSUPP/EINVAL).
 		if (int err = kmod_->map_file(call.ino, m->region_offset, m->size, m->object_offset, m->prot,
 					      file.get()))
 			return err;
@@ -259,8 +258,12 @@ int Filesystem::add_mapping(IoctlCall &call, MappingRequest req, uint32_t fd)
 		change.before.assign(layout.mappings().begin(), layout.mappings().end());
 		m.object_id = node->next_object_id++;
 		if (kmod_) {
-			// The module holds the memory itself.
-			if (int err = kmod_->map(call.ino, m.region_offset, m.size, m.prot))
+			// The module holds the memory itself; huge pages come from a
+			// hugetlbfs file of the mapping's own, which it holds.
+			const int err = m.kind == ObjectKind::hugetlb
+						? kmod_->map_huge(call.ino, m.region_offset, m.size, m.huge_page_size, m.prot)
+						: kmod_->map(call.ino, m.region_offset, m.size, m.prot);
+			if (err)
 				return err;
 		} else {
 			int err = 0;

@@ -7,6 +7,8 @@
 #include <cstdio>
 #include <fcntl.h>
 #include <linux/fuse.h>
+#include <linux/memfd.h>
+#include <string>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -90,6 +92,7 @@ void KmodRegions::destroy(uint64_t ino)
 		std::fprintf(stderr, "msharefsd: closing the backing file of region %llu: %m\n",
 			     static_cast<unsigned long long>(ino));
 	regions_.erase(it);
+	huge_backed_.erase(huge_backed_.lower_bound({ino, 0}), huge_backed_.upper_bound({ino, UINT64_MAX}));
 }
 
 int KmodRegions::backing_id(uint64_t ino)
@@ -242,6 +245,30 @@ int KmodRegions::map_file(uint64_t ino, uint64_t offset, uint64_t size, uint64_t
 {
 	msharefs_kmod_map_file m{offset, size, file_offset, prot, fd};
 	return region_ioctl(ino, MSHAREFS_KMOD_MAP_FILE, &m);
+}
+
+int KmodRegions::map_huge(uint64_t ino, uint64_t offset, uint64_t size, uint64_t huge_page_size, uint32_t prot)
+{
+	const unsigned int shift = static_cast<unsigned int>(__builtin_ctzll(huge_page_size));
+	UniqueFd file(memfd_create("msharefs-huge", MFD_CLOEXEC | MFD_HUGETLB | (shift << MFD_HUGE_SHIFT)));
+	int err = !file || ftruncate(file.get(), static_cast<off_t>(size)) < 0 ? ENOMEM
+									       : map_file(ino, offset, size, 0, prot, file.get());
+	if (err == ENOMEM || err == EOPNOTSUPP) // no pool for it: shmem
+		err = map(ino, offset, size, prot);
+	else if (!err) {
+		std::lock_guard<std::mutex> guard(lock_);
+		huge_backed_.insert({ino, offset});
+		return 0;
+	}
+	std::lock_guard<std::mutex> guard(lock_);
+	huge_backed_.erase({ino, offset});
+	return err;
+}
+
+bool KmodRegions::huge_backed(uint64_t ino, uint64_t offset)
+{
+	std::lock_guard<std::mutex> guard(lock_);
+	return huge_backed_.count({ino, offset}) != 0;
 }
 
 int KmodRegions::unmap(uint64_t ino, uint64_t offset, uint64_t size)

@@ -22,6 +22,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <unordered_map>
 
@@ -53,6 +54,12 @@ public:
 	int set_size(uint64_t ino, uint64_t size);
 	int map(uint64_t ino, uint64_t offset, uint64_t size, uint32_t prot);
 	int map_file(uint64_t ino, uint64_t offset, uint64_t size, uint64_t file_offset, uint32_t prot, int fd);
+	// Anonymous memory of huge_page_size pages: a MFD_HUGETLB memfd of its
+	// own, mapped with map_file, where the huge page pool can reserve it;
+	// else the region's shmem, as map() (the uffd path's backing=auto).
+	int map_huge(uint64_t ino, uint64_t offset, uint64_t size, uint64_t huge_page_size, uint32_t prot);
+	// Whether map_huge at offset got huge pages.
+	bool huge_backed(uint64_t ino, uint64_t offset);
 	int unmap(uint64_t ino, uint64_t offset, uint64_t size);
 	int protect(uint64_t ino, uint64_t offset, uint64_t size, uint32_t prot);
 	int seal(uint64_t ino);
@@ -116,6 +123,7 @@ private:
 	UniqueFd self_mem_; // /proc/self/mem: copies that fail instead of faulting
 	std::mutex lock_;
 	std::unordered_map<uint64_t, Entry> regions_; // guarded by lock_
+	std::set<std::pair<uint64_t, uint64_t>> huge_backed_; // (ino, offset); guarded by lock_
 };
 
 } // namespace msharefs

@@ -306,23 +306,48 @@ static int set_shmem_thp(const char *policy, char *old, size_t len)
 	return fclose(f);
 }
 
+/* A MFD_HUGETLB memfd of size bytes (2 MiB pages), or -1. */
+static int hugetlb_memfd(uint64_t size)
+{
+	int fd = memfd_create("measure-hugetlb", MFD_HUGETLB);
+
+	if (fd >= 0 && ftruncate(fd, (off_t)size)) {
+		close(fd);
+		fd = -1;
+	}
+	return fd;
+}
+
 /*
  * Page tables and faults per extra attacher: module vs plain shared memory
- * of the same backing (4K pages, or shmem THP). Returns the module's kB.
+ * of the same backing (4K pages, shmem THP, or hugetlb: a MFD_HUGETLB memfd
+ * in the region and as the baseline). Returns the module's kB.
  */
 static double measure_backing(uint64_t size, int n, const char *backing)
 {
 	long faults, idle_faults, shm_faults, idle, kmod, shm;
-	int fd = region_create(size);
+	bool hugetlb = !strcmp(backing, "hugetlb");
+	int fd = region_create(size), hfd = hugetlb ? hugetlb_memfd(size) : -1;
+	struct msharefs_kmod_map_file m = { 0, size, 0, PROT_READ | PROT_WRITE, hfd };
 
 	idle = attach_children(-1, 0, n, &idle_faults);
-	range_op(fd, MSHAREFS_KMOD_MAP, 0, size, PROT_READ | PROT_WRITE);
+	if (hugetlb ? ioctl(fd, MSHAREFS_KMOD_MAP_FILE, &m) : range_op(fd, MSHAREFS_KMOD_MAP, 0, size, m.prot))
+		exit(103);
+	if (hfd >= 0)
+		close(hfd); /* the region holds the file */
 	populate(fd, size);
 	kmod = attach_children(fd, size, n, &faults) - idle;
 	close(fd);
 
-	fd = memfd_create("baseline", 0);
-	if (ftruncate(fd, (off_t)size))
+	if (hugetlb) {
+		/* the region's huge pages go back to the pool asynchronously */
+		for (int i = 0; i < 1000 && meminfo_kb("HugePages_Free") < (long)(size >> 21); i++)
+			usleep(10000);
+		fd = hugetlb_memfd(size);
+	} else {
+		fd = memfd_create("baseline", 0);
+	}
+	if (fd < 0 || ftruncate(fd, (off_t)size))
 		exit(102);
 	populate(fd, size);
 	shm = attach_children(fd, size, n, &shm_faults) - idle;
@@ -355,6 +380,27 @@ static void measure_thp(uint64_t size, int n)
 	}
 	measure_backing(size, n, "THP");
 	set_shmem_thp(old, NULL, 0);
+}
+
+/* The same with hugetlb memory (2 MiB pages) in the region and the memfd. */
+static void measure_hugetlb(uint64_t size, int n)
+{
+	long pages = (long)(size >> 21), nr = meminfo_kb("HugePages_Total");
+	char buf[32];
+	int fd = open("/proc/sys/vm/nr_hugepages", O_WRONLY | O_CLOEXEC);
+
+	snprintf(buf, sizeof(buf), "%ld\n", nr + pages);
+	if (fd < 0 || write(fd, buf, strlen(buf)) < 0 || meminfo_kb("HugePages_Free") < pages) {
+		printf("measure: %llu GiB hugetlb: a pool of %ld huge pages cannot be had here: skipped\n",
+		       (unsigned long long)(size / GiB), pages);
+	} else {
+		measure_backing(size, n, "hugetlb");
+	}
+	snprintf(buf, sizeof(buf), "%ld\n", nr);
+	if (fd >= 0 && write(fd, buf, strlen(buf)) < 0)
+		perror("nr_hugepages");
+	if (fd >= 0)
+		close(fd);
 }
 
 /* The seeds' case: 1,500 attachers of 1 GiB, scaled from n measured ones. */
@@ -900,6 +946,7 @@ int main(int argc, char **argv)
 		measure(16 * GiB, 1);
 		measure(16 * GiB, 8);
 		measure_thp(16 * GiB, 8);
+		measure_hugetlb(16 * GiB, 8);
 		printf("kmod_selftest: %d failures\n", failures);
 		return failures;
 	}
@@ -930,6 +977,8 @@ int main(int argc, char **argv)
 		measure(4 * GiB, 32);
 		measure_thp(GiB, 8);
 		measure_thp(4 * GiB, 8);
+		measure_hugetlb(GiB, 8);
+		measure_hugetlb(4 * GiB, 8);
 		measure_many(128);
 		handoff_latency(GiB);
 		double one = protect_latency(GiB, 1);

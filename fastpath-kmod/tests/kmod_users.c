@@ -258,18 +258,23 @@ static bool matches(const void *p, size_t len, uint32_t seed)
 }
 
 /* Another process, with its own PROT_READ window, sees the pattern at off. */
-static int seen_by_child(int fd, uint64_t off, size_t len, uint32_t seed)
+static int seen_by_child_of(int fd, uint64_t region_size, uint64_t off, size_t len, uint32_t seed)
 {
 	pid_t pid = fork_child(20);
 
 	if (pid == 0) {
-		char *cw = window_prot(fd, REGION_SIZE, PROT_READ);
+		char *cw = window_prot(fd, region_size, PROT_READ);
 
 		if (!cw)
 			_exit(2);
 		_exit(matches(cw + off, len, seed) ? 0 : 4);
 	}
 	return reap(pid);
+}
+
+static int seen_by_child(int fd, uint64_t off, size_t len, uint32_t seed)
+{
+	return seen_by_child_of(fd, REGION_SIZE, off, len, seed);
 }
 
 /* A child stores into p (its own window of fd at off when fd >= 0, else the inherited p). */
@@ -1221,6 +1226,360 @@ static void test_exec(void)
 	region_teardown(&r);
 }
 
+/* A value of /proc/meminfo's HugePages_* (a count, not kB). */
+static long huge_pages(const char *key)
+{
+	char line[128];
+	long v = -1;
+	size_t n = strlen(key);
+	FILE *f = fopen("/proc/meminfo", "r");
+
+	while (f && fgets(line, sizeof(line), f))
+		if (!strncmp(line, key, n) && line[n] == ':')
+			v = atol(line + n + 1);
+	if (f)
+		fclose(f);
+	return v;
+}
+
+/* This process's VmPTE in kB, -1 if unknown. */
+static long vm_pte_kb(void)
+{
+	char line[128];
+	long v = -1;
+	FILE *f = fopen("/proc/self/status", "r");
+
+	while (f && fgets(line, sizeof(line), f))
+		if (!strncmp(line, "VmPTE:", 6))
+			v = atol(line + 6);
+	if (f)
+		fclose(f);
+	return v;
+}
+
+/* Waits up to 5 s for HugePages_Free to be back at free (teardown is async). */
+static bool settled_huge_free(long free)
+{
+	for (int i = 0; i < 500; i++) {
+		if (huge_pages("HugePages_Free") == free)
+			return true;
+		usleep(10000);
+	}
+	return false;
+}
+
+static bool set_nr_hugepages(long n)
+{
+	FILE *f = fopen("/proc/sys/vm/nr_hugepages", "w");
+
+	if (!f)
+		return false;
+	fprintf(f, "%ld\n", n);
+	return fclose(f) == 0;
+}
+
+/*
+ * Whether the page mapped at p is still part of a huge page (a hugetlb
+ * compound page in /proc/kpageflags), -1 when that cannot be read.
+ */
+static int in_huge_page(const void *p)
+{
+	uint64_t entry = 0, flags = 0;
+	int pm = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+	int kf = open("/proc/kpageflags", O_RDONLY | O_CLOEXEC);
+	int ret = -1;
+
+	if (pm >= 0 && kf >= 0 &&
+	    pread(pm, &entry, 8, (off_t)((uintptr_t)p / PAGE * 8)) == 8 && (entry >> 63) &&
+	    pread(kf, &flags, 8, (off_t)((entry & ((1ULL << 55) - 1)) * 8)) == 8)
+		ret = (flags >> 17 & 1) && (flags >> 15 & 3); /* KPF_HUGE, KPF_COMPOUND_HEAD/TAIL */
+	if (pm >= 0)
+		close(pm);
+	if (kf >= 0)
+		close(kf);
+	return ret;
+}
+
+static int map_file(int fd, uint64_t off, uint64_t size, uint64_t file_off, int file, uint32_t prot)
+{
+	struct msharefs_kmod_map_file m = { off, size, file_off, prot, file };
+
+	return ioctl(fd, MSHAREFS_KMOD_MAP_FILE, &m) == 0 ? 0 : errno;
+}
+
+/*
+ * Huge pages: a hugetlbfs file (a MFD_HUGETLB memfd) mapped into a region
+ * across a GiB boundary is backed by 2 MiB pages that sit as PMD entries in
+ * the shared tables (no PTE table at all), seen by every window; refused
+ * where a cut would split a huge page or where 4 KiB pages had tables.
+ */
+static void test_hugetlb(void)
+{
+	const uint64_t size = 64 * MiB, at = GiB - 32 * MiB, pages = size / (2 * MiB);
+	long free_before, nr_before = huge_pages("HugePages_Total");
+	struct msharefs_kmod_stats st;
+	char *w, c = 0;
+	int fd, hfd, err, st_child, mem;
+	pid_t pid;
+
+	if (memfd_mode) {
+		SKIP("hugetlb: module regions only");
+		return;
+	}
+	if (nr_before < 0 || !set_nr_hugepages(nr_before + 2 * pages)) {
+		SKIP("hugetlb: no huge page pool here");
+		return;
+	}
+	free_before = huge_pages("HugePages_Free");
+	hfd = memfd_create("kmod_users-huge", MFD_HUGETLB | MFD_CLOEXEC);
+	fd = region_create(2 * GiB);
+	CHECK(hfd >= 0 && fd >= 0 && ftruncate(hfd, (off_t)size) == 0,
+	      "hugetlb: a 64 MiB MFD_HUGETLB memfd and a 2 GiB region (%s)", strerror(errno));
+	if (hfd < 0 || fd < 0)
+		goto out;
+	err = map_file(fd, at + PAGE, size - 2 * MiB, 0, hfd, PROT_READ | PROT_WRITE);
+	CHECK(err == EINVAL, "hugetlb: an offset that is not 2 MiB aligned is EINVAL (%s)", strerror(err));
+	err = map_file(fd, at, size, 0, hfd, PROT_READ | PROT_WRITE);
+	CHECK(!err, "hugetlb: MAP_FILE of it across the GiB boundary (%s)", strerror(err));
+	w = window(fd, 2 * GiB);
+	CHECK(w != NULL, "hugetlb: a window");
+	if (err || !w)
+		goto out;
+	fill(w + at, size, 41);
+	CHECK(huge_pages("HugePages_Free") == free_before - (long)pages,
+	      "hugetlb: the stores took %llu huge pages (free %ld -> %ld)", (unsigned long long)pages,
+	      free_before, huge_pages("HugePages_Free"));
+	/*
+	 * Only view 0 maps these pages yet (a PROT_READ window would map them in
+	 * view 1 too): advice over part of one must not split it as if it were
+	 * a THP of that one mapping's own.
+	 */
+	CHECK(in_huge_page(w + at + 4 * MiB + PAGE) == 1 && in_huge_page(w + at + 6 * MiB + PAGE) == 1,
+	      "hugetlb: pagemap and kpageflags show the window's pages in huge pages");
+	CHECK(madvise(w + at + 4 * MiB + PAGE, PAGE, MADV_COLD) == 0 &&
+		      madvise(w + at + 6 * MiB + PAGE, PAGE, MADV_PAGEOUT) == 0,
+	      "hugetlb: COLD and PAGEOUT over part of a huge page that one view maps (%s)", strerror(errno));
+	CHECK(in_huge_page(w + at + 4 * MiB + PAGE) == 1 && in_huge_page(w + at + 6 * MiB + PAGE) == 1 &&
+		      matches(w + at, size, 41),
+	      "hugetlb: and it is still one huge page, data intact (%d %d)",
+	      in_huge_page(w + at + 4 * MiB + PAGE), in_huge_page(w + at + 6 * MiB + PAGE));
+	st = region_stats(fd);
+	CHECK(st.resident_pages >= size / PAGE && st.table_pages <= 2 * 2,
+	      "hugetlb: resident %llu pages in %llu page-table pages: PMD tables only, no PTE table",
+	      (unsigned long long)st.resident_pages, (unsigned long long)st.table_pages);
+	pid = fork_child(30);
+	if (pid == 0) {
+		long pte_before = vm_pte_kb(), pte_after;
+		char *cw = window_prot(fd, 2 * GiB, PROT_READ);
+
+		if (!cw || !matches(cw + at, size, 41))
+			_exit(101);
+		pte_after = vm_pte_kb();
+		/* the kB its tables grew by (at most its PUD table and two parked PMD tables) */
+		_exit(pte_after - pte_before > 100 ? 100 : (int)(pte_after - pte_before));
+	}
+	st_child = reap(pid);
+	/* 4 KiB pages would need 32 PTE tables (128 kB) for the 64 MiB. */
+	CHECK(st_child >= 0 && st_child <= 12,
+	      "hugetlb: another process's window reads it all: its page tables grew by %d kB (<= 12: no PTE table)",
+	      st_child);
+	mem = open("/proc/self/mem", O_RDONLY | O_CLOEXEC);
+	CHECK(mem >= 0 && pread(mem, &c, 1, (off_t)(uintptr_t)(w + at + 3 * MiB)) == 1 && c == (char)pat(41, 3 * MiB),
+	      "hugetlb: /proc/self/mem reads a huge page of the window");
+	if (mem >= 0)
+		close(mem);
+	/* advice over part of a huge page and over whole ones: data intact */
+	CHECK(madvise(w + at + 4 * MiB + PAGE, PAGE, MADV_COLD) == 0 &&
+		      madvise(w + at + 6 * MiB + PAGE, PAGE, MADV_PAGEOUT) == 0 &&
+		      madvise(w + at + 8 * MiB, 4 * MiB, MADV_COLD) == 0 &&
+		      madvise(w + at + 12 * MiB, 4 * MiB, MADV_PAGEOUT) == 0 &&
+		      madvise(w + at, size, MADV_DONTNEED) == 0 && madvise(w + at, size, MADV_WILLNEED) == 0,
+	      "hugetlb: COLD and PAGEOUT over part of a huge page and over whole ones, DONTNEED, WILLNEED (%s)",
+	      strerror(errno));
+	CHECK(matches(w + at, size, 41), "hugetlb: the data is intact after the advice");
+	err = range_op(fd, MSHAREFS_KMOD_UNMAP, at, PAGE, 0);
+	CHECK(err == EINVAL && matches(w + at, size, 41),
+	      "hugetlb: UNMAP of part of a huge page is EINVAL, data intact (%s)", strerror(err));
+	err = range_op(fd, MSHAREFS_KMOD_PROTECT, at, 2 * MiB, PROT_READ);
+	CHECK(!err && probe(w + at, true, 1, NULL) == SIGSEGV && matches(w + at, size, 41),
+	      "hugetlb: PROTECT of one huge page read-only: a store faults, data intact (%s)", strerror(err));
+	err = range_op(fd, MSHAREFS_KMOD_UNMAP, at + size - 2 * MiB, 2 * MiB, 0);
+	CHECK(!err && probe(w + at + size - 2 * MiB, false, 0, &c) == SIGSEGV,
+	      "hugetlb: UNMAP of the last huge page: an access faults (%s)", strerror(err));
+	/* 4 KiB pages with a table of their own, then huge pages there */
+	err = range_op(fd, MSHAREFS_KMOD_MAP, GiB + 512 * MiB, 2 * MiB, PROT_READ | PROT_WRITE);
+	if (!err)
+		w[GiB + 512 * MiB] = 1;
+	if (!err)
+		err = range_op(fd, MSHAREFS_KMOD_UNMAP, GiB + 512 * MiB, 2 * MiB, 0);
+	err = err ? err : map_file(fd, GiB + 512 * MiB, 2 * MiB, 0, hfd, PROT_READ | PROT_WRITE);
+	CHECK(err == EBUSY, "hugetlb: huge pages where 4 KiB pages had a table are EBUSY (%s)", strerror(err));
+	munmap(w, 2 * GiB);
+out:
+	if (fd >= 0)
+		close(fd);
+	if (hfd >= 0)
+		close(hfd);
+	CHECK(settled_huge_free(free_before), "hugetlb: every huge page is free again once region and file are gone");
+	set_nr_hugepages(nr_before);
+}
+
+/*
+ * A hugetlbfs file mapped over a whole GiB of the region while another
+ * process maps the same file over a whole aligned GiB too: had the view's
+ * PMD table been shared with that mapping (huge_pmd_share()), an UNMAP would
+ * leave windows on the other process's table. After the UNMAP the window
+ * faults, and nothing breaks when the other process exits.
+ */
+static void test_hugetlb_gib(void)
+{
+	const long pages = GiB / (2 * MiB);
+	long nr_before = huge_pages("HugePages_Total"), free_before;
+	char *w = NULL, *other, c = 0;
+	int fd = -1, hfd = -1, err, st, go[2] = { -1, -1 }, ready[2] = { -1, -1 };
+	pid_t pid = -1;
+
+	if (memfd_mode) {
+		SKIP("hugetlb GiB: module regions only");
+		return;
+	}
+	if (nr_before < 0 || !set_nr_hugepages(nr_before + pages) ||
+	    huge_pages("HugePages_Free") < pages) {
+		SKIP("hugetlb GiB: no pool of 1 GiB here");
+		set_nr_hugepages(nr_before);
+		return;
+	}
+	free_before = huge_pages("HugePages_Free");
+	hfd = memfd_create("kmod_users-gib", MFD_HUGETLB | MFD_CLOEXEC);
+	fd = region_create(2 * GiB);
+	if (hfd < 0 || fd < 0 || ftruncate(hfd, (off_t)GiB) || pipe(go) || pipe(ready)) {
+		CHECK(0, "hugetlb GiB: a 1 GiB MFD_HUGETLB memfd and a region (%s)", strerror(errno));
+		goto out;
+	}
+	pid = fork_child(60);
+	if (pid == 0) {
+		close(ready[0]);
+		close(go[1]);
+		other = mmap(free_aligned_address(), GiB, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, hfd, 0);
+		if (other == MAP_FAILED) {
+			printf("# hugetlb GiB: the other process's mmap: %s\n", strerror(errno));
+			_exit(2);
+		}
+		for (uint64_t i = 0; i < GiB; i += 2 * MiB)
+			other[i] = (char)(51 + (i >> 21));
+		if (write(ready[1], "r", 1) != 1 || read(go[0], &c, 1) != 1)
+			_exit(3);
+		_exit(0);
+	}
+	close(ready[1]);
+	ready[1] = -1;
+	close(go[0]);
+	go[0] = -1;
+	CHECK(read(ready[0], &c, 1) == 1, "hugetlb GiB: another process maps the file over a whole aligned GiB");
+	err = map_file(fd, GiB, GiB, 0, hfd, PROT_READ | PROT_WRITE);
+	w = window(fd, 2 * GiB);
+	bool seen = !err && w;
+
+	for (uint64_t i = 0; seen && i < GiB; i += 2 * MiB)
+		seen = w[GiB + i] == (char)(51 + (i >> 21));
+	CHECK(seen,
+	      "hugetlb GiB: the region maps the same GiB of the file and a window reads it (%s)", strerror(err));
+	err = range_op(fd, MSHAREFS_KMOD_UNMAP, GiB, GiB, 0);
+	CHECK(!err && w && probe(w + GiB + 5 * MiB, false, 0, &c) == SIGSEGV,
+	      "hugetlb GiB: after UNMAP the window faults there (%s)", strerror(err));
+	if (write(go[1], "x", 1) == 1)
+		st = reap(pid), pid = -1;
+	else
+		st = -1;
+	CHECK(st == 0, "hugetlb GiB: the other process exits (status %d)", st);
+	CHECK(w && probe(w + GiB + 7 * MiB, false, 0, &c) == SIGSEGV,
+	      "hugetlb GiB: and the window still faults there, no stale table");
+out:
+	if (pid > 0)
+		reap(pid);
+	if (w)
+		munmap(w, 2 * GiB);
+	if (fd >= 0)
+		close(fd);
+	if (hfd >= 0)
+		close(hfd);
+	for (int i = 0; i < 2; i++) {
+		if (go[i] >= 0)
+			close(go[i]);
+		if (ready[i] >= 0)
+			close(ready[i]);
+	}
+	CHECK(settled_huge_free(free_before), "hugetlb GiB: every huge page is free again");
+	set_nr_hugepages(nr_before);
+}
+
+/*
+ * A hugetlb CREATE_MAPPING the pool cannot reserve, across a GiB boundary
+ * (the views map it in pieces) next to 4 KiB memory that windows link: it
+ * is ENOMEM before anything changes. No huge page stays reserved for it,
+ * the window keeps its data in this and another process, and a mapping
+ * that fits works afterwards.
+ */
+static void test_hugetlb_reserve(void)
+{
+	const uint64_t at = GiB - 8 * MiB, old = GiB + 512 * MiB;
+	long nr_before = huge_pages("HugePages_Total"), free_before, rsvd_before;
+	char *w = NULL, c = 0;
+	int fd, hfd, err;
+
+	if (memfd_mode) {
+		SKIP("hugetlb reservation: module regions only");
+		return;
+	}
+	free_before = huge_pages("HugePages_Free");
+	if (nr_before < 0 || !set_nr_hugepages(nr_before + 5) ||
+	    huge_pages("HugePages_Free") != free_before + 5) {
+		SKIP("hugetlb reservation: no pool of 5 huge pages here");
+		set_nr_hugepages(nr_before);
+		return;
+	}
+	free_before += 5;
+	rsvd_before = huge_pages("HugePages_Rsvd");
+	hfd = memfd_create("kmod_users-rsv", MFD_HUGETLB | MFD_CLOEXEC);
+	fd = region_create(2 * GiB);
+	err = hfd < 0 || fd < 0 || ftruncate(hfd, (off_t)(16 * MiB)) ? errno : 0;
+	err = err ? err : range_op(fd, MSHAREFS_KMOD_MAP, old, 2 * MiB, PROT_READ | PROT_WRITE);
+	err = err ? err : range_op(fd, MSHAREFS_KMOD_MAP, 0, 2 * MiB, PROT_READ | PROT_WRITE);
+	w = err ? NULL : window(fd, 2 * GiB);
+	CHECK(w != NULL, "hugetlb reservation: a 16 MiB MFD_HUGETLB memfd, a region, 4 KiB memory in both GiBs, a window (%s)",
+	      strerror(err));
+	if (!w)
+		goto out;
+	fill(w + old, 2 * MiB, 61);
+	fill(w, 2 * MiB, 62);
+	err = map_file(fd, at, 16 * MiB, 0, hfd, PROT_READ | PROT_WRITE);
+	CHECK(err == ENOMEM, "hugetlb reservation: 8 huge pages from a pool of 5 are ENOMEM (%s)", strerror(err));
+	CHECK(huge_pages("HugePages_Rsvd") == rsvd_before && huge_pages("HugePages_Free") == free_before,
+	      "hugetlb reservation: and nothing stays reserved or taken (reserved %ld -> %ld, free %ld -> %ld)",
+	      rsvd_before, huge_pages("HugePages_Rsvd"), free_before, huge_pages("HugePages_Free"));
+	CHECK(matches(w + old, 2 * MiB, 61) && matches(w, 2 * MiB, 62) &&
+		      seen_by_child_of(fd, 2 * GiB, old, 2 * MiB, 61) == 0 && seen_by_child_of(fd, 2 * GiB, 0, 2 * MiB, 62) == 0,
+	      "hugetlb reservation: the window and another process's read the 4 KiB memory of both GiBs");
+	CHECK(probe(w + at, false, 0, &c) == SIGSEGV && probe(w + GiB + 4 * MiB, false, 0, &c) == SIGSEGV,
+	      "hugetlb reservation: the refused range is still a hole");
+	err = map_file(fd, at, 8 * MiB, 0, hfd, PROT_READ | PROT_WRITE);
+	if (!err)
+		fill(w + at, 8 * MiB, 63);
+	CHECK(!err && matches(w + at, 8 * MiB, 63) && seen_by_child_of(fd, 2 * GiB, at, 8 * MiB, 63) == 0 &&
+		      in_huge_page(w + at) == 1,
+	      "hugetlb reservation: 4 huge pages that fit map, in huge pages, seen by another process (%s)",
+	      strerror(err));
+	munmap(w, 2 * GiB);
+out:
+	if (fd >= 0)
+		close(fd);
+	if (hfd >= 0)
+		close(hfd);
+	CHECK(settled_huge_free(free_before) && huge_pages("HugePages_Rsvd") == rsvd_before,
+	      "hugetlb reservation: every huge page is free and unreserved again");
+	set_nr_hugepages(nr_before);
+}
+
 /* ---- 10. madvise ---- */
 
 static const char *advice_result(int rc, int err)
@@ -1338,6 +1697,9 @@ int main(int argc, char **argv)
 	run_item("addresses", test_addresses, 60);
 	run_item("refusals", test_refusals, 60);
 	run_item("exec", test_exec, 60);
+	run_item("hugetlb", test_hugetlb, 120);
+	run_item("hugetlb GiB", test_hugetlb_gib, 180);
+	run_item("hugetlb reservation", test_hugetlb_reserve, 120);
 	run_item("madvise", test_madvise, 60);
 	run_item("fork", test_inheritance, 60);
 	printf("kmod_users: %d failures\n", failures);

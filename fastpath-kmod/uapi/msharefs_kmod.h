@@ -39,7 +39,8 @@ struct msharefs_kmod_map_file {
 	__u64 size;		/* page aligned, > 0 */
 	__u64 file_offset;	/* page aligned */
 	__u32 prot;		/* needs a descriptor open for writing for PROT_WRITE */
-	__s32 fd;		/* a regular file, not hugetlbfs */
+	__s32 fd;		/* a regular file; on hugetlbfs (2 MiB pages only) the
+				 * offsets and size are 2 MiB aligned */
 };
 
 struct msharefs_kmod_stats {

@@ -128,8 +128,10 @@ int main(int argc, char **argv)
 	if (p != (void *)-1)
 		shmdt(p);
 
-	/* SHM_HUGETLB, where the pool holds it: huge pages. */
-	if (!on_module() && free_huge_pages() >= 40) {
+	/* SHM_HUGETLB, where the pool holds it: huge pages (on every data path). */
+	if (free_huge_pages() >= 40) {
+		const long free_before = free_huge_pages();
+
 		id = shmget(IPC_PRIVATE, 64 * MIB, IPC_CREAT | SHM_HUGETLB | 0600);
 		p = id >= 0 ? shmat(id, NULL, 0) : (void *)-1;
 		CHECK(p != (void *)-1, "SHM_HUGETLB: %s", strerror(errno));
@@ -137,6 +139,8 @@ int main(int argc, char **argv)
 			CHECK(strcmp(backing_of(getpid()), "hugetlb") == 0, "SHM_HUGETLB backed by '%s'",
 			      backing_of(getpid()));
 			fill(p, 64 * MIB, 6);
+			CHECK(free_huge_pages() <= free_before - 32, "SHM_HUGETLB memory is not in huge pages (%ld free of %ld)",
+			      free_huge_pages(), free_before);
 			CHECK(filled(p, 64 * MIB, 6), "SHM_HUGETLB data");
 			shmdt(p);
 		}
