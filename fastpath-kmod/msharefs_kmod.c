@@ -268,14 +268,18 @@ static bool msk_is_hugetlb(const struct file *file)
 	return file && file_inode(file)->i_sb->s_magic == HUGETLBFS_MAGIC;
 }
 
-/* Maps what a layout entry says at [addr, addr + len) of a view, or a hole. */
+/*
+ * Maps what a layout entry says at [addr, addr + len) of a view, or a hole.
+ * flags: MAP_NORESERVE for a view's hugetlb piece (the pin holds the file's
+ * reservation; one taken again here could fail after the old piece is gone).
+ */
 static int msk_host_map_piece(unsigned long addr, unsigned long len, struct file *file,
-			      pgoff_t pgoff, int prot)
+			      pgoff_t pgoff, int prot, unsigned long flags)
 {
 	unsigned long ret;
 
 	if (file)
-		ret = vm_mmap(file, addr, len, prot, MAP_SHARED | MAP_FIXED,
+		ret = vm_mmap(file, addr, len, prot, MAP_SHARED | MAP_FIXED | flags,
 			      pgoff << PAGE_SHIFT);
 	else
 		ret = vm_mmap(NULL, addr, len, PROT_NONE,
@@ -364,6 +368,7 @@ static int msk_host_replace(unsigned long addr, unsigned long len, struct file *
 {
 	unsigned long end = addr + len, from = addr, cut, piece;
 	bool huge = msk_is_hugetlb(file);
+	unsigned long flags = huge ? MAP_NORESERVE : 0;
 	int err;
 
 	for (cut = ALIGN(addr, PMD_SIZE); cut < end; cut += PMD_SIZE) {
@@ -380,19 +385,20 @@ static int msk_host_replace(unsigned long addr, unsigned long len, struct file *
 			continue;
 		if (cut > from) {
 			err = msk_host_map_piece(from, cut - from, file,
-						 pgoff + ((from - addr) >> PAGE_SHIFT), prot);
+						 pgoff + ((from - addr) >> PAGE_SHIFT), prot,
+						 flags);
 			if (err)
 				return err;
 		}
 		err = msk_host_map_piece(cut, piece, file, pgoff + ((cut - addr) >> PAGE_SHIFT),
-					 prot);
+					 prot, flags);
 		if (err)
 			return err;
 		from = cut + piece;
 		cond_resched();
 	}
 	return msk_host_map_piece(from, end - from, file,
-				  pgoff + ((from - addr) >> PAGE_SHIFT), prot);
+				  pgoff + ((from - addr) >> PAGE_SHIFT), prot, flags);
 }
 
 /* What one host change does: region pages [first, last) show m (or a hole). */
@@ -454,9 +460,9 @@ static int msk_host_pin(struct msk_region *r, unsigned long off, unsigned long l
 
 	if (msk_pin_maps(pin, len, file, pgoff))
 		return 0;
-	err = msk_host_map_piece(pin, len, file, pgoff, PROT_READ);
+	err = msk_host_map_piece(pin, len, file, pgoff, PROT_READ, 0);
 	if (err)
-		msk_host_map_piece(pin, len, NULL, 0, PROT_NONE);
+		msk_host_map_piece(pin, len, NULL, 0, PROT_NONE, 0);
 	return err;
 }
 
@@ -487,7 +493,7 @@ static int msk_host_apply(struct msk_region *r, void *arg)
 	}
 	/* The views map no hugetlb page here any more: nor does the pin. */
 	if (!huge)
-		return msk_host_map_piece(r->view[MSK_PIN] + off, len, NULL, 0, PROT_NONE);
+		return msk_host_map_piece(r->view[MSK_PIN] + off, len, NULL, 0, PROT_NONE, 0);
 	return 0;
 }
 
@@ -1204,6 +1210,12 @@ static vm_fault_t msk_fault_common(struct vm_fault *vmf)
 	atomic64_inc(&r->faults);
 	if (ret & VM_FAULT_ERROR)
 		goto out;
+	/* A hole punched meanwhile: the view may map a new page the pin lacks. */
+	if (is_vm_hugetlb_page(hvma)) {
+		ret = msk_fault_pin(r, off);
+		if (ret & VM_FAULT_ERROR)
+			goto out;
+	}
 	/* The first fault in an unlinked GiB links every GiB the host has. */
 	if (!pud_val(READ_ONCE(w->slots[off >> PUD_SHIFT].link)))
 		msk_link_window(w);

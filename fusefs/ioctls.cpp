@@ -204,6 +204,13 @@ int Filesystem::map_file(IoctlCall &call, const MappingRequest &req, uint32_t fd
 		return err;
 	before->assign(layout.mappings().begin(), layout.mappings().end());
 	if (kmod_) {
+		// A hugetlbfs file its owner may truncate or punch under the
+		// region is root's only: a window's madvise(COLD/PAGEOUT) over
+		// part of a huge page racing with that could split it
+		// (fastpath-kmod/DESIGN.md, Limits). MAP_HUGETLB memory is a
+		// memfd of msharefsd's own, which nobody else holds.
+		if (checked.file_is_hugetlbfs && fuse_req_ctx(call.req)->uid != 0)
+			return EOPNOTSUPP;
 		// The module takes its own reference to the file (hugetlbfs
 		// too: 2 MiB pages, 2 MiB aligned, or EOPNOTSUPP/EINVAL).
 		if (int err = kmod_->map_file(call.ino, m->region_offset, m->size, m->object_offset, m->prot,

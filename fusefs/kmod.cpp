@@ -3,8 +3,10 @@
 #include "msharefs_kmod.h"
 #include "runtime_peer.hpp"
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
+#include <iterator>
 #include <fcntl.h>
 #include <linux/fuse.h>
 #include <linux/memfd.h>
@@ -257,7 +259,7 @@ int KmodRegions::map_huge(uint64_t ino, uint64_t offset, uint64_t size, uint64_t
 		err = map(ino, offset, size, prot);
 	else if (!err) {
 		std::lock_guard<std::mutex> guard(lock_);
-		huge_backed_.insert({ino, offset});
+		huge_backed_[{ino, offset}] = HugeObject{size, std::move(file)};
 		return 0;
 	}
 	std::lock_guard<std::mutex> guard(lock_);
@@ -274,7 +276,36 @@ bool KmodRegions::huge_backed(uint64_t ino, uint64_t offset)
 int KmodRegions::unmap(uint64_t ino, uint64_t offset, uint64_t size)
 {
 	msharefs_kmod_range r{offset, size, 0, 0};
-	return region_ioctl(ino, MSHAREFS_KMOD_UNMAP, &r);
+	if (int err = region_ioctl(ino, MSHAREFS_KMOD_UNMAP, &r))
+		return err;
+	release_huge(ino, offset, offset + size);
+	return 0;
+}
+
+// The module punches only the region's own shmem on UNMAP: the huge pages of
+// a MAP_HUGETLB mapping's memfd (and their reservation, once all of it is
+// unmapped) go back to the pool here.
+void KmodRegions::release_huge(uint64_t ino, uint64_t start, uint64_t end)
+{
+	std::lock_guard<std::mutex> guard(lock_);
+	for (auto it = huge_backed_.lower_bound({ino, 0}); it != huge_backed_.end() && it->first.first == ino;) {
+		const uint64_t at = it->first.second, lo = std::max(start, at),
+			       hi = std::min(end, at + it->second.size);
+		if (lo >= hi) {
+			++it;
+			continue;
+		}
+		// A punch frees the pages it finds and their reservations; only a
+		// truncation gives back those of pages never touched.
+		const bool whole = lo == at && hi == at + it->second.size;
+		const int fd = it->second.file.get();
+		if ((whole ? ftruncate(fd, 0)
+			   : fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(lo - at),
+				       static_cast<off_t>(hi - lo))) < 0)
+			std::fprintf(stderr, "msharefsd: freeing the huge pages of region %llu at %llu: %m\n",
+				     static_cast<unsigned long long>(ino), static_cast<unsigned long long>(lo));
+		it = whole ? huge_backed_.erase(it) : std::next(it);
+	}
 }
 
 int KmodRegions::protect(uint64_t ino, uint64_t offset, uint64_t size, uint32_t prot)

@@ -22,7 +22,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
-#include <set>
+#include <map>
 #include <string>
 #include <unordered_map>
 
@@ -123,7 +123,13 @@ private:
 	UniqueFd self_mem_; // /proc/self/mem: copies that fail instead of faulting
 	std::mutex lock_;
 	std::unordered_map<uint64_t, Entry> regions_; // guarded by lock_
-	std::set<std::pair<uint64_t, uint64_t>> huge_backed_; // (ino, offset); guarded by lock_
+	// A MAP_HUGETLB mapping's own hugetlbfs memfd (the module holds it too).
+	struct HugeObject {
+		uint64_t size = 0;
+		UniqueFd file;
+	};
+	void release_huge(uint64_t ino, uint64_t start, uint64_t end);
+	std::map<std::pair<uint64_t, uint64_t>, HugeObject> huge_backed_; // by (ino, offset); guarded by lock_
 };
 
 } // namespace msharefs

@@ -229,6 +229,51 @@ std::string datapath_of(const char *name)
 	return n > 0 ? std::string(buf, static_cast<size_t>(n)) : "";
 }
 
+// A /proc/meminfo count (HugePages_*), -1 if missing.
+long meminfo(const char *key)
+{
+	std::ifstream in("/proc/meminfo");
+	std::string line;
+	while (std::getline(in, line))
+		if (line.rfind(key, 0) == 0 && line[std::strlen(key)] == ':')
+			return std::stol(line.substr(std::strlen(key) + 1));
+	return -1;
+}
+
+// Huge pages nobody has taken or reserved yet.
+long huge_pages_available() { return meminfo("HugePages_Free") - meminfo("HugePages_Rsvd"); }
+
+// MAP_HUGETLB memory of a region on the module is huge pages (msharefsd's
+// memfd of the mapping's own, reserved when mapped); UNMAP gives them back
+// to the pool, as munmap of the last mapping of such memory does.
+void check_huge_unmap(int fd, uint64_t start)
+{
+	const long nr = meminfo("HugePages_Total");
+	std::ofstream("/proc/sys/vm/nr_hugepages") << nr + 8 << "\n";
+	const long before = huge_pages_available();
+	if (before < 4) {
+		check(true, "# MAP_HUGETLB: no pool of 4 huge pages here: skipped");
+		return;
+	}
+	const uint64_t at = start + kGiB;
+	mshare_create huge{at, 8 << 20, 0, PROT_READ | PROT_WRITE,
+			   MAP_SHARED | MAP_ANONYMOUS | MAP_FIXED | MAP_HUGETLB, static_cast<__u32>(-1)};
+	check(ioctl(fd, MSHAREFS_CREATE_MAPPING, &huge) == 0, "CREATE_MAPPING of 8 MiB of MAP_HUGETLB memory");
+	char backing[64] = {};
+	const bool named = fgetxattr(fd, "user.mshare.backing", backing, sizeof(backing) - 1) > 0;
+	check(named && std::string(backing).find("hugetlb") != std::string::npos,
+	      std::string("user.mshare.backing names hugetlb: ") + backing);
+	check(huge_pages_available() == before - 4,
+	      "it holds 4 huge pages of the pool (" + std::to_string(before) + " -> " +
+		      std::to_string(huge_pages_available()) + " available)");
+	mshare_unmap gone{at, 8 << 20};
+	check(ioctl(fd, MSHAREFS_UNMAP, &gone) == 0, "UNMAP of it");
+	check(huge_pages_available() == before,
+	      "and the pool has them back (" + std::to_string(huge_pages_available()) + " available, " +
+		      std::to_string(before) + " before)");
+	std::ofstream("/proc/sys/vm/nr_hugepages") << nr << "\n";
+}
+
 int run_all(const char *self)
 {
 	const char *name = "route";
@@ -304,6 +349,7 @@ int run_all(const char *self)
 	const int fs = wait_for(spawn(self, "--forger", name, 65534, -1));
 	check(WIFEXITED(fs) && WEXITSTATUS(fs) == 0, "the forger was refused (" + describe(fs) + ")");
 	check(std::strcmp(p, kFromModule) == 0, "the region's data is intact after the attacks");
+	check_huge_unmap(fd, geometry.start);
 
 	munmap(p, geometry.size);
 	check(unlink(path_of(name).c_str()) == 0, "the region's name goes");

@@ -396,8 +396,9 @@ static void measure_hugetlb(uint64_t size, int n)
 	} else {
 		measure_backing(size, n, "hugetlb");
 	}
+	/* at offset 0 again: a numeric sysctl ignores a write past it */
 	snprintf(buf, sizeof(buf), "%ld\n", nr);
-	if (fd >= 0 && write(fd, buf, strlen(buf)) < 0)
+	if (fd >= 0 && pwrite(fd, buf, strlen(buf), 0) < 0)
 		perror("nr_hugepages");
 	if (fd >= 0)
 		close(fd);

@@ -1580,6 +1580,80 @@ out:
 	set_nr_hugepages(nr_before);
 }
 
+/*
+ * The caller truncates its hugetlbfs file under the region (its pages and
+ * their reservation go), then the pool runs dry, then a PROTECT maps the
+ * object again in the views: it must not need a reservation it cannot have
+ * halfway through (a gap there would be repaired by freeing a table windows
+ * link). The PROTECT works, the 4 KiB memory windows link keeps its data,
+ * and once the pool has pages again the truncated range reads zeros.
+ */
+static void test_hugetlb_truncated(void)
+{
+	const uint64_t at = GiB - 2 * MiB, old = GiB + 512 * MiB;
+	long nr_before = huge_pages("HugePages_Total"), free_before;
+	char *w = NULL, *hog = MAP_FAILED, c = 0;
+	size_t hog_size = 0;
+	int fd, hfd, hogfd = -1, err;
+
+	if (memfd_mode) {
+		SKIP("hugetlb truncated: module regions only");
+		return;
+	}
+	free_before = huge_pages("HugePages_Free");
+	if (nr_before < 0 || !set_nr_hugepages(nr_before + 4) || huge_pages("HugePages_Free") != free_before + 4) {
+		SKIP("hugetlb truncated: no pool of 4 huge pages here");
+		set_nr_hugepages(nr_before);
+		return;
+	}
+	free_before += 4;
+	hfd = memfd_create("kmod_users-trunc", MFD_HUGETLB | MFD_CLOEXEC);
+	fd = region_create(2 * GiB);
+	err = hfd < 0 || fd < 0 || ftruncate(hfd, (off_t)(4 * MiB)) ? errno : 0;
+	err = err ? err : range_op(fd, MSHAREFS_KMOD_MAP, old, 2 * MiB, PROT_READ | PROT_WRITE);
+	err = err ? err : map_file(fd, at, 4 * MiB, 0, hfd, PROT_READ | PROT_WRITE);
+	w = err ? NULL : window(fd, 2 * GiB);
+	CHECK(w != NULL, "hugetlb truncated: 2 huge pages across a GiB boundary, 4 KiB memory, a window (%s)",
+	      strerror(err));
+	if (!w)
+		goto out;
+	fill(w + old, 2 * MiB, 71);
+	fill(w + at, 4 * MiB, 72);
+	CHECK(ftruncate(hfd, 0) == 0 && ftruncate(hfd, (off_t)(4 * MiB)) == 0,
+	      "hugetlb truncated: the caller truncates its file and extends it again");
+	hogfd = memfd_create("kmod_users-hog", MFD_HUGETLB | MFD_CLOEXEC);
+	hog_size = (size_t)huge_pages("HugePages_Free") * 2 * MiB;
+	if (hogfd >= 0 && hog_size && !ftruncate(hogfd, (off_t)hog_size))
+		hog = mmap(NULL, hog_size, PROT_READ, MAP_SHARED, hogfd, 0);
+	CHECK(hog != MAP_FAILED && huge_pages("HugePages_Free") == huge_pages("HugePages_Rsvd"),
+	      "hugetlb truncated: another mapping reserves every free huge page (free %ld, reserved %ld)",
+	      huge_pages("HugePages_Free"), huge_pages("HugePages_Rsvd"));
+	err = range_op(fd, MSHAREFS_KMOD_PROTECT, at, 4 * MiB, PROT_READ);
+	CHECK(!err, "hugetlb truncated: PROTECT of the truncated object read-only works (%s)", strerror(err));
+	CHECK(matches(w + old, 2 * MiB, 71) && seen_by_child_of(fd, 2 * GiB, old, 2 * MiB, 71) == 0,
+	      "hugetlb truncated: the window and another process's read the 4 KiB memory");
+	if (hog != MAP_FAILED)
+		munmap(hog, hog_size);
+	if (hogfd >= 0)
+		close(hogfd);
+	hog = MAP_FAILED;
+	hogfd = -1;
+	CHECK(probe(w + at + 3 * MiB, false, 0, &c) == 0 && w[at] == 0 && w[at + 3 * MiB] == 0 &&
+		      probe(w + at, true, 1, NULL) == SIGSEGV,
+	      "hugetlb truncated: the range reads zeros in new huge pages and refuses stores");
+	munmap(w, 2 * GiB);
+out:
+	if (hogfd >= 0)
+		close(hogfd);
+	if (fd >= 0)
+		close(fd);
+	if (hfd >= 0)
+		close(hfd);
+	CHECK(settled_huge_free(free_before) && huge_pages("HugePages_Rsvd") == 0,
+	      "hugetlb truncated: every huge page is free and unreserved again");
+	set_nr_hugepages(nr_before);
+}
+
 /* ---- 10. madvise ---- */
 
 static const char *advice_result(int rc, int err)
@@ -1700,6 +1774,7 @@ int main(int argc, char **argv)
 	run_item("hugetlb", test_hugetlb, 120);
 	run_item("hugetlb GiB", test_hugetlb_gib, 180);
 	run_item("hugetlb reservation", test_hugetlb_reserve, 120);
+	run_item("hugetlb truncated", test_hugetlb_truncated, 120);
 	run_item("madvise", test_madvise, 60);
 	run_item("fork", test_inheritance, 60);
 	printf("kmod_users: %d failures\n", failures);
