@@ -6,8 +6,8 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
-#include <iterator>
 #include <fcntl.h>
+#include <iterator>
 #include <linux/fuse.h>
 #include <linux/memfd.h>
 #include <string>
