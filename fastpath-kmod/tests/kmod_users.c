@@ -1300,6 +1300,48 @@ static int in_huge_page(const void *p)
 	return ret;
 }
 
+/* The huge page pool of one hugetlb item: grown for it, given back after. */
+struct huge_pool {
+	const char *item;
+	long nr_before;		/* HugePages_Total before the item */
+	long free;		/* HugePages_Free once grown */
+	long rsvd;		/* HugePages_Rsvd once grown */
+};
+
+/* Grows the pool by pages free huge pages for item; false (SKIPped) if not. */
+static bool huge_pool_grow(struct huge_pool *pool, const char *item, long pages)
+{
+	long free_before = huge_pages("HugePages_Free");
+
+	pool->item = item;
+	pool->nr_before = huge_pages("HugePages_Total");
+	if (memfd_mode) {
+		printf("ok - # SKIP %s: module regions only\n", item);
+		return false;
+	}
+	if (pool->nr_before < 0 || !set_nr_hugepages(pool->nr_before + pages) ||
+	    huge_pages("HugePages_Free") < free_before + pages) {
+		printf("ok - # SKIP %s: no pool of %ld more huge pages here\n", item, pages);
+		set_nr_hugepages(pool->nr_before);
+		return false;
+	}
+	pool->free = huge_pages("HugePages_Free");
+	pool->rsvd = huge_pages("HugePages_Rsvd");
+	return true;
+}
+
+/* Closes the item's region and file; every huge page must be back. */
+static void huge_pool_end(const struct huge_pool *pool, int fd, int hfd)
+{
+	if (fd >= 0)
+		close(fd);
+	if (hfd >= 0)
+		close(hfd);
+	CHECK(settled_huge_free(pool->free) && huge_pages("HugePages_Rsvd") == pool->rsvd,
+	      "%s: every huge page is free and unreserved again once region and file are gone", pool->item);
+	set_nr_hugepages(pool->nr_before);
+}
+
 static int map_file(int fd, uint64_t off, uint64_t size, uint64_t file_off, int file, uint32_t prot)
 {
 	struct msharefs_kmod_map_file m = { off, size, file_off, prot, file };
@@ -1316,21 +1358,14 @@ static int map_file(int fd, uint64_t off, uint64_t size, uint64_t file_off, int 
 static void test_hugetlb(void)
 {
 	const uint64_t size = 64 * MiB, at = GiB - 32 * MiB, pages = size / (2 * MiB);
-	long free_before, nr_before = huge_pages("HugePages_Total");
+	struct huge_pool pool;
 	struct msharefs_kmod_stats st;
 	char *w, c = 0;
 	int fd, hfd, err, st_child, mem;
 	pid_t pid;
 
-	if (memfd_mode) {
-		SKIP("hugetlb: module regions only");
+	if (!huge_pool_grow(&pool, "hugetlb", 2 * pages))
 		return;
-	}
-	if (nr_before < 0 || !set_nr_hugepages(nr_before + 2 * pages)) {
-		SKIP("hugetlb: no huge page pool here");
-		return;
-	}
-	free_before = huge_pages("HugePages_Free");
 	hfd = memfd_create("kmod_users-huge", MFD_HUGETLB | MFD_CLOEXEC);
 	fd = region_create(2 * GiB);
 	CHECK(hfd >= 0 && fd >= 0 && ftruncate(hfd, (off_t)size) == 0,
@@ -1346,9 +1381,9 @@ static void test_hugetlb(void)
 	if (err || !w)
 		goto out;
 	fill(w + at, size, 41);
-	CHECK(huge_pages("HugePages_Free") == free_before - (long)pages,
+	CHECK(huge_pages("HugePages_Free") == pool.free - (long)pages,
 	      "hugetlb: the stores took %llu huge pages (free %ld -> %ld)", (unsigned long long)pages,
-	      free_before, huge_pages("HugePages_Free"));
+	      pool.free, huge_pages("HugePages_Free"));
 	/*
 	 * Only view 0 maps these pages yet (a PROT_READ window would map them in
 	 * view 1 too): advice over part of one must not split it as if it were
@@ -1416,12 +1451,7 @@ static void test_hugetlb(void)
 	CHECK(err == EBUSY, "hugetlb: huge pages where 4 KiB pages had a table are EBUSY (%s)", strerror(err));
 	munmap(w, 2 * GiB);
 out:
-	if (fd >= 0)
-		close(fd);
-	if (hfd >= 0)
-		close(hfd);
-	CHECK(settled_huge_free(free_before), "hugetlb: every huge page is free again once region and file are gone");
-	set_nr_hugepages(nr_before);
+	huge_pool_end(&pool, fd, hfd);
 }
 
 /*
@@ -1434,22 +1464,13 @@ out:
 static void test_hugetlb_gib(void)
 {
 	const long pages = GiB / (2 * MiB);
-	long nr_before = huge_pages("HugePages_Total"), free_before;
+	struct huge_pool pool;
 	char *w = NULL, *other, c = 0;
 	int fd = -1, hfd = -1, err, st, go[2] = { -1, -1 }, ready[2] = { -1, -1 };
 	pid_t pid = -1;
 
-	if (memfd_mode) {
-		SKIP("hugetlb GiB: module regions only");
+	if (!huge_pool_grow(&pool, "hugetlb GiB", pages))
 		return;
-	}
-	if (nr_before < 0 || !set_nr_hugepages(nr_before + pages) ||
-	    huge_pages("HugePages_Free") < pages) {
-		SKIP("hugetlb GiB: no pool of 1 GiB here");
-		set_nr_hugepages(nr_before);
-		return;
-	}
-	free_before = huge_pages("HugePages_Free");
 	hfd = memfd_create("kmod_users-gib", MFD_HUGETLB | MFD_CLOEXEC);
 	fd = region_create(2 * GiB);
 	if (hfd < 0 || fd < 0 || ftruncate(hfd, (off_t)GiB) || pipe(go) || pipe(ready)) {
@@ -1499,18 +1520,13 @@ out:
 		reap(pid);
 	if (w)
 		munmap(w, 2 * GiB);
-	if (fd >= 0)
-		close(fd);
-	if (hfd >= 0)
-		close(hfd);
 	for (int i = 0; i < 2; i++) {
 		if (go[i] >= 0)
 			close(go[i]);
 		if (ready[i] >= 0)
 			close(ready[i]);
 	}
-	CHECK(settled_huge_free(free_before), "hugetlb GiB: every huge page is free again");
-	set_nr_hugepages(nr_before);
+	huge_pool_end(&pool, fd, hfd);
 }
 
 /*
@@ -1523,23 +1539,12 @@ out:
 static void test_hugetlb_reserve(void)
 {
 	const uint64_t at = GiB - 8 * MiB, old = GiB + 512 * MiB;
-	long nr_before = huge_pages("HugePages_Total"), free_before, rsvd_before;
+	struct huge_pool pool;
 	char *w = NULL, c = 0;
 	int fd, hfd, err;
 
-	if (memfd_mode) {
-		SKIP("hugetlb reservation: module regions only");
+	if (!huge_pool_grow(&pool, "hugetlb reservation", 5))
 		return;
-	}
-	free_before = huge_pages("HugePages_Free");
-	if (nr_before < 0 || !set_nr_hugepages(nr_before + 5) ||
-	    huge_pages("HugePages_Free") != free_before + 5) {
-		SKIP("hugetlb reservation: no pool of 5 huge pages here");
-		set_nr_hugepages(nr_before);
-		return;
-	}
-	free_before += 5;
-	rsvd_before = huge_pages("HugePages_Rsvd");
 	hfd = memfd_create("kmod_users-rsv", MFD_HUGETLB | MFD_CLOEXEC);
 	fd = region_create(2 * GiB);
 	err = hfd < 0 || fd < 0 || ftruncate(hfd, (off_t)(16 * MiB)) ? errno : 0;
@@ -1554,9 +1559,9 @@ static void test_hugetlb_reserve(void)
 	fill(w, 2 * MiB, 62);
 	err = map_file(fd, at, 16 * MiB, 0, hfd, PROT_READ | PROT_WRITE);
 	CHECK(err == ENOMEM, "hugetlb reservation: 8 huge pages from a pool of 5 are ENOMEM (%s)", strerror(err));
-	CHECK(huge_pages("HugePages_Rsvd") == rsvd_before && huge_pages("HugePages_Free") == free_before,
+	CHECK(huge_pages("HugePages_Rsvd") == pool.rsvd && huge_pages("HugePages_Free") == pool.free,
 	      "hugetlb reservation: and nothing stays reserved or taken (reserved %ld -> %ld, free %ld -> %ld)",
-	      rsvd_before, huge_pages("HugePages_Rsvd"), free_before, huge_pages("HugePages_Free"));
+	      pool.rsvd, huge_pages("HugePages_Rsvd"), pool.free, huge_pages("HugePages_Free"));
 	CHECK(matches(w + old, 2 * MiB, 61) && matches(w, 2 * MiB, 62) &&
 		      seen_by_child_of(fd, 2 * GiB, old, 2 * MiB, 61) == 0 && seen_by_child_of(fd, 2 * GiB, 0, 2 * MiB, 62) == 0,
 	      "hugetlb reservation: the window and another process's read the 4 KiB memory of both GiBs");
@@ -1571,13 +1576,7 @@ static void test_hugetlb_reserve(void)
 	      strerror(err));
 	munmap(w, 2 * GiB);
 out:
-	if (fd >= 0)
-		close(fd);
-	if (hfd >= 0)
-		close(hfd);
-	CHECK(settled_huge_free(free_before) && huge_pages("HugePages_Rsvd") == rsvd_before,
-	      "hugetlb reservation: every huge page is free and unreserved again");
-	set_nr_hugepages(nr_before);
+	huge_pool_end(&pool, fd, hfd);
 }
 
 /*
@@ -1591,22 +1590,13 @@ out:
 static void test_hugetlb_truncated(void)
 {
 	const uint64_t at = GiB - 2 * MiB, old = GiB + 512 * MiB;
-	long nr_before = huge_pages("HugePages_Total"), free_before;
+	struct huge_pool pool;
 	char *w = NULL, *hog = MAP_FAILED, c = 0;
 	size_t hog_size = 0;
 	int fd, hfd, hogfd = -1, err;
 
-	if (memfd_mode) {
-		SKIP("hugetlb truncated: module regions only");
+	if (!huge_pool_grow(&pool, "hugetlb truncated", 4))
 		return;
-	}
-	free_before = huge_pages("HugePages_Free");
-	if (nr_before < 0 || !set_nr_hugepages(nr_before + 4) || huge_pages("HugePages_Free") != free_before + 4) {
-		SKIP("hugetlb truncated: no pool of 4 huge pages here");
-		set_nr_hugepages(nr_before);
-		return;
-	}
-	free_before += 4;
 	hfd = memfd_create("kmod_users-trunc", MFD_HUGETLB | MFD_CLOEXEC);
 	fd = region_create(2 * GiB);
 	err = hfd < 0 || fd < 0 || ftruncate(hfd, (off_t)(4 * MiB)) ? errno : 0;
@@ -1645,13 +1635,7 @@ static void test_hugetlb_truncated(void)
 out:
 	if (hogfd >= 0)
 		close(hogfd);
-	if (fd >= 0)
-		close(fd);
-	if (hfd >= 0)
-		close(hfd);
-	CHECK(settled_huge_free(free_before) && huge_pages("HugePages_Rsvd") == 0,
-	      "hugetlb truncated: every huge page is free and unreserved again");
-	set_nr_hugepages(nr_before);
+	huge_pool_end(&pool, fd, hfd);
 }
 
 /* ---- 10. madvise ---- */
