@@ -352,6 +352,39 @@ static bool msk_host_has_pte_tables(unsigned long addr, unsigned long len)
 	return found;
 }
 
+#ifndef MSK_HAVE_PTE_FREE_DEFER
+/*
+ * Host context. Before pte_free_defer() (6.5), khugepaged's collapse of a
+ * file THP frees the PTE table of every mapping of it at once
+ * (retract_page_tables(), collapse_pte_mapped_thp()), under a window's
+ * walker; both skip a VMA with VM_UFFD_WP. The views' file VMAs carry the
+ * flag, with no userfaultfd context behind it: nothing arms uffd-wp entries
+ * in them, and without such entries the flag changes nothing else the host
+ * does (fault-around is off: each page is faulted on its own).
+ */
+static void msk_host_keep_tables(unsigned long addr, unsigned long len)
+{
+	struct vm_area_struct *vma;
+	unsigned long a = addr;
+
+	mmap_write_lock(current->mm);
+	while (a < addr + len) {
+		vma = find_vma(current->mm, a);
+		if (!vma || vma->vm_start >= addr + len)
+			break;
+		if (vma->vm_file && !is_vm_hugetlb_page(vma))
+			msk_vm_flags_set(vma, VM_UFFD_WP);
+		a = vma->vm_end;
+	}
+	mmap_write_unlock(current->mm);
+}
+#else
+/* pte_free_defer(): khugepaged frees a table after an RCU grace period. */
+static void msk_host_keep_tables(unsigned long addr, unsigned long len)
+{
+}
+#endif
+
 /*
  * Host context, caller holds r->layout_sem for writing (no fault makes a new
  * table meanwhile). Replaces [addr, addr + len) of a view. Core mm frees a
@@ -397,8 +430,11 @@ static int msk_host_replace(unsigned long addr, unsigned long len, struct file *
 		from = cut + piece;
 		cond_resched();
 	}
-	return msk_host_map_piece(from, end - from, file,
-				  pgoff + ((from - addr) >> PAGE_SHIFT), prot, flags);
+	err = msk_host_map_piece(from, end - from, file,
+				 pgoff + ((from - addr) >> PAGE_SHIFT), prot, flags);
+	if (!err && file)
+		msk_host_keep_tables(addr, len);
+	return err;
 }
 
 /* What one host change does: region pages [first, last) show m (or a hole). */

@@ -170,4 +170,29 @@ static inline int count_regions(void)
 	return n;
 }
 
+/* Sets shmem's huge page policy (the internal mount's and memfds'); old value. */
+static inline int set_shmem_thp(const char *policy, char *old, size_t len)
+{
+	const char *path = "/sys/kernel/mm/transparent_hugepage/shmem_enabled";
+	FILE *f = fopen(path, "r");
+	char buf[128] = "", *open_br, *close_br;
+
+	if (!f)
+		return -1;
+	if (!fgets(buf, sizeof(buf), f))
+		buf[0] = 0;
+	fclose(f);
+	open_br = strchr(buf, '[');
+	close_br = open_br ? strchr(open_br, ']') : NULL;
+	if (old && open_br && close_br) {
+		*close_br = 0;
+		snprintf(old, len, "%s", open_br + 1);
+	}
+	f = fopen(path, "w");
+	if (!f)
+		return -1;
+	fputs(policy, f);
+	return fclose(f);
+}
+
 #endif /* KMOD_TEST_H */

@@ -1638,6 +1638,91 @@ out:
 	huge_pool_end(&pool, fd, hfd);
 }
 
+/* Writes value to a sysfs file; its old value (up to len bytes) in old. */
+static bool sysfs_swap(const char *path, const char *value, char *old, size_t len)
+{
+	FILE *f = fopen(path, "r");
+
+	if (!f || !fgets(old, (int)len, f)) {
+		if (f)
+			fclose(f);
+		return false;
+	}
+	fclose(f);
+	old[strcspn(old, "\n")] = 0;
+	f = fopen(path, "w");
+	if (!f)
+		return false;
+	fputs(value, f);
+	return fclose(f) == 0;
+}
+
+#define KHUGEPAGED_SLEEP "/sys/kernel/mm/transparent_hugepage/khugepaged/scan_sleep_millisecs"
+
+/*
+ * khugepaged collapses the region's shmem (4 KiB pages that windows see)
+ * into a THP, and retracts the PTE tables of every mapping of that range.
+ * Before 6.5 it frees them at once, under walkers of a window: there the
+ * views' tables must stay. On every kernel the window and another
+ * process's see the data and later stores.
+ */
+static void test_collapse(void)
+{
+	const uint64_t at = 900 * MiB, len = 4 * MiB;
+	struct msharefs_kmod_stats before, after;
+	char *w = NULL, thp[32] = "never", sleep_ms[32] = "10000", ignored[32];
+	long huge_before = meminfo_kb("ShmemHugePages"), huge_after = huge_before;
+	int fd = -1, err;
+
+	if (memfd_mode) {
+		SKIP("collapse: module regions only");
+		return;
+	}
+	/* THP allowed when the views are mapped (khugepaged then scans the host) */
+	if (set_shmem_thp("always", thp, sizeof(thp)) ||
+	    !sysfs_swap(KHUGEPAGED_SLEEP, "100", sleep_ms, sizeof(sleep_ms))) {
+		SKIP("collapse: shmem THP or khugepaged cannot be set here");
+		set_shmem_thp(thp, NULL, 0);
+		return;
+	}
+	fd = region_create(GiB);
+	err = fd < 0 ? errno : range_op(fd, MSHAREFS_KMOD_MAP, at, len, PROT_READ | PROT_WRITE);
+	w = err ? NULL : window(fd, GiB);
+	CHECK(w != NULL, "collapse: a region with 4 MiB mapped and a window (%s)", strerror(err));
+	if (!w)
+		goto out;
+	/* 4 KiB pages, in PTE tables of the host's view */
+	set_shmem_thp("never", NULL, 0);
+	fill(w + at, len, 81);
+	before = region_stats(fd);
+	set_shmem_thp("always", NULL, 0);
+	for (int i = 0; i < 300 && huge_after < huge_before + (long)(len >> 10); i++) {
+		usleep(100000);
+		huge_after = meminfo_kb("ShmemHugePages");
+	}
+	after = region_stats(fd);
+	CHECK(huge_after >= huge_before + (long)(len >> 10),
+	      "collapse: khugepaged made THPs of the region's memory (ShmemHugePages %ld -> %ld kB)", huge_before,
+	      huge_after);
+	if (!kernel_at_least(6, 5))
+		CHECK(after.table_pages == before.table_pages,
+		      "collapse: no table of a view is freed while windows may walk it (%llu -> %llu pages)",
+		      (unsigned long long)before.table_pages, (unsigned long long)after.table_pages);
+	else
+		printf("# collapse: page-table pages %llu -> %llu (freed after an RCU grace period)\n",
+		       (unsigned long long)before.table_pages, (unsigned long long)after.table_pages);
+	CHECK(matches(w + at, len, 81) && seen_by_child(fd, at, len, 81) == 0,
+	      "collapse: the window and another process's read the data");
+	fill(w + at, len, 82);
+	CHECK(seen_by_child(fd, at, len, 82) == 0, "collapse: and see stores made after it");
+	munmap(w, GiB);
+out:
+	if (fd >= 0)
+		close(fd);
+	set_shmem_thp(thp, NULL, 0);
+	sysfs_swap(KHUGEPAGED_SLEEP, sleep_ms, ignored, sizeof(ignored));
+}
+
 /* ---- 10. madvise ---- */
 
 static const char *advice_result(int rc, int err)
@@ -1759,6 +1844,7 @@ int main(int argc, char **argv)
 	run_item("hugetlb GiB", test_hugetlb_gib, 180);
 	run_item("hugetlb reservation", test_hugetlb_reserve, 120);
 	run_item("hugetlb truncated", test_hugetlb_truncated, 120);
+	run_item("collapse", test_collapse, 120);
 	run_item("madvise", test_madvise, 60);
 	run_item("fork", test_inheritance, 60);
 	printf("kmod_users: %d failures\n", failures);
