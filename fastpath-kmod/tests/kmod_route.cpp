@@ -11,6 +11,8 @@
 //   --reader NAME    (uid 65534) O_RDONLY: PROT_WRITE refused, a store faults
 //   --forger NAME    (uid 65534) asks the runtime socket for the module file
 //                    with a descriptor of another file: refused
+//   --hugetlbfs-user NAME  (uid 65534) maps its own hugetlbfs memfd into a
+//                    region it makes: EOPNOTSUPP (root's only)
 // Without passthrough the writer's window is the module's own file (which
 // msharefsd hands it), the parent's is the FUSE page cache, and the region's
 // user.mshare.datapath lists them as PID=kmod and PID=pagecache.
@@ -199,6 +201,48 @@ int forger(const char *name)
 	return failures ? 1 : 0;
 }
 
+// The alignment /sys/fs/mshare/mshare_info gives (0 if it cannot be read).
+uint64_t mount_alignment()
+{
+	char text[64] = {};
+	const int fd = open((std::string(kMount) + "mshare_info").c_str(), O_RDONLY | O_CLOEXEC);
+	const bool read_it = fd >= 0 && read(fd, text, sizeof(text) - 1) > 0;
+	if (fd >= 0)
+		close(fd);
+	return read_it ? std::strtoull(text, nullptr, 10) : 0;
+}
+
+// Maps 2 MiB of a hugetlbfs memfd into a region of this caller's own
+// (named name, created and sized here); the ioctl's errno, or 0.
+int map_hugetlbfs_file(const char *name)
+{
+	const int fd = open(path_of(name).c_str(), O_RDWR | O_CREAT | O_EXCL, 0600);
+	const int huge = memfd_create("kmod_route-huge", MFD_HUGETLB | MFD_CLOEXEC);
+	if (fd < 0 || huge < 0 || ftruncate(huge, 2 << 20) < 0)
+		return errno ? errno : EIO;
+	const uint64_t align = mount_alignment();
+	mshare_info geometry{align * 4, align};
+	mshare_create m{geometry.start, 2 << 20, 0, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED,
+			static_cast<__u32>(huge)};
+	const int err = ioctl(fd, MSHAREFS_SET_SIZE, &geometry) < 0 || ioctl(fd, MSHAREFS_CREATE_MAPPING, &m) < 0
+				? errno
+				: 0;
+	unlink(path_of(name).c_str());
+	close(fd);
+	close(huge);
+	return err;
+}
+
+// A caller's own hugetlbfs file (which it could truncate under the region)
+// is mapped for root only: uid 65534 gets EOPNOTSUPP.
+int hugetlbfs_user(const char *name)
+{
+	const int err = map_hugetlbfs_file(name);
+	check(err == EOPNOTSUPP,
+	      std::string("hugetlbfs user (uid 65534): CREATE_MAPPING of its hugetlbfs file: ") + strerror(err));
+	return failures ? 1 : 0;
+}
+
 // ---- the unmodified program, which runs the rest -----------------------------
 
 // A child in a memory cgroup of its own creates a region: msharefsd forks a
@@ -271,6 +315,8 @@ void check_huge_unmap(int fd, uint64_t start)
 	check(huge_pages_available() == before,
 	      "and the pool has them back (" + std::to_string(huge_pages_available()) + " available, " +
 		      std::to_string(before) + " before)");
+	const int err = map_hugetlbfs_file("route-huge-root");
+	check(err == 0, std::string("root maps its own hugetlbfs file into a region: ") + strerror(err));
 	std::ofstream("/proc/sys/vm/nr_hugepages") << nr << "\n";
 }
 
@@ -279,11 +325,7 @@ int run_all(const char *self)
 	const char *name = "route";
 	const int fd = open(path_of(name).c_str(), O_RDWR | O_CREAT | O_EXCL, 0644);
 	check(fd >= 0, "the region is created (0644)");
-	char text[256] = {};
-	const int info_fd = open((std::string(kMount) + "mshare_info").c_str(), O_RDONLY);
-	unsigned long long align = 0;
-	if (info_fd >= 0 && read(info_fd, text, sizeof(text) - 1) > 0)
-		align = std::strtoull(text, nullptr, 10);
+	const uint64_t align = mount_alignment();
 	check(align % kGiB == 0 && align, "mshare_info gives the alignment: " + std::to_string(align));
 	mshare_info geometry{align * 4, align};
 	check(ioctl(fd, MSHAREFS_SET_SIZE, &geometry) == 0, "MSHAREFS_SET_SIZE");
@@ -348,6 +390,8 @@ int run_all(const char *self)
 	check(WIFEXITED(rs) && WEXITSTATUS(rs) == 0, "the read-only reader passed (" + describe(rs) + ")");
 	const int fs = wait_for(spawn(self, "--forger", name, 65534, -1));
 	check(WIFEXITED(fs) && WEXITSTATUS(fs) == 0, "the forger was refused (" + describe(fs) + ")");
+	const int hs = wait_for(spawn(self, "--hugetlbfs-user", "route-huge-user", 65534, -1));
+	check(WIFEXITED(hs) && WEXITSTATUS(hs) == 0, "the unprivileged hugetlbfs user was refused (" + describe(hs) + ")");
 	check(std::strcmp(p, kFromModule) == 0, "the region's data is intact after the attacks");
 	check_huge_unmap(fd, geometry.start);
 
@@ -368,6 +412,8 @@ int main(int argc, char **argv)
 		return reader(argv[2]);
 	if (argc == 3 && std::strcmp(argv[1], "--forger") == 0)
 		return forger(argv[2]);
+	if (argc == 3 && std::strcmp(argv[1], "--hugetlbfs-user") == 0)
+		return hugetlbfs_user(argv[2]);
 	if (argc != 1) {
 		std::fprintf(stderr, "usage: kmod_route (as root, on a datapath=kmod mount at /sys/fs/mshare)\n");
 		return 2;
