@@ -385,6 +385,17 @@ static void msk_host_keep_tables(unsigned long addr, unsigned long len)
 }
 #endif
 
+/* A piece of a view: flagged at once, each piece, before the next is mapped. */
+static int msk_host_map_view_piece(unsigned long addr, unsigned long len, struct file *file,
+				   pgoff_t pgoff, int prot, unsigned long flags)
+{
+	int err = msk_host_map_piece(addr, len, file, pgoff, prot, flags);
+
+	if (!err && file)
+		msk_host_keep_tables(addr, len);
+	return err;
+}
+
 /*
  * Host context, caller holds r->layout_sem for writing (no fault makes a new
  * table meanwhile). Replaces [addr, addr + len) of a view. Core mm frees a
@@ -417,24 +428,21 @@ static int msk_host_replace(unsigned long addr, unsigned long len, struct file *
 		if (!table || cut + piece >= end)
 			continue;
 		if (cut > from) {
-			err = msk_host_map_piece(from, cut - from, file,
-						 pgoff + ((from - addr) >> PAGE_SHIFT), prot,
-						 flags);
+			err = msk_host_map_view_piece(from, cut - from, file,
+						      pgoff + ((from - addr) >> PAGE_SHIFT),
+						      prot, flags);
 			if (err)
 				return err;
 		}
-		err = msk_host_map_piece(cut, piece, file, pgoff + ((cut - addr) >> PAGE_SHIFT),
-					 prot, flags);
+		err = msk_host_map_view_piece(cut, piece, file,
+					      pgoff + ((cut - addr) >> PAGE_SHIFT), prot, flags);
 		if (err)
 			return err;
 		from = cut + piece;
 		cond_resched();
 	}
-	err = msk_host_map_piece(from, end - from, file,
-				 pgoff + ((from - addr) >> PAGE_SHIFT), prot, flags);
-	if (!err && file)
-		msk_host_keep_tables(addr, len);
-	return err;
+	return msk_host_map_view_piece(from, end - from, file,
+				       pgoff + ((from - addr) >> PAGE_SHIFT), prot, flags);
 }
 
 /* What one host change does: region pages [first, last) show m (or a hole). */
