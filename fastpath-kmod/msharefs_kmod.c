@@ -303,6 +303,26 @@ static pud_t *msk_window_pud(struct mm_struct *mm, unsigned long addr)
 	return pud_offset(p4d, addr);
 }
 
+/* mm's PUD entry for addr if it points at a PMD table, else NULL. */
+static pud_t *msk_pmd_table_pud(struct mm_struct *mm, unsigned long addr)
+{
+	pud_t *pud = msk_window_pud(mm, addr);
+
+	return pud && pud_present(*pud) && !(pud_val(*pud) & _PAGE_PSE) ? pud : NULL;
+}
+
+/* Host context, holding current->mm's mmap lock: a PTE table maps addr? */
+static bool msk_host_pte_table_at(unsigned long addr)
+{
+	pud_t *pud = msk_pmd_table_pud(current->mm, addr);
+	pmd_t pmd;
+
+	if (!pud)
+		return false;
+	pmd = READ_ONCE(*pmd_offset(pud, addr));
+	return pmd_present(pmd) && !(pmd_val(pmd) & _PAGE_PSE);
+}
+
 /*
  * Host context, holding current->mm's mmap lock. Whether the host has a page
  * table below addr that one replacement starting at addr could free: a PMD
@@ -310,15 +330,9 @@ static pud_t *msk_window_pud(struct mm_struct *mm, unsigned long addr)
  */
 static bool msk_host_table_at(unsigned long addr)
 {
-	pud_t *pud = msk_window_pud(current->mm, addr);
-	pmd_t pmd;
-
-	if (!pud || !pud_present(*pud) || (pud_val(*pud) & _PAGE_PSE))
-		return false;
 	if (IS_ALIGNED(addr, PUD_SIZE))
-		return true;
-	pmd = READ_ONCE(*pmd_offset(pud, addr));
-	return pmd_present(pmd) && !(pmd_val(pmd) & _PAGE_PSE);
+		return msk_pmd_table_pud(current->mm, addr);
+	return msk_host_pte_table_at(addr);
 }
 
 /* Host context, holding current->mm's mmap lock: a hugetlb mapping at addr? */
@@ -337,17 +351,10 @@ static bool msk_host_has_pte_tables(unsigned long addr, unsigned long len)
 {
 	unsigned long a;
 	bool found = false;
-	pud_t *pud;
-	pmd_t pmd;
 
 	mmap_read_lock(current->mm);
-	for (a = addr; a < addr + len && !found; a += PMD_SIZE) {
-		pud = msk_window_pud(current->mm, a);
-		if (!pud || !pud_present(*pud) || (pud_val(*pud) & _PAGE_PSE))
-			continue;
-		pmd = READ_ONCE(*pmd_offset(pud, a));
-		found = pmd_present(pmd) && !(pmd_val(pmd) & _PAGE_PSE);
-	}
+	for (a = addr; a < addr + len && !found; a += PMD_SIZE)
+		found = msk_host_pte_table_at(a);
 	mmap_read_unlock(current->mm);
 	return found;
 }
@@ -521,10 +528,10 @@ static int msk_host_apply(struct msk_region *r, void *arg)
 	bool huge = msk_is_hugetlb(file);
 	int v, err;
 
-	for (v = 0; v < MSK_VIEWS && huge; v++)
-		if (msk_host_has_pte_tables(r->view[v] + off, len))
-			return -EBUSY;
 	if (huge) {
+		for (v = 0; v < MSK_VIEWS; v++)
+			if (msk_host_has_pte_tables(r->view[v] + off, len))
+				return -EBUSY;
 		err = msk_host_pin(r, off, len, file, pgoff);
 		if (err)
 			return err;
@@ -610,22 +617,14 @@ static void msk_count_tables(struct mm_struct *mm, unsigned long addr, u64 size,
 			     u64 *tables, u64 *resident)
 {
 	unsigned long end = addr + size, a;
-	pgd_t *pgd;
-	p4d_t *p4d;
 	pud_t *pud;
 	pmd_t *pmd;
 	pte_t *pte;
 	int i, j;
 
 	for (a = addr; a < end; a += PUD_SIZE) {
-		pgd = pgd_offset(mm, a);
-		if (!pgd_present(*pgd))
-			continue;
-		p4d = p4d_offset(pgd, a);
-		if (!p4d_present(*p4d))
-			continue;
-		pud = pud_offset(p4d, a);
-		if (!pud_present(*pud) || (pud_val(*pud) & _PAGE_PSE))
+		pud = msk_pmd_table_pud(mm, a);
+		if (!pud)
 			continue;
 		(*tables)++;
 		pmd = pmd_offset(pud, a);
@@ -1098,8 +1097,8 @@ static void msk_link_slot(struct msk_window *w, unsigned long i, int view, unsig
 	struct msk_slot *s = &w->slots[i];
 	pud_t *hpud, *pud, link;
 
-	hpud = msk_window_pud(w->region->host_mm, haddr);
-	if (!hpud || !pud_present(*hpud) || (pud_val(*hpud) & _PAGE_PSE))
+	hpud = msk_pmd_table_pud(w->region->host_mm, haddr);
+	if (!hpud)
 		return;
 	link = *hpud;
 	spin_lock(&w->mm->page_table_lock);
@@ -1411,10 +1410,9 @@ static bool msk_window_flip(struct msk_region *r, struct msk_window *w)
 		if (!pud_val(w->slots[i].link))
 			continue;
 		flush = true;
-		hpud = msk_window_pud(r->host_mm, r->view[view] + i * PUD_SIZE);
+		hpud = msk_pmd_table_pud(r->host_mm, r->view[view] + i * PUD_SIZE);
 		pud = msk_window_pud(w->mm, w->start + i * PUD_SIZE);
-		if (hpud && pud && pud_present(*hpud) && !(pud_val(*hpud) & _PAGE_PSE) &&
-		    pud_val(*pud) == pud_val(w->slots[i].link)) {
+		if (hpud && pud && pud_val(*pud) == pud_val(w->slots[i].link)) {
 			set_pud(pud, *hpud);
 			w->slots[i].link = *hpud;
 		} else {

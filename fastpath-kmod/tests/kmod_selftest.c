@@ -281,18 +281,6 @@ static void populate(int fd, uint64_t size)
 		munmap(w, size);
 }
 
-/* A MFD_HUGETLB memfd of size bytes (2 MiB pages), or -1. */
-static int hugetlb_memfd(uint64_t size)
-{
-	int fd = memfd_create("measure-hugetlb", MFD_HUGETLB);
-
-	if (fd >= 0 && ftruncate(fd, (off_t)size)) {
-		close(fd);
-		fd = -1;
-	}
-	return fd;
-}
-
 /*
  * Page tables and faults per extra attacher: module vs plain shared memory
  * of the same backing (4K pages, shmem THP, or hugetlb: a MFD_HUGETLB memfd

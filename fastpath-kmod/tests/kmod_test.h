@@ -195,4 +195,18 @@ static inline int set_shmem_thp(const char *policy, char *old, size_t len)
 	return fclose(f);
 }
 
+/* A MFD_HUGETLB memfd of size bytes (2 MiB pages), or -1 with errno set. */
+static inline int hugetlb_memfd(uint64_t size)
+{
+	int fd = memfd_create("kmod-test-hugetlb", MFD_HUGETLB | MFD_CLOEXEC), err;
+
+	if (fd >= 0 && ftruncate(fd, (off_t)size)) {
+		err = errno;
+		close(fd);
+		fd = -1;
+		errno = err;
+	}
+	return fd;
+}
+
 #endif /* KMOD_TEST_H */

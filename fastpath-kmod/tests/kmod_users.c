@@ -1366,9 +1366,9 @@ static void test_hugetlb(void)
 
 	if (!huge_pool_grow(&pool, "hugetlb", 2 * pages))
 		return;
-	hfd = memfd_create("kmod_users-huge", MFD_HUGETLB | MFD_CLOEXEC);
+	hfd = hugetlb_memfd(size);
 	fd = region_create(2 * GiB);
-	CHECK(hfd >= 0 && fd >= 0 && ftruncate(hfd, (off_t)size) == 0,
+	CHECK(hfd >= 0 && fd >= 0,
 	      "hugetlb: a 64 MiB MFD_HUGETLB memfd and a 2 GiB region (%s)", strerror(errno));
 	if (hfd < 0 || fd < 0)
 		goto out;
@@ -1471,9 +1471,9 @@ static void test_hugetlb_gib(void)
 
 	if (!huge_pool_grow(&pool, "hugetlb GiB", pages))
 		return;
-	hfd = memfd_create("kmod_users-gib", MFD_HUGETLB | MFD_CLOEXEC);
+	hfd = hugetlb_memfd(GiB);
 	fd = region_create(2 * GiB);
-	if (hfd < 0 || fd < 0 || ftruncate(hfd, (off_t)GiB) || pipe(go) || pipe(ready)) {
+	if (hfd < 0 || fd < 0 || pipe(go) || pipe(ready)) {
 		CHECK(0, "hugetlb GiB: a 1 GiB MFD_HUGETLB memfd and a region (%s)", strerror(errno));
 		goto out;
 	}
@@ -1545,9 +1545,9 @@ static void test_hugetlb_reserve(void)
 
 	if (!huge_pool_grow(&pool, "hugetlb reservation", 5))
 		return;
-	hfd = memfd_create("kmod_users-rsv", MFD_HUGETLB | MFD_CLOEXEC);
+	hfd = hugetlb_memfd(16 * MiB);
 	fd = region_create(2 * GiB);
-	err = hfd < 0 || fd < 0 || ftruncate(hfd, (off_t)(16 * MiB)) ? errno : 0;
+	err = hfd < 0 || fd < 0 ? errno : 0;
 	err = err ? err : range_op(fd, MSHAREFS_KMOD_MAP, old, 2 * MiB, PROT_READ | PROT_WRITE);
 	err = err ? err : range_op(fd, MSHAREFS_KMOD_MAP, 0, 2 * MiB, PROT_READ | PROT_WRITE);
 	w = err ? NULL : window(fd, 2 * GiB);
@@ -1597,9 +1597,9 @@ static void test_hugetlb_truncated(void)
 
 	if (!huge_pool_grow(&pool, "hugetlb truncated", 4))
 		return;
-	hfd = memfd_create("kmod_users-trunc", MFD_HUGETLB | MFD_CLOEXEC);
+	hfd = hugetlb_memfd(4 * MiB);
 	fd = region_create(2 * GiB);
-	err = hfd < 0 || fd < 0 || ftruncate(hfd, (off_t)(4 * MiB)) ? errno : 0;
+	err = hfd < 0 || fd < 0 ? errno : 0;
 	err = err ? err : range_op(fd, MSHAREFS_KMOD_MAP, old, 2 * MiB, PROT_READ | PROT_WRITE);
 	err = err ? err : map_file(fd, at, 4 * MiB, 0, hfd, PROT_READ | PROT_WRITE);
 	w = err ? NULL : window(fd, 2 * GiB);
@@ -1611,9 +1611,9 @@ static void test_hugetlb_truncated(void)
 	fill(w + at, 4 * MiB, 72);
 	CHECK(ftruncate(hfd, 0) == 0 && ftruncate(hfd, (off_t)(4 * MiB)) == 0,
 	      "hugetlb truncated: the caller truncates its file and extends it again");
-	hogfd = memfd_create("kmod_users-hog", MFD_HUGETLB | MFD_CLOEXEC);
 	hog_size = (size_t)huge_pages("HugePages_Free") * 2 * MiB;
-	if (hogfd >= 0 && hog_size && !ftruncate(hogfd, (off_t)hog_size))
+	hogfd = hog_size ? hugetlb_memfd(hog_size) : -1;
+	if (hogfd >= 0)
 		hog = mmap(NULL, hog_size, PROT_READ, MAP_SHARED, hogfd, 0);
 	CHECK(hog != MAP_FAILED && huge_pages("HugePages_Free") == huge_pages("HugePages_Rsvd"),
 	      "hugetlb truncated: another mapping reserves every free huge page (free %ld, reserved %ld)",
