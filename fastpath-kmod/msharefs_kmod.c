@@ -37,6 +37,7 @@
 #include <linux/pagemap.h>
 #include <linux/pgtable.h>
 #include <linux/proc_fs.h>
+#include <linux/rculist.h>
 #include <linux/pseudo_fs.h>
 #include <linux/sched/mm.h>
 #include <linux/seq_file.h>
@@ -56,11 +57,20 @@
 
 static struct kthread_worker *msk_worker;
 
-/* One per host mm: flushes every window's TLB when the host's flushes. */
+/*
+ * One per host mm: flushes every window's TLB when the host's flushes, and
+ * takes back offset windows' links before a host change that they would
+ * not follow.
+ */
 struct msk_host {
-	struct mmu_notifier mn;
-	spinlock_t lock;		/* guards regions */
-	struct list_head regions;
+	struct mmu_notifier mn;		/* TLB flushes */
+	struct mmu_notifier range;	/* changes begin and end (kernels take one or the other) */
+	int nregions;			/* under msk_hosts_lock; range registered while > 0 */
+	spinlock_t lock;		/* guards invalidating, seq, regions' writers */
+	struct list_head regions;	/* read under RCU */
+	int invalidating;		/* host changes in progress */
+	unsigned long seq;		/* host changes begun */
+	wait_queue_head_t wq;		/* offset windows' faults: invalidating == 0 */
 };
 
 /* A layout entry: an object mapped at region pages [first, ...). */
@@ -93,6 +103,7 @@ struct msk_region {
 	bool handoff;			/* only writer's windows store */
 	struct mm_struct *writer;	/* mmgrab()ed, or NULL */
 	atomic_t windows_count;
+	atomic_t offset_windows;	/* windows that link PMD entries */
 	bool sealed;
 	unsigned long mapped_pages;
 	atomic64_t faults;
@@ -124,6 +135,12 @@ struct msk_window {
 	int invalidating;		/* under mmn->lock */
 	wait_queue_head_t wq;
 	struct msk_slot *slots;		/* under mm->page_table_lock */
+	/*
+	 * An offset window starts 2 MiB but not 1 GiB aligned: it links PMD
+	 * entries, one per 2 MiB slot (pmd_links, under mm->page_table_lock).
+	 */
+	bool offset;
+	unsigned long *pmd_links;
 };
 
 static void msk_vm_flags_set(struct vm_area_struct *vma, unsigned long flags)
@@ -185,15 +202,80 @@ static void msk_host_flushed(struct mmu_notifier *mn, struct mm_struct *mm,
 	struct msk_region *r;
 	bool flush = false;
 
-	spin_lock(&h->lock);
-	list_for_each_entry(r, &h->regions, host_node)
+	rcu_read_lock();
+	list_for_each_entry_rcu(r, &h->regions, host_node)
 		if (atomic_read(&r->windows_count) && msk_region_in_range(r, start, end)) {
 			flush = true;
 			break;
 		}
-	spin_unlock(&h->lock);
+	rcu_read_unlock();
 	if (flush)
 		msk_flush_all_cpus();
+}
+
+static bool msk_region_unlink_offset(struct msk_region *r, unsigned long start,
+				     unsigned long end);
+
+/*
+ * A host change of [start, end) begins (reclaim, migration, a split, UNMAP,
+ * PROTECT, khugepaged). Offset windows' links it could make stale are taken
+ * back now, and none is made until it ends: see msk_link_offset(). Only
+ * spinlocks are taken, so a range that may not block is served too.
+ */
+static int msk_host_invalidate_start(struct mmu_notifier *mn,
+				     const struct mmu_notifier_range *range)
+{
+	struct msk_host *h = container_of(mn, struct msk_host, range);
+	struct msk_region *r;
+	bool flush = false;
+
+	spin_lock(&h->lock);
+	h->invalidating++;
+	h->seq++;
+	spin_unlock(&h->lock);
+	/*
+	 * Not under h->lock: a walker of a window in the host's own mm may hold
+	 * the entry's lock this takes while its TLB flush calls
+	 * msk_host_flushed().
+	 */
+	rcu_read_lock();
+	list_for_each_entry_rcu(r, &h->regions, host_node)
+		if (atomic_read(&r->offset_windows))
+			flush |= msk_region_unlink_offset(r, range->start, range->end);
+	rcu_read_unlock();
+	if (flush)
+		msk_flush_all_cpus();
+	return 0;
+}
+
+static void msk_host_invalidate_end(struct mmu_notifier *mn,
+				    const struct mmu_notifier_range *range)
+{
+	struct msk_host *h = container_of(mn, struct msk_host, range);
+
+	spin_lock(&h->lock);
+	if (h->invalidating && !--h->invalidating)
+		wake_up_all(&h->wq);
+	spin_unlock(&h->lock);
+}
+
+/*
+ * Offset windows' faults: waits until no host change is in progress and
+ * returns the count of those begun. Nonzero if a fatal signal came first.
+ */
+static int msk_host_settled(struct msk_host *h, unsigned long *seq)
+{
+	for (;;) {
+		spin_lock(&h->lock);
+		if (!h->invalidating) {
+			*seq = h->seq;
+			spin_unlock(&h->lock);
+			return 0;
+		}
+		spin_unlock(&h->lock);
+		if (wait_event_killable(h->wq, !READ_ONCE(h->invalidating)))
+			return -EINTR;
+	}
 }
 
 static struct mmu_notifier *msk_host_alloc(struct mm_struct *mm)
@@ -204,6 +286,7 @@ static struct mmu_notifier *msk_host_alloc(struct mm_struct *mm)
 		return ERR_PTR(-ENOMEM);
 	spin_lock_init(&h->lock);
 	INIT_LIST_HEAD(&h->regions);
+	init_waitqueue_head(&h->wq);
 	return &h->mn;
 }
 
@@ -221,6 +304,59 @@ static const struct mmu_notifier_ops msk_host_ops = {
 	.alloc_notifier = msk_host_alloc,
 	.free_notifier = msk_host_free,
 };
+
+static const struct mmu_notifier_ops msk_host_range_ops = {
+	.invalidate_range_start = msk_host_invalidate_start,
+	.invalidate_range_end = msk_host_invalidate_end,
+};
+
+/* Serialises a host's first region and its last: h->range, h->nregions. */
+static DEFINE_MUTEX(msk_hosts_lock);
+
+/*
+ * The host notifiers of r's host mm, for a new region: the flushing one is
+ * shared by the mm's regions (mmu_notifier_get_locked()), the range one is
+ * registered with the first region and unregistered with the last.
+ */
+static int msk_host_get(struct msk_region *r)
+{
+	struct mmu_notifier *mn;
+	struct msk_host *h = NULL;
+	int err = 0;
+
+	mutex_lock(&msk_hosts_lock);
+	mmap_write_lock(r->host_mm);
+	mn = mmu_notifier_get_locked(&msk_host_ops, r->host_mm);
+	if (IS_ERR(mn)) {
+		err = PTR_ERR(mn);
+	} else {
+		h = container_of(mn, struct msk_host, mn);
+		h->range.ops = &msk_host_range_ops;
+		if (!h->nregions)
+			err = __mmu_notifier_register(&h->range, r->host_mm);
+	}
+	mmap_write_unlock(r->host_mm);
+	if (!err) {
+		h->nregions++;
+		r->host = h;
+	} else if (h) {
+		mmu_notifier_put(mn);
+	}
+	mutex_unlock(&msk_hosts_lock);
+	return err;
+}
+
+static void msk_host_put(struct msk_region *r)
+{
+	struct msk_host *h = r->host;
+
+	mutex_lock(&msk_hosts_lock);
+	if (!--h->nregions)
+		mmu_notifier_unregister(&h->range, r->host_mm);
+	mutex_unlock(&msk_hosts_lock);
+	mmu_notifier_put(&h->mn);
+	r->host = NULL;
+}
 
 /* ---- host calls ------------------------------------------------------------ */
 
@@ -311,16 +447,24 @@ static pud_t *msk_pmd_table_pud(struct mm_struct *mm, unsigned long addr)
 	return pud && pud_present(*pud) && !(pud_val(*pud) & _PAGE_PSE) ? pud : NULL;
 }
 
+/* mm's PMD entry for addr if its PMD table exists, else NULL. */
+static pmd_t *msk_pmd_at(struct mm_struct *mm, unsigned long addr)
+{
+	pud_t *pud = msk_pmd_table_pud(mm, addr);
+
+	return pud ? pmd_offset(pud, addr) : NULL;
+}
+
 /* Host context, holding current->mm's mmap lock: a PTE table maps addr? */
 static bool msk_host_pte_table_at(unsigned long addr)
 {
-	pud_t *pud = msk_pmd_table_pud(current->mm, addr);
-	pmd_t pmd;
+	pmd_t *pmd = msk_pmd_at(current->mm, addr);
+	pmd_t entry;
 
-	if (!pud)
+	if (!pmd)
 		return false;
-	pmd = READ_ONCE(*pmd_offset(pud, addr));
-	return pmd_present(pmd) && !(pmd_val(pmd) & _PAGE_PSE);
+	entry = READ_ONCE(*pmd);
+	return pmd_present(entry) && !(pmd_val(entry) & _PAGE_PSE);
 }
 
 /*
@@ -699,9 +843,10 @@ static void msk_region_free_work(struct kthread_work *work)
 	}
 	if (r->host) {
 		spin_lock(&r->host->lock);
-		list_del(&r->host_node);
+		list_del_rcu(&r->host_node);
 		spin_unlock(&r->host->lock);
-		mmu_notifier_put(&r->host->mn);
+		synchronize_rcu();	/* the host notifier reads the list under RCU */
+		msk_host_put(r);
 	}
 	list_for_each_entry_safe(m, next, &r->maps, node) {
 		fput(m->file);
@@ -768,7 +913,6 @@ static struct msk_region *msk_region_alloc(void)
 /* Gives an unsized region its size and its views. Caller holds r->lock. */
 static int msk_region_set_size(struct msk_region *r, u64 size)
 {
-	struct mmu_notifier *mn;
 	struct file *anon;
 	int err;
 
@@ -779,24 +923,20 @@ static int msk_region_set_size(struct msk_region *r, u64 size)
 	anon = shmem_file_setup("msharefs_region", size, VM_NORESERVE);
 	if (IS_ERR(anon))
 		return PTR_ERR(anon);
-	mmap_write_lock(r->host_mm);
-	mn = mmu_notifier_get_locked(&msk_host_ops, r->host_mm);
-	mmap_write_unlock(r->host_mm);
-	if (IS_ERR(mn)) {
+	err = msk_host_get(r);
+	if (err) {
 		fput(anon);
-		return PTR_ERR(mn);
+		return err;
 	}
-	r->host = container_of(mn, struct msk_host, mn);
 	err = msk_in_host(r, msk_host_reserve, &size);
 	if (err) {
-		mmu_notifier_put(mn);
-		r->host = NULL;
+		msk_host_put(r);
 		fput(anon);
 		return err;
 	}
 	r->anon = anon;
 	spin_lock(&r->host->lock);
-	list_add(&r->host_node, &r->host->regions);
+	list_add_rcu(&r->host_node, &r->host->regions);
 	spin_unlock(&r->host->lock);
 	/* Published last: mmap() and the ioctls read it without r->lock. */
 	smp_store_release(&r->size, size);
@@ -1066,6 +1206,73 @@ static bool msk_unlink_slot(struct msk_window *w, unsigned long i)
 	return true;
 }
 
+/*
+ * The split lock of mm's PMD entry pmd, taken, or NULL where the kernel has
+ * no split PMD locks (the lock would be mm->page_table_lock, held already).
+ */
+static spinlock_t *msk_pmd_lock(struct mm_struct *mm, pmd_t *pmd)
+{
+	spinlock_t *ptl = pmd_lockptr(mm, pmd);
+
+	if (ptl == &mm->page_table_lock)
+		return NULL;
+	spin_lock(ptl);
+	return ptl;
+}
+
+static void msk_pmd_unlock(spinlock_t *ptl)
+{
+	if (ptl)
+		spin_unlock(ptl);
+}
+
+/*
+ * Offset windows. Caller holds w->mm->page_table_lock. Clears slot i if it
+ * is linked (a PMD entry pointing at a view's PTE table, or a copy of the
+ * view's huge page entry), under the entry's own lock, which core mm's
+ * walkers of the window take; with leaf_only, a link to a PTE table stays.
+ * Returns true if an entry was cleared.
+ */
+static bool msk_unlink_pmd_slot(struct msk_window *w, unsigned long i, bool leaf_only)
+{
+	spinlock_t *ptl;	/* the entry's split PMD lock */
+	pmd_t *pmd;
+
+	if (!test_bit(i, w->pmd_links))
+		return false;
+	pmd = msk_pmd_at(w->mm, w->start + i * PMD_SIZE);
+	if (pmd) {
+		ptl = msk_pmd_lock(w->mm, pmd);
+		if (leaf_only && !(pmd_val(*pmd) & _PAGE_PSE)) {
+			msk_pmd_unlock(ptl);
+			return false;
+		}
+		pmd_clear(pmd);
+		msk_pmd_unlock(ptl);
+	}
+	__clear_bit(i, w->pmd_links);
+	return true;
+}
+
+/*
+ * Caller holds w->mm->page_table_lock. Unlinks the offset window's slots
+ * that meet window offsets [off, end): all of them, or with leaf_only those
+ * that copy a huge page entry plus those the range covers whole.
+ */
+static bool msk_unlink_pmd_range(struct msk_window *w, unsigned long off, unsigned long end,
+				 bool leaf_only)
+{
+	unsigned long i, last = (end - 1) >> PMD_SHIFT;
+	bool flush = false, whole;
+
+	i = off >> PMD_SHIFT;
+	for_each_set_bit_from(i, w->pmd_links, last + 1) {
+		whole = off <= i << PMD_SHIFT && end >= (i + 1) << PMD_SHIFT;
+		flush |= msk_unlink_pmd_slot(w, i, leaf_only && !whole);
+	}
+	return flush;
+}
+
 /* Unlinks the slots of [start, end) and flushes the TLBs if any was linked. */
 static void msk_unlink_range(struct msk_window *w, unsigned long start, unsigned long end)
 {
@@ -1079,11 +1286,91 @@ static void msk_unlink_range(struct msk_window *w, unsigned long start, unsigned
 	first = (start - w->start) >> PUD_SHIFT;
 	last = (end - w->start + PUD_SIZE - 1) >> PUD_SHIFT;
 	spin_lock(&w->mm->page_table_lock);
-	for (i = first; i < last; i++)
-		flush |= msk_unlink_slot(w, i);
+	if (w->offset)
+		flush = msk_unlink_pmd_range(w, start - w->start, end - w->start, false);
+	else
+		for (i = first; i < last; i++)
+			flush |= msk_unlink_slot(w, i);
 	spin_unlock(&w->mm->page_table_lock);
 	if (flush)
 		msk_flush_all_cpus();
+}
+
+/*
+ * Host notifier, under the host's lock: a host change of host addresses
+ * [start, end) begins. Offset windows copy the views' huge page entries,
+ * which the host changes on its own, and point at PTE tables the change
+ * may free if it covers a whole 2 MiB: such links go first. A link to a
+ * PTE table that the change only edits stays, the edit is in the shared
+ * table. Returns true if the TLBs need a flush.
+ */
+static bool msk_region_unlink_offset(struct msk_region *r, unsigned long start,
+				     unsigned long end)
+{
+	unsigned long off, e;
+	struct msk_window *w;
+	bool flush = false;
+	int v;
+
+	spin_lock(&r->windows_lock);
+	for (v = 0; v < MSK_VIEWS; v++) {
+		off = max(start, r->view[v]) - r->view[v];
+		e = min(end, r->view[v] + (unsigned long)r->size) - r->view[v];
+		if (!r->view[v] || start >= r->view[v] + r->size || end <= r->view[v])
+			continue;
+		list_for_each_entry(w, &r->windows, region_node) {
+			if (!w->offset)
+				continue;
+			spin_lock(&w->mm->page_table_lock);
+			if (w->view == v)
+				flush |= msk_unlink_pmd_range(w, off, e, true);
+			spin_unlock(&w->mm->page_table_lock);
+		}
+	}
+	spin_unlock(&r->windows_lock);
+	return flush;
+}
+
+/*
+ * Links every 2 MiB slot of offset window w that both sides have a table
+ * for: the attacher's PMD table (core mm made one for the faulting GiB) and
+ * the view's entry, a PTE table (pointed at, shared like a window's PMD
+ * table) or a huge page (copied). Caller holds the host's mmap lock, which
+ * keeps the host's PMD tables; seq is from msk_host_settled() before the
+ * host fault. A host change begun since may change or free what was read
+ * without finding the link to take back, so then nothing is linked and the
+ * access faults again.
+ */
+static void msk_link_offset(struct msk_window *w, int view, unsigned long seq)
+{
+	struct msk_region *r = w->region;
+	struct msk_host *h = r->host;
+	unsigned long i, nr = (w->end - w->start) >> PMD_SHIFT;
+	pmd_t *hpmd, *pmd, entry;
+	spinlock_t *ptl;	/* the attacher entry's split PMD lock */
+
+	for (i = 0; i < nr; i++) {
+		hpmd = msk_pmd_at(r->host_mm, r->view[view] + i * PMD_SIZE);
+		if (!hpmd)
+			continue;
+		entry = READ_ONCE(*hpmd);
+		/* A NUMA hinting entry is the host's to resolve: its fault does. */
+		if (!pmd_present(entry) || pmd_protnone(entry))
+			continue;
+		spin_lock(&w->mm->page_table_lock);
+		pmd = msk_pmd_at(w->mm, w->start + i * PMD_SIZE);
+		if (pmd && w->view == view && !READ_ONCE(w->invalidating) &&
+		    !READ_ONCE(h->invalidating) && READ_ONCE(h->seq) == seq &&
+		    !test_bit(i, w->pmd_links)) {
+			ptl = msk_pmd_lock(w->mm, pmd);
+			if (pmd_none(*pmd)) {
+				set_pmd(pmd, entry);
+				__set_bit(i, w->pmd_links);
+			}
+			msk_pmd_unlock(ptl);
+		}
+		spin_unlock(&w->mm->page_table_lock);
+	}
 }
 
 /*
@@ -1145,6 +1432,8 @@ static void msk_link_new_window(struct msk_window *w)
 {
 	struct mm_struct *host = w->region->host_mm;
 
+	if (w->offset)
+		return;	/* links at faults, where core mm made the PMD tables */
 	if (host == w->mm) {
 		msk_link_window(w);
 	} else if (mmap_read_trylock(host)) {
@@ -1176,7 +1465,7 @@ static vm_fault_t msk_fault_common(struct vm_fault *vmf)
 	struct msk_region *r;
 	struct vm_area_struct *hvma;
 	struct mm_struct *host;
-	unsigned long off, haddr;
+	unsigned long off, haddr, seq = 0;
 	unsigned int flags;
 	vm_flags_t need;
 	vm_fault_t ret;
@@ -1196,6 +1485,9 @@ static vm_fault_t msk_fault_common(struct vm_fault *vmf)
 	host = r->host_mm;
 	/* Core mm is walking this window through the other side: wait it out. */
 	if (wait_event_killable(w->wq, !READ_ONCE(w->invalidating)))
+		return VM_FAULT_SIGBUS;
+	/* So is the host, for an offset window: see msk_link_offset(). */
+	if (w->offset && msk_host_settled(r->host, &seq))
 		return VM_FAULT_SIGBUS;
 	off = (vmf->address & PAGE_MASK) - vma->vm_start;
 	view = READ_ONCE(w->view);
@@ -1259,8 +1551,13 @@ static vm_fault_t msk_fault_common(struct vm_fault *vmf)
 		if (ret & VM_FAULT_ERROR)
 			goto out;
 	}
-	/* The first fault in an unlinked GiB links every GiB the host has. */
-	if (!pud_val(READ_ONCE(w->slots[off >> PUD_SHIFT].link)))
+	/*
+	 * The first fault in an unlinked GiB links every GiB the host has (an
+	 * offset window: every 2 MiB both sides have tables for).
+	 */
+	if (w->offset)
+		msk_link_offset(w, view, seq);
+	else if (!pud_val(READ_ONCE(w->slots[off >> PUD_SHIFT].link)))
 		msk_link_window(w);
 	ret = VM_FAULT_NOPAGE;
 out:
@@ -1406,6 +1703,10 @@ static bool msk_window_flip(struct msk_region *r, struct msk_window *w)
 	if (view == w->view)
 		goto out;
 	w->view = view;
+	if (w->offset) {	/* faults link the other view */
+		flush = msk_unlink_pmd_range(w, 0, w->end - w->start, false);
+		goto out;
+	}
 	for (i = 0; i < (w->end - w->start) >> PUD_SHIFT; i++) {
 		if (!pud_val(w->slots[i].link))
 			continue;
@@ -1474,12 +1775,18 @@ static struct msk_window *msk_window_new(struct vm_area_struct *vma, struct msk_
 	w = kzalloc(sizeof(*w), GFP_KERNEL);
 	if (!w)
 		return NULL;
-	w->slots = kvcalloc(nr, sizeof(*w->slots), GFP_KERNEL);
+	w->offset = !IS_ALIGNED(vma->vm_start, PUD_SIZE);
+	if (w->offset)
+		w->pmd_links = kvcalloc(BITS_TO_LONGS((vma->vm_end - vma->vm_start) >> PMD_SHIFT),
+					sizeof(long), GFP_KERNEL);
+	else
+		w->slots = kvcalloc(nr, sizeof(*w->slots), GFP_KERNEL);
 	mn = mmu_notifier_get_locked(&msk_mm_ops, vma->vm_mm);
-	if (!w->slots || IS_ERR(mn)) {
+	if ((!w->slots && !w->pmd_links) || IS_ERR(mn)) {
 		if (!IS_ERR(mn))
 			mmu_notifier_put(mn);
 		kvfree(w->slots);
+		kvfree(w->pmd_links);
 		kfree(w);
 		return NULL;
 	}
@@ -1492,6 +1799,8 @@ static struct msk_window *msk_window_new(struct vm_area_struct *vma, struct msk_
 	init_waitqueue_head(&w->wq);
 	kref_get(&r->ref);
 	atomic_inc(&r->windows_count);
+	if (w->offset)
+		atomic_inc(&r->offset_windows);
 	spin_lock(&r->windows_lock);
 	w->view = msk_view_of(r, w);
 	list_add(&w->region_node, &r->windows);
@@ -1513,8 +1822,11 @@ static void msk_window_free(struct msk_window *w)
 	spin_unlock(&w->region->windows_lock);
 	mmu_notifier_put(&w->mmn->mn);
 	atomic_dec(&w->region->windows_count);
+	if (w->offset)
+		atomic_dec(&w->region->offset_windows);
 	msk_region_put(w->region);
 	kvfree(w->slots);
+	kvfree(w->pmd_links);
 	kfree(w);
 }
 
@@ -1593,7 +1905,7 @@ static int msk_region_mmap(struct file *file, struct vm_area_struct *vma)
 
 	if (!(vma->vm_flags & VM_MAYSHARE) || vma->vm_pgoff || READ_ONCE(r->sealed) ||
 	    !READ_ONCE(r->size) || vma->vm_end - vma->vm_start != READ_ONCE(r->size) ||
-	    !IS_ALIGNED(vma->vm_start, PUD_SIZE))
+	    !IS_ALIGNED(vma->vm_start, PMD_SIZE))
 		return -EINVAL;
 	if (vma->vm_flags & VM_EXEC)
 		return -EPERM;	/* see msk_view_prot() */
@@ -1628,8 +1940,8 @@ static unsigned long msk_region_get_unmapped_area(struct file *file, unsigned lo
 {
 	unsigned long found;
 
-	if (flags & MAP_FIXED)
-		return IS_ALIGNED(addr, PUD_SIZE) ? addr : -EINVAL;
+	if (flags & MAP_FIXED)	/* 2 MiB aligned: an offset window */
+		return IS_ALIGNED(addr, PMD_SIZE) ? addr : -EINVAL;
 	if (len > TASK_SIZE - PUD_SIZE)
 		return -ENOMEM;
 	if (addr && IS_ALIGNED(addr, PUD_SIZE)) {

@@ -165,9 +165,14 @@ static void item_timeout(int sig)
 	siglongjmp(item_env, 1);
 }
 
+static const char *only_item; /* --only NAME */
+
 static void run_item(const char *name, void (*fn)(void), unsigned int timeout_s)
 {
 	struct sigaction sa = { .sa_handler = item_timeout }; /* no SA_RESTART: waits end */
+
+	if (only_item && strcmp(name, only_item))
+		return;
 
 	snprintf(item_message, sizeof(item_message), "not ok - %s: timed out (hung for %u s), its children killed\n",
 		 name, timeout_s);
@@ -1279,10 +1284,10 @@ static bool set_nr_hugepages(long n)
 }
 
 /*
- * Whether the page mapped at p is still part of a huge page (a hugetlb
- * compound page in /proc/kpageflags), -1 when that cannot be read.
+ * Whether the page mapped at p is part of a compound page with flag bit of
+ * /proc/kpageflags: 1 or 0, -1 when that cannot be read.
  */
-static int in_huge_page(const void *p)
+static int kpageflag(const void *p, int bit)
 {
 	uint64_t entry = 0, flags = 0;
 	int pm = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
@@ -1292,12 +1297,24 @@ static int in_huge_page(const void *p)
 	if (pm >= 0 && kf >= 0 &&
 	    pread(pm, &entry, 8, (off_t)((uintptr_t)p / PAGE * 8)) == 8 && (entry >> 63) &&
 	    pread(kf, &flags, 8, (off_t)((entry & ((1ULL << 55) - 1)) * 8)) == 8)
-		ret = (flags >> 17 & 1) && (flags >> 15 & 3); /* KPF_HUGE, KPF_COMPOUND_HEAD/TAIL */
+		ret = (flags >> bit & 1) && (flags >> 15 & 3); /* and KPF_COMPOUND_HEAD/TAIL */
 	if (pm >= 0)
 		close(pm);
 	if (kf >= 0)
 		close(kf);
 	return ret;
+}
+
+/* Still part of a hugetlb page (KPF_HUGE)? */
+static int in_huge_page(const void *p)
+{
+	return kpageflag(p, 17);
+}
+
+/* Part of a transparent huge page (KPF_THP)? */
+static int in_thp(const void *p)
+{
+	return kpageflag(p, 22);
 }
 
 /* The huge page pool of one hugetlb item: grown for it, given back after. */
@@ -1810,19 +1827,199 @@ static void test_inheritance(void)
 	region_teardown(&r);
 }
 
+/* ---- 12. offset windows (2 MiB but not 1 GiB aligned) ---- */
+
+/* The region's fault count, from STATS. */
+static unsigned long long region_faults(int fd)
+{
+	return (unsigned long long)region_stats(fd).faults;
+}
+
+/*
+ * A fresh process maps an offset window of fd at 2 MiB past a GiB and reads
+ * len bytes of seed at 0: 0, or 2 (mmap failed), 3 (wrong data), 4 (its
+ * page tables grew by more than 16 kB: it built PTE tables of its own).
+ */
+static int offset_reader(int fd, size_t len, uint32_t seed, long *grew_kb)
+{
+	long *shared = mmap(NULL, PAGE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	pid_t pid;
+	int st;
+
+	if (shared == MAP_FAILED)
+		return 2;
+	*shared = -1;
+	pid = fork_child(30);
+	if (pid == 0) {
+		char *at = free_aligned_address(), *o;
+		long before = vm_pte_kb();
+
+		o = at ? mmap(at + 2 * MiB, GiB, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, 0) : MAP_FAILED;
+		if (o == MAP_FAILED)
+			_exit(2);
+		if (!matches(o, len, seed))
+			_exit(3);
+		*shared = vm_pte_kb() - before;
+		_exit(*shared > 16 ? 4 : 0);
+	}
+	st = reap(pid);
+	*grew_kb = *shared;
+	munmap(shared, PAGE);
+	return st;
+}
+
+/*
+ * Whether a store into p (a window the region PROTECTed read-only) faults,
+ * and p still holds what it held.
+ */
+static bool store_refused(char *p)
+{
+	char before = *p, after = 0;
+
+	return probe(p, true, (char)~before, NULL) == SIGSEGV && !probe(p, false, 0, &after) && after == before;
+}
+
+/*
+ * mmap(NULL) through FUSE gets a 2 MiB aligned address, not a 1 GiB one: an
+ * offset window links the views' PTE tables from PMD entries of its own
+ * and copies their huge page entries. It must see every change the host
+ * makes (UNMAP, PROTECT, a new page) and cost no PTE table of its own.
+ */
+static void test_offset(void)
+{
+	const uint64_t small = 64 * MiB, thp_at = 512 * MiB, thp_len = 4 * MiB;
+	char *w = NULL, *o = MAP_FAILED, *at, thp[32] = "never";
+	unsigned long long faults;
+	long grew = -1, before, after;
+	bool huge;
+	int fd, err, st, i;
+
+	if (memfd_mode) {
+		SKIP("offset: module regions only");
+		return;
+	}
+	set_shmem_thp("never", thp, sizeof(thp));
+	fd = region_create(GiB);
+	err = fd < 0 ? errno : range_op(fd, MSHAREFS_KMOD_MAP, 0, small, PROT_READ | PROT_WRITE);
+	w = err ? NULL : window(fd, GiB);
+	if (w) {
+		fill(w, small, 90); /* 4 KiB pages */
+		set_shmem_thp("always", NULL, 0);
+		err = range_op(fd, MSHAREFS_KMOD_MAP, thp_at, thp_len, PROT_READ | PROT_WRITE);
+		if (!err)
+			fill(w + thp_at, thp_len, 91);
+		set_shmem_thp("never", NULL, 0);
+	}
+	CHECK(w && !err, "offset: a region with 64 MiB of 4 KiB pages, 4 MiB of THP and a window (%s)",
+	      strerror(err));
+	if (!w || err)
+		goto out;
+	huge = in_thp(w + thp_at) == 1;
+	at = free_aligned_address();
+	CHECK(at && mmap(at + PAGE, GiB, PROT_READ, MAP_SHARED | MAP_FIXED, fd, 0) == MAP_FAILED && errno == EINVAL,
+	      "offset: a window at an address that is not 2 MiB aligned is EINVAL");
+
+	faults = region_faults(fd);
+	st = offset_reader(fd, small, 90, &grew);
+	faults = region_faults(fd) - faults;
+	CHECK(st == 0, "offset: another process's window 2 MiB past a GiB reads 64 MiB, its page tables grew %ld kB "
+		       "(PMD tables only, no PTE table; status %d)", grew, st);
+	CHECK(faults <= 4, "offset: it took %llu faults for 32 PTE tables (linked per GiB, not per 2 MiB)", faults);
+
+	o = at ? mmap(at + 6 * MiB, GiB, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, 0) : MAP_FAILED;
+	CHECK(o != MAP_FAILED, "offset: this process maps one 6 MiB past a GiB (%s)",
+	      o == MAP_FAILED ? strerror(errno) : "mapped");
+	if (o == MAP_FAILED)
+		goto out;
+	CHECK(matches(o, small, 90) && matches(o + thp_at, thp_len, 91),
+	      "offset: it reads the 4 KiB pages and the THP (%s)", huge ? "a huge page" : "not a huge page here");
+	fill(o + 8 * MiB, 64 * KiB, 92);
+	st = seen_by_child(fd, 8 * MiB, 64 * KiB, 92);
+	CHECK(matches(w + 8 * MiB, 64 * KiB, 92) && st == 0,
+	      "offset: its stores reach the aligned window and another process's (status %d)", st);
+
+	/* The host changes what the offset window links or copies. */
+	err = range_op(fd, MSHAREFS_KMOD_UNMAP, thp_at, thp_len, 0);
+	if (!err) {
+		set_shmem_thp("always", NULL, 0);
+		err = range_op(fd, MSHAREFS_KMOD_MAP, thp_at, thp_len, PROT_READ | PROT_WRITE);
+		set_shmem_thp("never", NULL, 0);
+	}
+	if (!err)
+		err = range_op(fd, MSHAREFS_KMOD_UNMAP, 16 * MiB, 2 * MiB, 0);
+	if (!err)
+		err = range_op(fd, MSHAREFS_KMOD_MAP, 16 * MiB, 2 * MiB, PROT_READ | PROT_WRITE);
+	CHECK(!err, "offset: UNMAP and MAP again of the THP and of 2 MiB of 4 KiB pages (%s)", strerror(err));
+	fill(w + thp_at, thp_len, 93);
+	fill(w + 16 * MiB, 2 * MiB, 94);
+	CHECK(matches(o + thp_at, thp_len, 93), "offset: it reads the new huge page, not the one UNMAP freed");
+	CHECK(matches(o + 16 * MiB, 2 * MiB, 94), "offset: and the new 4 KiB pages");
+
+	err = range_op(fd, MSHAREFS_KMOD_PROTECT, 0, small, PROT_READ);
+	CHECK(!err && store_refused(o + 8 * MiB) && matches(o + 8 * MiB, 64 * KiB, 92),
+	      "offset: after PROTECT read-only a store faults, the data is intact (%s)", strerror(err));
+	err = range_op(fd, MSHAREFS_KMOD_PROTECT, 0, small, PROT_READ | PROT_WRITE);
+	CHECK(!err && !probe(o + 8 * MiB, true, 0x77, NULL) && w[8 * MiB] == 0x77,
+	      "offset: after PROTECT read-write it stores again (%s)", strerror(err));
+
+	before = vm_pte_kb();
+	for (i = 0; i < 500; i++) {
+		if (madvise(o, 4 * MiB, MADV_DONTNEED))
+			break;
+		o[i * PAGE] = (char)i;
+	}
+	after = vm_pte_kb();
+	CHECK(i == 500 && after - before <= 16 && o[499 * PAGE] == (char)499 && w[499 * PAGE] == (char)499 &&
+		      matches(o + 16 * MiB, 2 * MiB, 94),
+	      "offset: 500 MADV_DONTNEED and stores (%d done) keep the data, page tables %ld -> %ld kB", i, before,
+	      after);
+
+	pid_t pid = fork_child(20);
+
+	if (pid == 0)
+		_exit(matches(o + thp_at, thp_len, 93) ? (fill(o + 32 * MiB, 64 * KiB, 95), 0) : 3);
+	st = reap(pid);
+	CHECK(st == 0 && matches(w + 32 * MiB, 64 * KiB, 95),
+	      "offset: a forked child reads and stores through the inherited window (status %d)", st);
+
+	pid = fork_child(20);
+	if (pid == 0) {
+		static char buf[64 * KiB];
+		struct iovec local = { buf, sizeof(buf) }, remote = { o + 32 * MiB, sizeof(buf) };
+
+		_exit(process_vm_readv(getppid(), &local, 1, &remote, 1, 0) == (ssize_t)sizeof(buf) &&
+				      matches(buf, sizeof(buf), 95) ? 0 : 3);
+	}
+	st = reap(pid);
+	CHECK(st == 0, "offset: process_vm_readv of it by another process (status %d)", st);
+	CHECK(munmap(o, GiB) == 0 && matches(w + 32 * MiB, 64 * KiB, 95), "offset: munmap; the region is intact");
+	o = MAP_FAILED;
+out:
+	if (o != MAP_FAILED)
+		munmap(o, GiB);
+	if (w)
+		munmap(w, GiB);
+	if (fd >= 0)
+		close(fd);
+	set_shmem_thp(thp, NULL, 0);
+}
+
 int main(int argc, char **argv)
 {
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "--help")) {
-			printf("usage: %s [--memfd]\n"
+			printf("usage: %s [--memfd] [--only ITEM]\n"
 			       "Runs the kernel's other users of memory (futexes, /proc/PID/mem, process_vm_*,\n"
-			       "vmsplice, O_DIRECT, io_uring, read-only windows, madvise, fork) on msharefs_kmod\n"
-			       "windows (needs the module loaded, as root). --memfd runs them on a memfd\n"
-			       "mapped MAP_SHARED instead, skipping the window-only checks.\n",
+			       "vmsplice, O_DIRECT, io_uring, read-only windows, huge pages, madvise, fork,\n"
+			       "offset windows) on msharefs_kmod windows (needs the module loaded, as root).\n"
+			       "--memfd runs them on a memfd mapped MAP_SHARED instead, skipping the window-only\n"
+			       "checks; --only runs the one item named as its check lines name it.\n",
 			       argv[0]);
 			return 0;
 		} else if (!strcmp(argv[i], "--memfd")) {
 			memfd_mode = true;
+		} else if (!strcmp(argv[i], "--only") && i + 1 < argc) {
+			only_item = argv[++i];
 		} else {
 			fprintf(stderr, "%s: unknown argument '%s' (try --help)\n", argv[0], argv[i]);
 			return 2;
@@ -1847,6 +2044,7 @@ int main(int argc, char **argv)
 	run_item("collapse", test_collapse, 120);
 	run_item("madvise", test_madvise, 60);
 	run_item("fork", test_inheritance, 60);
+	run_item("offset", test_offset, 120);
 	printf("kmod_users: %d failures\n", failures);
 	return failures ? 1 : 0;
 }
