@@ -15,7 +15,8 @@
  * its PUD entries point at the view's PMD tables. A fault in a window is
  * forwarded to the host (handle_mm_fault() on the view) and the window's PUD
  * entry for that GiB is linked on the way out; every other attacher then
- * sees the page with no fault of its own.
+ * sees the page with no fault of its own. A window that starts 2 MiB but not
+ * 1 GiB aligned (an offset window) links PMD entries of its own instead.
  *
  * fastpath-kmod/DESIGN.md states the locking and lifetime rules and which
  * core-mm walkers can reach the shared tables through a window.

@@ -245,6 +245,36 @@ int hugetlbfs_user(const char *name)
 
 // ---- the unmodified program, which runs the rest -----------------------------
 
+// An unmodified process's mmap(NULL) of the region file: the kernel picks
+// the address (FUSE: 2 MiB aligned at best). It reads what the region holds
+// at 0 and stores at 8192; the parent checks that store.
+void plain_null_mapping(const char *name, uint64_t size)
+{
+	int pipefd[2];
+	if (pipe(pipefd) < 0)
+		return;
+	const pid_t pid = fork();
+	if (pid == 0) {
+		close(pipefd[0]);
+		const int fd = open(path_of(name).c_str(), O_RDWR);
+		auto *q = static_cast<char *>(mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0));
+		std::string report = q == MAP_FAILED ? std::string("mmap: ") + strerror(errno)
+						     : std::to_string(reinterpret_cast<uint64_t>(q) % kGiB >> 20) +
+							       " MiB past a GiB, reads \"" + std::string(q, strnlen(q, 64)) + "\"";
+		if (q != MAP_FAILED)
+			std::strcpy(q + 8192, "stored through mmap(NULL)");
+		(void)!write(pipefd[1], report.data(), report.size());
+		_exit(q == MAP_FAILED || std::strcmp(q, kFromModule) ? 1 : 0);
+	}
+	close(pipefd[1]);
+	char buf[256] = {};
+	(void)!read(pipefd[0], buf, sizeof(buf) - 1);
+	close(pipefd[0]);
+	const int st = wait_for(pid);
+	check(WIFEXITED(st) && WEXITSTATUS(st) == 0,
+	      std::string("an unmodified process's mmap(NULL) of the region file works: ") + buf);
+}
+
 // A child in a memory cgroup of its own creates a region: msharefsd forks a
 // region host for that cgroup (it must not inherit msharefsd's windows).
 // True if the region was made.
@@ -378,6 +408,9 @@ int run_all(const char *self)
 		check(paths == want_a || paths == want_b,
 		      "user.mshare.datapath names the module window and the compat one, nothing else: " + paths);
 	}
+	plain_null_mapping(name, geometry.size);
+	check(std::strcmp(p + 8192, "stored through mmap(NULL)") == 0,
+	      std::string("its store reaches the plain window: \"") + (p + 8192) + "\"");
 	std::strcpy(p + 4096, kFromPageCache);
 	check(msync(p + 4096, 4096, MS_SYNC) == 0, "msync of the plain window's store");
 	check(write(to_writer[1], "g", 1) == 1, "the writer is told to look");

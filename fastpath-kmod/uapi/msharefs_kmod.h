@@ -7,7 +7,10 @@
  * module's own filesystem, so they can serve as FUSE passthrough backing
  * files. A region is memory whose
  * page tables exist once: every mmap() of the region descriptor (the window)
- * links the caller's PUD entries to the region's own PMD tables. Offsets are
+ * links the caller's PUD entries to the region's own PMD tables. A window
+ * at an address that is 2 MiB but not 1 GiB aligned (MAP_FIXED there, or
+ * what a FUSE file's mmap(NULL) gets) links PMD entries of its own to the
+ * region's PTE tables instead; other addresses are EINVAL. Offsets are
  * relative to the region (the window start is whatever mmap() returned).
  */
 #ifndef _UAPI_MSHAREFS_KMOD_H
@@ -17,7 +20,10 @@
 #include <linux/types.h>
 
 #define MSHAREFS_KMOD_DEVICE	"/dev/msharefs_kmod"
-/* Region sizes and window addresses are multiples of this (one PUD). */
+/*
+ * Region sizes are multiples of this (one PUD), and so are the addresses
+ * mmap(NULL) of a region descriptor returns.
+ */
 #define MSHAREFS_KMOD_ALIGN	(1ULL << 30)
 
 struct msharefs_kmod_create {
