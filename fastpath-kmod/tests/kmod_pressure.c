@@ -13,7 +13,8 @@
  *
  *   stress   The parent creates (hosts) a 1 GiB region, 256 MiB mapped
  *            read-write at 0 and 64 MiB of scratch at 512 MiB, and forks
- *            workers that each map a window of their own: 4 writers that
+ *            workers that each map a window of their own (half of them
+ *            2 MiB but not 1 GiB aligned: offset windows): 4 writers that
  *            stamp every page of their 64 MiB slice and verify it in passes,
  *            a process that forks short-lived attachers (some SIGKILLed),
  *            one that PROTECTs, UNMAPs and MAPs the scratch area and
@@ -383,7 +384,8 @@ static void stamp_write(char *page, uint64_t off, uint64_t gen)
 
 static int writer_main(int fd, int id, struct ctrl *c)
 {
-	char *w = window(fd, ST_REGION);
+	/* Odd writers use offset windows (PMD links), even ones PUD-aligned windows. */
+	char *w = id % 2 ? offset_window(fd, ST_REGION) : window(fd, ST_REGION);
 	uint64_t base = (uint64_t)id * ST_SLICE;
 	long printed = 0;
 
@@ -453,7 +455,7 @@ static void on_segv(int sig)
 /* A short-lived attacher: reads stamps, maybe stores into the scratch area. */
 static int churn_child(int fd, struct ctrl *c, uint32_t seed, bool forever)
 {
-	char *w = window(fd, ST_REGION);
+	char *w = seed % 2 ? offset_window(fd, ST_REGION) : window(fd, ST_REGION);
 	uint32_t r = seed * 2654435761u + 1;
 	char who[48];
 
