@@ -49,7 +49,10 @@ void parse_guest_lines(FILE *p, Table *t, int *pt_rows)
 			progress("module: %u GiB %s, %d attachers: %.1f kB vs %.1f kB", gib, backing, n, kmod_kb, shm_kb);
 			const std::string at =
 				std::to_string(gib) + " GiB " + backing + ", " + std::to_string(n) + " attachers";
-			const std::string base = std::string("memfd ") + backing;
+			// Offset windows (2 MiB past a GiB) against a memfd mapped there too.
+			std::string base = std::string("memfd ") + backing;
+			if (const auto dash = base.find("-offset"); dash != std::string::npos)
+				base = base.substr(0, dash) + " at the same address";
 			t->rows.push_back({"page tables per extra attacher: " + at, kmod_kb, base, shm_kb, "kB", 1, ""});
 			t->rows.push_back({"faults for a new attacher to read all: " + at, static_cast<double>(kmod_faults),
 					   base, static_cast<double>(shm_faults), "", 0, ""});

@@ -58,20 +58,24 @@
 
 static struct kthread_worker *msk_worker;
 
-/*
- * One per host mm: flushes every window's TLB when the host's flushes, and
- * takes back offset windows' links before a host change that they would
- * not follow.
- */
+/* One per host mm: flushes every window's TLB when the host's flushes. */
 struct msk_host {
-	struct mmu_notifier mn;		/* TLB flushes */
-	struct mmu_notifier range;	/* changes begin and end (kernels take one or the other) */
-	int nregions;			/* under msk_hosts_lock; range registered while > 0 */
-	spinlock_t lock;		/* guards invalidating, seq, regions' writers */
+	struct mmu_notifier mn;
+	spinlock_t lock;		/* guards regions' writers */
 	struct list_head regions;	/* read under RCU */
-	int invalidating;		/* host changes in progress */
-	unsigned long seq;		/* host changes begun */
-	wait_queue_head_t wq;		/* offset windows' faults: invalidating == 0 */
+};
+
+struct msk_region;
+
+/*
+ * One per view of a region: tells offset windows of host changes in the
+ * view before they are made (see msk_view_invalidate()).
+ */
+struct msk_view_notifier {
+	struct mmu_interval_notifier sub;
+	struct msk_region *region;
+	int view;
+	bool inserted;
 };
 
 /* A layout entry: an object mapped at region pages [first, ...). */
@@ -93,18 +97,18 @@ struct msk_region {
 	struct mm_struct *host_mm;	/* mmget() while the region lives */
 	struct msk_host *host;
 	unsigned long view[MSK_VIEWS + 1];	/* host addresses, PUD aligned */
+	struct msk_view_notifier view_notifier[MSK_VIEWS];
 	struct file *anon;		/* shmem object of anonymous mappings */
 	struct maple_tree layout;	/* page index -> struct msk_map */
 	struct list_head maps;
 	struct list_head host_node;	/* in host->regions */
 	struct list_head node;		/* in msk_regions */
 	struct kthread_work free_work;
-	spinlock_t windows_lock;	/* guards windows, handoff, writer */
+	spinlock_t windows_lock;	/* guards windows, handoff, writer, view notifiers' seq */
 	struct list_head windows;
 	bool handoff;			/* only writer's windows store */
 	struct mm_struct *writer;	/* mmgrab()ed, or NULL */
 	atomic_t windows_count;
-	atomic_t offset_windows;	/* windows that link PMD entries */
 	bool sealed;
 	unsigned long mapped_pages;
 	atomic64_t faults;
@@ -214,71 +218,6 @@ static void msk_host_flushed(struct mmu_notifier *mn, struct mm_struct *mm,
 		msk_flush_all_cpus();
 }
 
-static bool msk_region_unlink_offset(struct msk_region *r, unsigned long start,
-				     unsigned long end);
-
-/*
- * A host change of [start, end) begins (reclaim, migration, a split, UNMAP,
- * PROTECT, khugepaged). Offset windows' links it could make stale are taken
- * back now, and none is made until it ends: see msk_link_offset(). Only
- * spinlocks are taken, so a range that may not block is served too.
- */
-static int msk_host_invalidate_start(struct mmu_notifier *mn,
-				     const struct mmu_notifier_range *range)
-{
-	struct msk_host *h = container_of(mn, struct msk_host, range);
-	struct msk_region *r;
-	bool flush = false;
-
-	spin_lock(&h->lock);
-	h->invalidating++;
-	h->seq++;
-	spin_unlock(&h->lock);
-	/*
-	 * Not under h->lock: a walker of a window in the host's own mm may hold
-	 * the entry's lock this takes while its TLB flush calls
-	 * msk_host_flushed().
-	 */
-	rcu_read_lock();
-	list_for_each_entry_rcu(r, &h->regions, host_node)
-		if (atomic_read(&r->offset_windows))
-			flush |= msk_region_unlink_offset(r, range->start, range->end);
-	rcu_read_unlock();
-	if (flush)
-		msk_flush_all_cpus();
-	return 0;
-}
-
-static void msk_host_invalidate_end(struct mmu_notifier *mn,
-				    const struct mmu_notifier_range *range)
-{
-	struct msk_host *h = container_of(mn, struct msk_host, range);
-
-	spin_lock(&h->lock);
-	if (h->invalidating && !--h->invalidating)
-		wake_up_all(&h->wq);
-	spin_unlock(&h->lock);
-}
-
-/*
- * Offset windows' faults: waits until no host change is in progress and
- * returns the count of those begun. Nonzero if a fatal signal came first.
- */
-static int msk_host_settled(struct msk_host *h, unsigned long *seq)
-{
-	for (;;) {
-		spin_lock(&h->lock);
-		if (!h->invalidating) {
-			*seq = h->seq;
-			spin_unlock(&h->lock);
-			return 0;
-		}
-		spin_unlock(&h->lock);
-		if (wait_event_killable(h->wq, !READ_ONCE(h->invalidating)))
-			return -EINTR;
-	}
-}
-
 static struct mmu_notifier *msk_host_alloc(struct mm_struct *mm)
 {
 	struct msk_host *h = kzalloc(sizeof(*h), GFP_KERNEL);
@@ -287,7 +226,6 @@ static struct mmu_notifier *msk_host_alloc(struct mm_struct *mm)
 		return ERR_PTR(-ENOMEM);
 	spin_lock_init(&h->lock);
 	INIT_LIST_HEAD(&h->regions);
-	init_waitqueue_head(&h->wq);
 	return &h->mn;
 }
 
@@ -306,56 +244,10 @@ static const struct mmu_notifier_ops msk_host_ops = {
 	.free_notifier = msk_host_free,
 };
 
-static const struct mmu_notifier_ops msk_host_range_ops = {
-	.invalidate_range_start = msk_host_invalidate_start,
-	.invalidate_range_end = msk_host_invalidate_end,
-};
-
-/* Serialises a host's first region and its last: h->range, h->nregions. */
-static DEFINE_MUTEX(msk_hosts_lock);
-
-/*
- * The host notifiers of r's host mm, for a new region: the flushing one is
- * shared by the mm's regions (mmu_notifier_get_locked()), the range one is
- * registered with the first region and unregistered with the last.
- */
-static int msk_host_get(struct msk_region *r)
-{
-	struct mmu_notifier *mn;
-	struct msk_host *h = NULL;
-	int err = 0;
-
-	mutex_lock(&msk_hosts_lock);
-	mmap_write_lock(r->host_mm);
-	mn = mmu_notifier_get_locked(&msk_host_ops, r->host_mm);
-	if (IS_ERR(mn)) {
-		err = PTR_ERR(mn);
-	} else {
-		h = container_of(mn, struct msk_host, mn);
-		h->range.ops = &msk_host_range_ops;
-		if (!h->nregions)
-			err = __mmu_notifier_register(&h->range, r->host_mm);
-	}
-	mmap_write_unlock(r->host_mm);
-	if (!err) {
-		h->nregions++;
-		r->host = h;
-	} else if (h) {
-		mmu_notifier_put(mn);
-	}
-	mutex_unlock(&msk_hosts_lock);
-	return err;
-}
-
+/* Puts r's reference on its host's flushing notifier. */
 static void msk_host_put(struct msk_region *r)
 {
-	struct msk_host *h = r->host;
-
-	mutex_lock(&msk_hosts_lock);
-	if (!--h->nregions)
-		mmu_notifier_unregister(&h->range, r->host_mm);
-	mutex_unlock(&msk_hosts_lock);
-	mmu_notifier_put(&h->mn);
+	mmu_notifier_put(&r->host->mn);
 	r->host = NULL;
 }
 
@@ -721,13 +613,15 @@ static int msk_host_reserve(struct msk_region *r, void *arg)
 }
 
 /* Host context, no window left: gives both views and the pin back. */
+/* Host context: unmaps both views and the pin (arg: their size, or NULL: r->size). */
 static int msk_host_release(struct msk_region *r, void *arg)
 {
+	u64 size = arg ? *(u64 *)arg : r->size;
 	int v;
 
 	for (v = 0; v <= MSK_PIN; v++)
 		if (r->view[v])
-			vm_munmap(r->view[v], r->size);
+			vm_munmap(r->view[v], size);
 	return 0;
 }
 
@@ -832,11 +726,15 @@ static int msk_proc_show(struct seq_file *m, void *v)
 	return 0;
 }
 
+static int msk_view_notifiers_insert(struct msk_region *r, u64 size);
+static void msk_view_notifiers_remove(struct msk_region *r);
+
 static void msk_region_free_work(struct kthread_work *work)
 {
 	struct msk_region *r = container_of(work, struct msk_region, free_work);
 	struct msk_map *m, *next;
 
+	msk_view_notifiers_remove(r);
 	if (r->size) {
 		kthread_use_mm(r->host_mm);
 		msk_host_release(r, NULL);
@@ -914,6 +812,7 @@ static struct msk_region *msk_region_alloc(void)
 /* Gives an unsized region its size and its views. Caller holds r->lock. */
 static int msk_region_set_size(struct msk_region *r, u64 size)
 {
+	struct mmu_notifier *mn;
 	struct file *anon;
 	int err;
 
@@ -924,13 +823,21 @@ static int msk_region_set_size(struct msk_region *r, u64 size)
 	anon = shmem_file_setup("msharefs_region", size, VM_NORESERVE);
 	if (IS_ERR(anon))
 		return PTR_ERR(anon);
-	err = msk_host_get(r);
-	if (err) {
+	mmap_write_lock(r->host_mm);
+	mn = mmu_notifier_get_locked(&msk_host_ops, r->host_mm);
+	mmap_write_unlock(r->host_mm);
+	if (IS_ERR(mn)) {
 		fput(anon);
-		return err;
+		return PTR_ERR(mn);
 	}
+	r->host = container_of(mn, struct msk_host, mn);
 	err = msk_in_host(r, msk_host_reserve, &size);
+	if (!err)
+		err = msk_view_notifiers_insert(r, size);
 	if (err) {
+		msk_view_notifiers_remove(r);
+		if (r->view[0])
+			msk_in_host(r, msk_host_release, &size);
 		msk_host_put(r);
 		fput(anon);
 		return err;
@@ -1298,80 +1205,149 @@ static void msk_unlink_range(struct msk_window *w, unsigned long start, unsigned
 }
 
 /*
- * Host notifier, under the host's lock: a host change of host addresses
- * [start, end) begins. Offset windows copy the views' huge page entries,
- * which the host changes on its own, and point at PTE tables the change
- * may free if it covers a whole 2 MiB: such links go first. A link to a
- * PTE table that the change only edits stays, the edit is in the shared
- * table. Returns true if the TLBs need a flush.
+ * Offset windows: links slot i of w to the view's entry for it, read
+ * before: a pointer to the view's PTE table, or a copy of its huge page
+ * entry. A writable copy of a clean entry is made read-only, so that a
+ * store faults and the host marks its own entry dirty (the copy's dirty bit
+ * would be lost with it); the fault then makes the copy writable. Caller
+ * holds r->windows_lock, under which no host change began since seq.
  */
-static bool msk_region_unlink_offset(struct msk_region *r, unsigned long start,
-				     unsigned long end)
+static void msk_link_pmd_slot(struct msk_window *w, int view, unsigned long i, pmd_t entry)
 {
-	unsigned long off, e;
-	struct msk_window *w;
-	bool flush = false;
-	int v;
+	spinlock_t *ptl;	/* the attacher entry's split PMD lock */
+	pmd_t *pmd;
 
-	spin_lock(&r->windows_lock);
-	for (v = 0; v < MSK_VIEWS; v++) {
-		off = max(start, r->view[v]) - r->view[v];
-		e = min(end, r->view[v] + (unsigned long)r->size) - r->view[v];
-		if (!r->view[v] || start >= r->view[v] + r->size || end <= r->view[v])
-			continue;
-		list_for_each_entry(w, &r->windows, region_node) {
-			if (!w->offset)
-				continue;
-			spin_lock(&w->mm->page_table_lock);
-			if (w->view == v)
-				flush |= msk_unlink_pmd_range(w, off, e, true);
-			spin_unlock(&w->mm->page_table_lock);
-		}
+	if ((pmd_val(entry) & _PAGE_PSE) && pmd_write(entry) && !pmd_dirty(entry))
+		entry = pmd_wrprotect(entry);
+	spin_lock(&w->mm->page_table_lock);
+	pmd = msk_pmd_at(w->mm, w->start + i * PMD_SIZE);
+	if (!pmd || w->view != view || READ_ONCE(w->invalidating))
+		goto out;
+	ptl = msk_pmd_lock(w->mm, pmd);
+	if (pmd_none(*pmd) && !test_bit(i, w->pmd_links)) {
+		set_pmd(pmd, entry);
+		__set_bit(i, w->pmd_links);
+	} else if (test_bit(i, w->pmd_links) && (pmd_val(*pmd) & _PAGE_PSE) && !pmd_write(*pmd) &&
+		   pmd_write(entry) && pmd_pfn(*pmd) == pmd_pfn(entry)) {
+		set_pmd(pmd, entry);	/* the host's entry is dirty now */
 	}
-	spin_unlock(&r->windows_lock);
-	return flush;
+	msk_pmd_unlock(ptl);
+out:
+	spin_unlock(&w->mm->page_table_lock);
 }
 
 /*
- * Links every 2 MiB slot of offset window w that both sides have a table
- * for: the attacher's PMD table (core mm made one for the faulting GiB) and
- * the view's entry, a PTE table (pointed at, shared like a window's PMD
- * table) or a huge page (copied). Caller holds the host's mmap lock, which
- * keeps the host's PMD tables; seq is from msk_host_settled() before the
- * host fault. A host change begun since may change or free what was read
- * without finding the link to take back, so then nothing is linked and the
- * access faults again.
+ * Links the offset window's slots that both sides have a table for: the
+ * attacher's PMD table (core mm made one for the faulting GiB) and the
+ * view's entry. Only the faulting slot if it is linked already (a store
+ * into a read-only copy), else every slot. Caller holds the host's mmap
+ * lock, which keeps the host's PMD tables; seq is from
+ * mmu_interval_read_begin() before the host fault. A host change begun
+ * since may have changed or freed what was read without finding the link
+ * to take back: then nothing is linked and the access faults again.
  */
-static void msk_link_offset(struct msk_window *w, int view, unsigned long seq)
+static void msk_link_offset(struct msk_window *w, int view, unsigned long seq, unsigned long slot)
 {
 	struct msk_region *r = w->region;
-	struct msk_host *h = r->host;
-	unsigned long i, nr = (w->end - w->start) >> PMD_SHIFT;
-	pmd_t *hpmd, *pmd, entry;
-	spinlock_t *ptl;	/* the attacher entry's split PMD lock */
+	struct mmu_interval_notifier *sub = &r->view_notifier[view].sub;
+	unsigned long i, first = 0, last = (w->end - w->start) >> PMD_SHIFT;
+	pmd_t *hpmd, entry;
 
-	for (i = 0; i < nr; i++) {
+	if (test_bit(slot, w->pmd_links)) {
+		first = slot;
+		last = slot + 1;
+	}
+	for (i = first; i < last; i++) {
 		hpmd = msk_pmd_at(r->host_mm, r->view[view] + i * PMD_SIZE);
 		if (!hpmd)
 			continue;
 		entry = READ_ONCE(*hpmd);
-		/* A NUMA hinting entry is the host's to resolve: its fault does. */
-		if (!pmd_present(entry) || pmd_protnone(entry))
+		/*
+		 * Present entries only (an entry pmdp_invalidate() cleared keeps
+		 * _PAGE_PSE), and no NUMA hinting entry: the host's fault resolves it.
+		 */
+		if (!(pmd_val(entry) & _PAGE_PRESENT) || pmd_protnone(entry))
+			continue;
+		spin_lock(&r->windows_lock);
+		if (mmu_interval_read_retry(sub, seq)) {
+			spin_unlock(&r->windows_lock);
+			return;
+		}
+		msk_link_pmd_slot(w, view, i, entry);
+		spin_unlock(&r->windows_lock);
+	}
+}
+
+/*
+ * A host change of range begins in a view (called for ranges that meet it,
+ * before anything changes). Offset windows copy the view's huge page
+ * entries, which the host changes on its own, and point at PTE tables the
+ * change may free if it covers a whole 2 MiB: such links go now, and the
+ * sequence count tells faults in progress not to link what they read. A
+ * link to a PTE table the change only edits stays: the edit is in the
+ * shared table. Only spinlocks are taken, so a range that may not block is
+ * served too.
+ */
+static bool msk_view_invalidate(struct mmu_interval_notifier *sub,
+				const struct mmu_notifier_range *range, unsigned long cur_seq)
+{
+	struct msk_view_notifier *vn = container_of(sub, struct msk_view_notifier, sub);
+	struct msk_region *r = vn->region;
+	unsigned long base = r->view[vn->view], size = READ_ONCE(r->size), off, end;
+	struct msk_window *w;
+	bool flush = false;
+
+	off = max(range->start, base) - base;
+	end = min(range->end, base + size) - base;
+	spin_lock(&r->windows_lock);
+	mmu_interval_set_seq(sub, cur_seq);
+	list_for_each_entry(w, &r->windows, region_node) {
+		if (!w->offset || off >= end)
 			continue;
 		spin_lock(&w->mm->page_table_lock);
-		pmd = msk_pmd_at(w->mm, w->start + i * PMD_SIZE);
-		if (pmd && w->view == view && !READ_ONCE(w->invalidating) &&
-		    !READ_ONCE(h->invalidating) && READ_ONCE(h->seq) == seq &&
-		    !test_bit(i, w->pmd_links)) {
-			ptl = msk_pmd_lock(w->mm, pmd);
-			if (pmd_none(*pmd)) {
-				set_pmd(pmd, entry);
-				__set_bit(i, w->pmd_links);
-			}
-			msk_pmd_unlock(ptl);
-		}
+		if (w->view == vn->view)
+			flush |= msk_unlink_pmd_range(w, off, end, true);
 		spin_unlock(&w->mm->page_table_lock);
 	}
+	spin_unlock(&r->windows_lock);
+	if (flush)
+		msk_flush_all_cpus();
+	return true;
+}
+
+static const struct mmu_interval_notifier_ops msk_view_ops = {
+	.invalidate = msk_view_invalidate,
+};
+
+/* Each view gets its notifier once it is reserved (size: the views' size). */
+static int msk_view_notifiers_insert(struct msk_region *r, u64 size)
+{
+	struct msk_view_notifier *vn;
+	int v, err;
+
+	for (v = 0; v < MSK_VIEWS; v++) {
+		vn = &r->view_notifier[v];
+		vn->region = r;
+		vn->view = v;
+		err = mmu_interval_notifier_insert(&vn->sub, r->host_mm, r->view[v], size,
+						   &msk_view_ops);
+		if (err)
+			return err;
+		vn->inserted = true;
+	}
+	return 0;
+}
+
+/* Before the views go: waits for the callbacks in progress. */
+static void msk_view_notifiers_remove(struct msk_region *r)
+{
+	int v;
+
+	for (v = 0; v < MSK_VIEWS; v++)
+		if (r->view_notifier[v].inserted) {
+			mmu_interval_notifier_remove(&r->view_notifier[v].sub);
+			r->view_notifier[v].inserted = false;
+		}
 }
 
 /*
@@ -1487,12 +1463,12 @@ static vm_fault_t msk_fault_common(struct vm_fault *vmf)
 	/* Core mm is walking this window through the other side: wait it out. */
 	if (wait_event_killable(w->wq, !READ_ONCE(w->invalidating)))
 		return VM_FAULT_SIGBUS;
-	/* So is the host, for an offset window: see msk_link_offset(). */
-	if (w->offset && msk_host_settled(r->host, &seq))
-		return VM_FAULT_SIGBUS;
 	off = (vmf->address & PAGE_MASK) - vma->vm_start;
 	view = READ_ONCE(w->view);
 	haddr = r->view[view] + off;
+	/* Offset windows: no host change in the view may be in progress. */
+	if (w->offset)
+		seq = mmu_interval_read_begin(&r->view_notifier[view].sub);
 	need = VM_READ;
 	if (vmf->flags & FAULT_FLAG_WRITE)
 		need = VM_WRITE;
@@ -1557,7 +1533,7 @@ static vm_fault_t msk_fault_common(struct vm_fault *vmf)
 	 * offset window: every 2 MiB both sides have tables for).
 	 */
 	if (w->offset)
-		msk_link_offset(w, view, seq);
+		msk_link_offset(w, view, seq, off >> PMD_SHIFT);
 	else if (!pud_val(READ_ONCE(w->slots[off >> PUD_SHIFT].link)))
 		msk_link_window(w);
 	ret = VM_FAULT_NOPAGE;
@@ -1800,8 +1776,6 @@ static struct msk_window *msk_window_new(struct vm_area_struct *vma, struct msk_
 	init_waitqueue_head(&w->wq);
 	kref_get(&r->ref);
 	atomic_inc(&r->windows_count);
-	if (w->offset)
-		atomic_inc(&r->offset_windows);
 	spin_lock(&r->windows_lock);
 	w->view = msk_view_of(r, w);
 	list_add(&w->region_node, &r->windows);
@@ -1823,8 +1797,6 @@ static void msk_window_free(struct msk_window *w)
 	spin_unlock(&w->region->windows_lock);
 	mmu_notifier_put(&w->mmn->mn);
 	atomic_dec(&w->region->windows_count);
-	if (w->offset)
-		atomic_dec(&w->region->offset_windows);
 	msk_region_put(w->region);
 	kvfree(w->slots);
 	kvfree(w->pmd_links);
