@@ -61,7 +61,7 @@ static struct kthread_worker *msk_worker;
 /* One per host mm: flushes every window's TLB when the host's flushes. */
 struct msk_host {
 	struct mmu_notifier mn;
-	spinlock_t lock;		/* guards regions' writers */
+	spinlock_t lock;		/* guards changes of the regions list */
 	struct list_head regions;	/* read under RCU */
 };
 
@@ -130,7 +130,7 @@ struct msk_slot {
 struct msk_window {
 	struct msk_region *region;
 	struct mm_struct *mm;
-	struct msk_mm *mmn;
+	struct msk_mm *mmn;		/* NULL until registered: never linked before */
 	struct list_head mm_node;	/* under mmn->lock */
 	struct list_head region_node;	/* under region->windows_lock */
 	unsigned long start;
@@ -612,8 +612,10 @@ static int msk_host_reserve(struct msk_region *r, void *arg)
 	return 0;
 }
 
-/* Host context, no window left: gives both views and the pin back. */
-/* Host context: unmaps both views and the pin (arg: their size, or NULL: r->size). */
+/*
+ * Host context, no window left: gives both views and the pin back (arg:
+ * their size, or NULL for r->size).
+ */
 static int msk_host_release(struct msk_region *r, void *arg)
 {
 	u64 size = arg ? *(u64 *)arg : r->size;
@@ -1221,7 +1223,7 @@ static void msk_link_pmd_slot(struct msk_window *w, int view, unsigned long i, p
 		entry = pmd_wrprotect(entry);
 	spin_lock(&w->mm->page_table_lock);
 	pmd = msk_pmd_at(w->mm, w->start + i * PMD_SIZE);
-	if (!pmd || w->view != view || READ_ONCE(w->invalidating))
+	if (!pmd || !w->mmn || w->view != view || READ_ONCE(w->invalidating))
 		goto out;
 	ptl = msk_pmd_lock(w->mm, pmd);
 	if (pmd_none(*pmd) && !test_bit(i, w->pmd_links)) {
@@ -1237,10 +1239,39 @@ out:
 }
 
 /*
+ * Links slot i of offset window w from the view's entry, if the host has a
+ * present one. Returns false if a host change of the view began since seq.
+ */
+static bool msk_link_offset_slot(struct msk_window *w, int view, unsigned long seq,
+				 unsigned long i)
+{
+	struct msk_region *r = w->region;
+	pmd_t *hpmd = msk_pmd_at(r->host_mm, r->view[view] + i * PMD_SIZE);
+	bool settled;
+	pmd_t entry;
+
+	if (!hpmd)
+		return true;
+	entry = READ_ONCE(*hpmd);
+	/*
+	 * Present entries only (an entry pmdp_invalidate() cleared keeps
+	 * _PAGE_PSE), and no NUMA hinting entry: the host's fault resolves it.
+	 */
+	if (!(pmd_val(entry) & _PAGE_PRESENT) || pmd_protnone(entry))
+		return true;
+	spin_lock(&r->windows_lock);
+	settled = !mmu_interval_read_retry(&r->view_notifier[view].sub, seq);
+	if (settled)
+		msk_link_pmd_slot(w, view, i, entry);
+	spin_unlock(&r->windows_lock);
+	return settled;
+}
+
+/*
  * Links the offset window's slots that both sides have a table for: the
  * attacher's PMD table (core mm made one for the faulting GiB) and the
- * view's entry. Only the faulting slot if it is linked already (a store
- * into a read-only copy), else every slot. Caller holds the host's mmap
+ * view's entry. The faulting slot, and unless it was linked already (a
+ * store into a read-only copy) every other slot. Caller holds the host's mmap
  * lock, which keeps the host's PMD tables; seq is from
  * mmu_interval_read_begin() before the host fault. A host change begun
  * since may have changed or freed what was read without finding the link
@@ -1248,34 +1279,15 @@ out:
  */
 static void msk_link_offset(struct msk_window *w, int view, unsigned long seq, unsigned long slot)
 {
-	struct msk_region *r = w->region;
-	struct mmu_interval_notifier *sub = &r->view_notifier[view].sub;
-	unsigned long i, first = 0, last = (w->end - w->start) >> PMD_SHIFT;
-	pmd_t *hpmd, entry;
+	unsigned long i, nr = (w->end - w->start) >> PMD_SHIFT;
+	bool all = !test_bit(slot, w->pmd_links);
 
-	if (test_bit(slot, w->pmd_links)) {
-		first = slot;
-		last = slot + 1;
-	}
-	for (i = first; i < last; i++) {
-		hpmd = msk_pmd_at(r->host_mm, r->view[view] + i * PMD_SIZE);
-		if (!hpmd)
-			continue;
-		entry = READ_ONCE(*hpmd);
-		/*
-		 * Present entries only (an entry pmdp_invalidate() cleared keeps
-		 * _PAGE_PSE), and no NUMA hinting entry: the host's fault resolves it.
-		 */
-		if (!(pmd_val(entry) & _PAGE_PRESENT) || pmd_protnone(entry))
-			continue;
-		spin_lock(&r->windows_lock);
-		if (mmu_interval_read_retry(sub, seq)) {
-			spin_unlock(&r->windows_lock);
+	/* The faulting slot first: a later host change stops the walk. */
+	if (!msk_link_offset_slot(w, view, seq, slot) || !all)
+		return;
+	for (i = 0; i < nr; i++)
+		if (i != slot && !msk_link_offset_slot(w, view, seq, i))
 			return;
-		}
-		msk_link_pmd_slot(w, view, i, entry);
-		spin_unlock(&r->windows_lock);
-	}
 }
 
 /*
@@ -1372,7 +1384,7 @@ static void msk_link_slot(struct msk_window *w, unsigned long i, int view, unsig
 	 * walk the window (its notifier unlinks under this lock after counting
 	 * itself in): the next fault links.
 	 */
-	if (!pud || w->view != view || READ_ONCE(w->invalidating) ||
+	if (!pud || !w->mmn || w->view != view || READ_ONCE(w->invalidating) ||
 	    pud_val(*pud) == pud_val(link))
 		goto out;
 	if (!pud_none(*pud) && pud_val(*pud) != pud_val(s->link)) {
@@ -1435,6 +1447,36 @@ static vm_fault_t msk_fault_pin(struct msk_region *r, unsigned long off)
 	return handle_mm_fault(vma, pin, FAULT_FLAG_REMOTE, NULL);
 }
 
+static const struct vm_operations_struct msk_vm_ops;
+static int msk_window_register(struct msk_window *w);
+
+/*
+ * The first fault of a window whose registration failed (a signal was
+ * pending in fork()): registers it under the mmap lock taken for writing
+ * and has the access retried. A fault that may not drop the lock cannot:
+ * SIGBUS, as for any window that cannot be served.
+ */
+static vm_fault_t msk_fault_register(struct vm_fault *vmf)
+{
+	struct mm_struct *mm = vmf->vma->vm_mm;
+	unsigned long addr = vmf->address;
+	struct vm_area_struct *vma;
+	struct msk_window *w;
+
+	if (!(vmf->flags & FAULT_FLAG_ALLOW_RETRY) || (vmf->flags & FAULT_FLAG_RETRY_NOWAIT))
+		return VM_FAULT_SIGBUS;
+	mmap_read_unlock(mm);
+	if (mmap_write_lock_killable(mm))
+		return VM_FAULT_RETRY;
+	/* The window may have gone meanwhile: look it up again. */
+	vma = vma_lookup(mm, addr);
+	w = vma && vma->vm_ops == &msk_vm_ops ? vma->vm_private_data : NULL;
+	if (w && !w->mmn)
+		msk_window_register(w);
+	mmap_write_unlock(mm);
+	return VM_FAULT_RETRY;
+}
+
 static vm_fault_t msk_fault_common(struct vm_fault *vmf)
 {
 	struct vm_area_struct *vma = vmf->vma;
@@ -1458,6 +1500,8 @@ static vm_fault_t msk_fault_common(struct vm_fault *vmf)
 #endif
 	if (!w)
 		return VM_FAULT_SIGBUS;
+	if (!READ_ONCE(w->mmn))
+		return msk_fault_register(vmf);
 	r = w->region;
 	host = r->host_mm;
 	/* Core mm is walking this window through the other side: wait it out. */
@@ -1742,11 +1786,32 @@ static int msk_set_writer(struct msk_region *r, s32 pid)
 	return 0;
 }
 
+/*
+ * Registers w with its mm's notifier, which unlinks it before core mm walks
+ * it. Caller holds w->mm's mmap lock for writing. Registration fails while
+ * a signal is pending (mm_take_all_locks()), as it may in fork(): the
+ * window then stays unlinked and its first fault registers it (see
+ * msk_fault_register()). Returns 0 or the error.
+ */
+static int msk_window_register(struct msk_window *w)
+{
+	struct mmu_notifier *mn = mmu_notifier_get_locked(&msk_mm_ops, w->mm);
+
+	if (IS_ERR(mn))
+		return PTR_ERR(mn);
+	spin_lock(&w->mm->page_table_lock);
+	w->mmn = container_of(mn, struct msk_mm, mn);
+	spin_unlock(&w->mm->page_table_lock);
+	spin_lock(&w->mmn->lock);
+	list_add(&w->mm_node, &w->mmn->windows);
+	spin_unlock(&w->mmn->lock);
+	return 0;
+}
+
 /* A window for vma, whose mm's mmap lock is held for writing. */
 static struct msk_window *msk_window_new(struct vm_area_struct *vma, struct msk_region *r)
 {
 	unsigned long nr = (vma->vm_end - vma->vm_start) >> PUD_SHIFT;
-	struct mmu_notifier *mn;
 	struct msk_window *w;
 
 	w = kzalloc(sizeof(*w), GFP_KERNEL);
@@ -1758,16 +1823,10 @@ static struct msk_window *msk_window_new(struct vm_area_struct *vma, struct msk_
 					sizeof(long), GFP_KERNEL);
 	else
 		w->slots = kvcalloc(nr, sizeof(*w->slots), GFP_KERNEL);
-	mn = mmu_notifier_get_locked(&msk_mm_ops, vma->vm_mm);
-	if ((!w->slots && !w->pmd_links) || IS_ERR(mn)) {
-		if (!IS_ERR(mn))
-			mmu_notifier_put(mn);
-		kvfree(w->slots);
-		kvfree(w->pmd_links);
+	if (!w->slots && !w->pmd_links) {
 		kfree(w);
 		return NULL;
 	}
-	w->mmn = container_of(mn, struct msk_mm, mn);
 	w->region = r;
 	w->mm = vma->vm_mm;
 	w->start = vma->vm_start;
@@ -1780,22 +1839,23 @@ static struct msk_window *msk_window_new(struct vm_area_struct *vma, struct msk_
 	w->view = msk_view_of(r, w);
 	list_add(&w->region_node, &r->windows);
 	spin_unlock(&r->windows_lock);
-	spin_lock(&w->mmn->lock);
-	list_add(&w->mm_node, &w->mmn->windows);
-	spin_unlock(&w->mmn->lock);
+	msk_window_register(w);
 	return w;
 }
 
 static void msk_window_free(struct msk_window *w)
 {
-	spin_lock(&w->mmn->lock);
-	msk_unlink_range(w, w->start, w->end);
-	list_del(&w->mm_node);
-	spin_unlock(&w->mmn->lock);
+	if (w->mmn) {
+		spin_lock(&w->mmn->lock);
+		msk_unlink_range(w, w->start, w->end);
+		list_del(&w->mm_node);
+		spin_unlock(&w->mmn->lock);
+	}
 	spin_lock(&w->region->windows_lock);
 	list_del(&w->region_node);
 	spin_unlock(&w->region->windows_lock);
-	mmu_notifier_put(&w->mmn->mn);
+	if (w->mmn)
+		mmu_notifier_put(&w->mmn->mn);
 	atomic_dec(&w->region->windows_count);
 	msk_region_put(w->region);
 	kvfree(w->slots);

@@ -2004,6 +2004,72 @@ out:
 	set_shmem_thp(thp, NULL, 0);
 }
 
+/* ---- 13. fork while signals arrive ---- */
+
+static volatile int storm_stop;
+
+static void on_usr1(int sig)
+{
+	(void)sig;
+}
+
+/* Sends SIGUSR1 to the thread in arg until storm_stop. */
+static void *signal_storm(void *arg)
+{
+	pthread_t target = *(pthread_t *)arg;
+
+	while (!__atomic_load_n(&storm_stop, __ATOMIC_RELAXED))
+		pthread_kill(target, SIGUSR1);
+	return NULL;
+}
+
+/*
+ * A server forks while signals arrive (SIGCHLD, timers): every child must
+ * get a working window, even when a signal is pending while fork() copies
+ * the parent's mappings.
+ */
+static void test_fork_signals(void)
+{
+	struct sigaction sa = { .sa_handler = on_usr1, .sa_flags = SA_RESTART }, old;
+	pthread_t self = pthread_self(), storm;
+	int forks = 0, bad = 0, last = 0;
+	struct region r;
+
+	if (!region_setup(&r, "fork signals"))
+		return;
+	fill(r.w + 3 * MiB, 4 * KiB, 60);
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGUSR1, &sa, &old);
+	storm_stop = 0;
+	if (pthread_create(&storm, NULL, signal_storm, &self)) {
+		CHECK(0, "fork signals: start a thread that signals this one");
+		goto out;
+	}
+	for (int i = 0; i < 300; i++) {
+		pid_t pid = fork();
+
+		if (pid == 0)
+			_exit(matches(r.w + 3 * MiB, 4 * KiB, 60) ? 0 : 3);
+		if (pid < 0)
+			continue;
+		forks++;
+		int st = reap(pid);
+
+		if (st) {
+			bad++;
+			last = st;
+		}
+	}
+	__atomic_store_n(&storm_stop, 1, __ATOMIC_RELAXED);
+	pthread_join(storm, NULL);
+	CHECK(forks > 0 && bad == 0,
+	      "fork signals: %d children forked while SIGUSR1 kept arriving read the window (%d failed, last status %d)",
+	      forks, bad, last);
+out:
+	sigaction(SIGUSR1, &old, NULL);
+	region_teardown(&r);
+}
+
 int main(int argc, char **argv)
 {
 	for (int i = 1; i < argc; i++) {
@@ -2045,6 +2111,7 @@ int main(int argc, char **argv)
 	run_item("madvise", test_madvise, 60);
 	run_item("fork", test_inheritance, 60);
 	run_item("offset", test_offset, 120);
+	run_item("fork signals", test_fork_signals, 120);
 	printf("kmod_users: %d failures\n", failures);
 	return failures ? 1 : 0;
 }
