@@ -38,7 +38,6 @@
 #include <linux/pagemap.h>
 #include <linux/pgtable.h>
 #include <linux/proc_fs.h>
-#include <linux/rculist.h>
 #include <linux/pseudo_fs.h>
 #include <linux/sched/mm.h>
 #include <linux/seq_file.h>
@@ -61,8 +60,8 @@ static struct kthread_worker *msk_worker;
 /* One per host mm: flushes every window's TLB when the host's flushes. */
 struct msk_host {
 	struct mmu_notifier mn;
-	spinlock_t lock;		/* guards changes of the regions list */
-	struct list_head regions;	/* read under RCU */
+	spinlock_t lock;		/* guards regions */
+	struct list_head regions;
 };
 
 struct msk_region;
@@ -207,13 +206,13 @@ static void msk_host_flushed(struct mmu_notifier *mn, struct mm_struct *mm,
 	struct msk_region *r;
 	bool flush = false;
 
-	rcu_read_lock();
-	list_for_each_entry_rcu(r, &h->regions, host_node)
+	spin_lock(&h->lock);
+	list_for_each_entry(r, &h->regions, host_node)
 		if (atomic_read(&r->windows_count) && msk_region_in_range(r, start, end)) {
 			flush = true;
 			break;
 		}
-	rcu_read_unlock();
+	spin_unlock(&h->lock);
 	if (flush)
 		msk_flush_all_cpus();
 }
@@ -744,9 +743,8 @@ static void msk_region_free_work(struct kthread_work *work)
 	}
 	if (r->host) {
 		spin_lock(&r->host->lock);
-		list_del_rcu(&r->host_node);
+		list_del(&r->host_node);
 		spin_unlock(&r->host->lock);
-		synchronize_rcu();	/* the host notifier reads the list under RCU */
 		msk_host_put(r);
 	}
 	list_for_each_entry_safe(m, next, &r->maps, node) {
@@ -846,7 +844,7 @@ static int msk_region_set_size(struct msk_region *r, u64 size)
 	}
 	r->anon = anon;
 	spin_lock(&r->host->lock);
-	list_add_rcu(&r->host_node, &r->host->regions);
+	list_add(&r->host_node, &r->host->regions);
 	spin_unlock(&r->host->lock);
 	/* Published last: mmap() and the ioctls read it without r->lock. */
 	smp_store_release(&r->size, size);

@@ -1851,11 +1851,10 @@ static int offset_reader(int fd, size_t len, uint32_t seed, long *grew_kb)
 	*shared = -1;
 	pid = fork_child(30);
 	if (pid == 0) {
-		char *at = free_aligned_address(), *o;
 		long before = vm_pte_kb();
+		char *o = offset_window(fd, GiB);
 
-		o = at ? mmap(at + 2 * MiB, GiB, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, 0) : MAP_FAILED;
-		if (o == MAP_FAILED)
+		if (!o)
 			_exit(2);
 		if (!matches(o, len, seed))
 			_exit(3);
