@@ -148,10 +148,10 @@ static inline char *window(int fd, uint64_t size)
 
 /* The region's STATS (all zero if the ioctl failed). */
 /*
- * A read-write window of fd 2 MiB past a free 1 GiB boundary (an offset
+ * A window of fd with prot 2 MiB past a free 1 GiB boundary (an offset
  * window, as FUSE places mmap(NULL)), or NULL.
  */
-static inline char *offset_window(int fd, uint64_t size)
+static inline char *offset_window_prot(int fd, uint64_t size, int prot)
 {
 	const uint64_t span = size + 2 * GiB;
 	char *res = mmap(NULL, span, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
@@ -160,10 +160,16 @@ static inline char *offset_window(int fd, uint64_t size)
 	if (res == MAP_FAILED)
 		return NULL;
 	at = (char *)(((uintptr_t)res + GiB - 1) & ~(uintptr_t)(GiB - 1)) + 2 * MiB;
-	w = mmap(at, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, 0);
+	w = mmap(at, size, prot, MAP_SHARED | MAP_FIXED, fd, 0);
 	munmap(res, at - res);
 	munmap(at + size, res + span - (at + size));
 	return w == MAP_FAILED ? NULL : w;
+}
+
+/* A read-write offset window of fd. */
+static inline char *offset_window(int fd, uint64_t size)
+{
+	return offset_window_prot(fd, size, PROT_READ | PROT_WRITE);
 }
 
 static inline struct msharefs_kmod_stats region_stats(int fd)

@@ -1901,29 +1901,31 @@ static void test_offset(void)
 	fd = region_create(GiB);
 	err = fd < 0 ? errno : range_op(fd, MSHAREFS_KMOD_MAP, 0, small, PROT_READ | PROT_WRITE);
 	w = err ? NULL : window(fd, GiB);
-	if (w) {
-		fill(w, small, 90); /* 4 KiB pages */
-		set_shmem_thp("always", NULL, 0);
-		err = range_op(fd, MSHAREFS_KMOD_MAP, thp_at, thp_len, PROT_READ | PROT_WRITE);
-		if (!err)
-			fill(w + thp_at, thp_len, 91);
-		set_shmem_thp("never", NULL, 0);
-	}
-	CHECK(w && !err, "offset: a region with 64 MiB of 4 KiB pages, 4 MiB of THP and a window (%s)",
-	      strerror(err));
-	if (!w || err)
+	CHECK(w, "offset: a region with 64 MiB of 4 KiB pages and a window (%s)", strerror(err));
+	if (!w)
 		goto out;
-	huge = in_thp(w + thp_at) == 1;
+	fill(w, small, 90);
 	at = free_aligned_address();
 	CHECK(at && mmap(at + PAGE, GiB, PROT_READ, MAP_SHARED | MAP_FIXED, fd, 0) == MAP_FAILED && errno == EINVAL,
 	      "offset: a window at an address that is not 2 MiB aligned is EINVAL");
 
+	/* Before shmem THP is ever allowed: khugepaged then leaves the region alone. */
 	faults = region_faults(fd);
 	st = offset_reader(fd, small, 90, &grew);
 	faults = region_faults(fd) - faults;
 	CHECK(st == 0, "offset: another process's window 2 MiB past a GiB reads 64 MiB, its page tables grew %ld kB "
 		       "(PMD tables only, no PTE table; status %d)", grew, st);
 	CHECK(faults <= 4, "offset: it took %llu faults for 32 PTE tables (linked per GiB, not per 2 MiB)", faults);
+
+	set_shmem_thp("always", NULL, 0);
+	err = range_op(fd, MSHAREFS_KMOD_MAP, thp_at, thp_len, PROT_READ | PROT_WRITE);
+	if (!err)
+		fill(w + thp_at, thp_len, 91);
+	set_shmem_thp("never", NULL, 0);
+	huge = in_thp(w + thp_at) == 1;
+	CHECK(!err, "offset: 4 MiB of shmem THP mapped at 512 MiB (%s)", strerror(err));
+	if (err)
+		goto out;
 
 	o = at ? mmap(at + 6 * MiB, GiB, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, 0) : MAP_FAILED;
 	CHECK(o != MAP_FAILED, "offset: this process maps one 6 MiB past a GiB (%s)",
@@ -1991,6 +1993,89 @@ static void test_offset(void)
 	}
 	st = reap(pid);
 	CHECK(st == 0, "offset: process_vm_readv of it by another process (status %d)", st);
+
+	pid = fork_child(20);
+	if (pid == 0) {
+		static char buf[64 * KiB];
+		char path[64];
+		int mem;
+
+		snprintf(path, sizeof(path), "/proc/%d/mem", (int)getppid());
+		mem = open(path, O_RDONLY);
+		_exit(mem >= 0 && pread(mem, buf, sizeof(buf), (off_t)(uintptr_t)(o + 32 * MiB)) ==
+						(ssize_t)sizeof(buf) && matches(buf, sizeof(buf), 95) ? 0 : 3);
+	}
+	st = reap(pid);
+	CHECK(st == 0, "offset: another process reads it through /proc/PID/mem, as a debugger does (status %d)", st);
+
+	/* A read-only opener's offset window shows the read-only view. */
+	pid = fork_child(20);
+	if (pid == 0) {
+		char path[64];
+		int rd;
+
+		snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+		rd = open(path, O_RDONLY | O_CLOEXEC);
+		char *ro = rd >= 0 ? offset_window_prot(rd, GiB, PROT_READ) : NULL;
+
+		if (!ro)
+			_exit(2);
+		if (!matches(ro + 32 * MiB, 64 * KiB, 95))
+			_exit(3);
+		_exit(probe(ro + 32 * MiB, true, 1, NULL) == SIGSEGV ? 0 : 4);
+	}
+	st = reap(pid);
+	CHECK(st == 0 && matches(w + 32 * MiB, 64 * KiB, 95),
+	      "offset: an O_RDONLY PROT_READ offset window reads, its store faults, the data is intact (status %d)", st);
+
+	/* A process-shared mutex: this process's offset window against another's aligned one. */
+	{
+		pthread_mutex_t *mtx = (pthread_mutex_t *)(o + 40 * MiB);
+		volatile int *counter = (volatile int *)(o + 40 * MiB + 256);
+		pthread_mutexattr_t ma;
+
+		pthread_mutexattr_init(&ma);
+		pthread_mutexattr_setpshared(&ma, PTHREAD_PROCESS_SHARED);
+		pthread_mutex_init(mtx, &ma);
+		*counter = 0;
+		pthread_mutex_lock(mtx);
+		pid = fork_child(20);
+		if (pid == 0) {
+			char *cw = window(fd, GiB);
+			pthread_mutex_t *cm = (pthread_mutex_t *)(cw + 40 * MiB);
+			volatile int *cc = (volatile int *)(cw + 40 * MiB + 256);
+
+			/* Blocks in the kernel until the parent unlocks. */
+			if (!cw || pthread_mutex_lock(cm))
+				_exit(2);
+			(*cc)++;
+			pthread_mutex_unlock(cm);
+			_exit(*cc == 2 ? 0 : 3);
+		}
+		usleep(300000);
+		(*counter)++;
+		pthread_mutex_unlock(mtx);
+		st = reap(pid);
+		CHECK(st == 0 && *counter == 2,
+		      "offset: a contended PTHREAD_PROCESS_SHARED mutex between it and another process's window (status %d, "
+		      "count %d)",
+		      st, *counter);
+	}
+
+	/* A refused mremap leaves it working. */
+	{
+		char *target = free_aligned_address(), *moved;
+		const char *why;
+
+		errno = 0;
+		moved = target ? mremap(o, GiB, GiB, MREMAP_MAYMOVE | MREMAP_FIXED, target) : MAP_FAILED;
+		CHECK(target && moved == MAP_FAILED && errno == EINVAL,
+		      "offset: mremap(MREMAP_MAYMOVE|MREMAP_FIXED) of it is EINVAL (%s)",
+		      moved == MAP_FAILED ? strerror(errno) : "it moved");
+		why = moved != MAP_FAILED ? "it moved" : window_still_works(fd, o, 32 * MiB, 64 * KiB, 95);
+		CHECK(!why, "offset: after the refused mremap it has the old data and takes stores%s%s", why ? ": " : "",
+		      why ? why : "");
+	}
 	CHECK(munmap(o, GiB) == 0 && matches(w + 32 * MiB, 64 * KiB, 95), "offset: munmap; the region is intact");
 	o = MAP_FAILED;
 out:
