@@ -110,7 +110,7 @@ measure() {
 	fig[$v,$n,tps_s]=$(echo "$out" | awk '/^tps/ { printf "%d", $3 }')
 	fig[$v,$n,conn]=$(echo "$out" | awk '/initial connection time/ { printf "%.0f", $5 }')
 	out=$(pgbench_run -n -c "$n" -j 2 -T "$seconds" 2>&1) || pg_die "TPC-B failed: $out"
-	echo "$out" | grep -q 'number of failed transactions: 0 ' || pg_die "failed transactions: $out"
+	grep -q 'number of failed transactions: 0 ' <<<"$out" || pg_die "failed transactions: $out"
 	fig[$v,$n,tps_b]=$(echo "$out" | awk '/^tps/ { printf "%d", $3 }')
 }
 

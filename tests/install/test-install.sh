@@ -111,7 +111,7 @@ echo "test-install: installed creator and attacher share memory through the inst
 
 # 3. The installed mshare-run (with the installed preload library) adopts the
 # installed shm_workers' shared memory into a region of the installed daemon.
-"$D$BINDIR/mshare-run" --help | grep -q '^Usage: mshare-run' || fail "mshare-run --help"
+help=$("$D$BINDIR/mshare-run" --help) && grep -q '^Usage: mshare-run' <<<"$help" || fail "mshare-run --help"
 MSHARE_RUN_PRELOAD=$D$LIBDIR/libmshare-preload.so "$D$BINDIR/mshare-run" --verbose -- "$ex/shm_workers" 128 2 \
 	>"$SCRATCH/run.out" 2>&1 || { cat "$SCRATCH/run.out"; fail "mshare-run shm_workers"; }
 grep -q "in region anon-" "$SCRATCH/run.out" || { cat "$SCRATCH/run.out"; fail "mshare-run adopted nothing"; }

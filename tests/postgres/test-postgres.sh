@@ -26,9 +26,9 @@ pm=$(pg_postmaster)
 
 # The main segment is one region the server's processes are attached to.
 region=$("$MSHARECTL" -m "$PG_MOUNT" -j ls)
-echo "$region" | grep -q "\"attachers\":\[$pm[],]" ||
+grep -q "\"attachers\":\[$pm[],]" <<<"$region" ||
 	pg_die "the postmaster ($pm) has no window of a region: $region"
-echo "$region" | grep -q '"name":"anon-' || pg_die "the main segment was not adopted: $region"
+grep -q '"name":"anon-' <<<"$region" || pg_die "the main segment was not adopted: $region"
 pg_say "main segment adopted: $("$MSHARECTL" -m "$PG_MOUNT" ls | tail -n +2)"
 
 pgbench_run -i -s "${PG_SCALE:-10}" -q >"$PG_WORK/init.log" 2>&1 || pg_die "pgbench -i failed: $(tail -n 3 "$PG_WORK/init.log")"
@@ -38,7 +38,7 @@ committed=0
 tpcb() {
 	local out n
 	out=$(pgbench_run -n -c "$1" -j 2 -T "$2" 2>&1) || pg_die "pgbench -c $1 failed: $out"
-	echo "$out" | grep -q 'number of failed transactions: 0 ' || pg_die "failed transactions: $out"
+	grep -q 'number of failed transactions: 0 ' <<<"$out" || pg_die "failed transactions: $out"
 	n=$(echo "$out" | awk '/number of transactions actually processed/ { print $NF }')
 	n=${n%%/*}
 	committed=$((committed + n))
@@ -47,7 +47,7 @@ tpcb() {
 for clients in 16 64 200; do
 	tpcb "$clients" "${PG_SECONDS:-3}"
 	out=$(pgbench_run -n -S -c "$clients" -j 2 -T "${PG_SECONDS:-3}" 2>&1) || pg_die "pgbench -S -c $clients: $out"
-	echo "$out" | grep -q 'number of failed transactions: 0 ' || pg_die "failed transactions: $out"
+	grep -q 'number of failed transactions: 0 ' <<<"$out" || pg_die "failed transactions: $out"
 	pg_say "select-only, $clients clients: $(echo "$out" | grep -o 'tps = [0-9.]*')"
 done
 pg_consistent >/dev/null || pg_die "balances disagree after the read-write runs: $(pg_consistent)"
