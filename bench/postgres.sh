@@ -8,8 +8,9 @@
 #   postgres.sh [--quick] [--csv DIR]
 #
 # Variants: plain (4 KiB pages), plain with huge_pages=on, and mshare-run
-# (datapath=uffd; the daemon backs the segment with huge pages when the pool
-# can hold it). Needs root; environment as tests/postgres/pg-lib.sh says.
+# (datapath=uffd, align=2M: what a stock kernel needs; the daemon backs the
+# segment with huge pages when the pool can hold it). Needs root; environment
+# as tests/postgres/pg-lib.sh says.
 set -euo pipefail
 
 if [ "${PG_IN_NAMESPACE:-}" != 1 ]; then
@@ -40,7 +41,7 @@ pg_require
 pg_workdir
 trap pg_cleanup EXIT
 pg_hugepages 2400 || pg_say "no room for huge pages: huge_pages=on and hugetlb backing are skipped"
-pg_daemon_start
+PG_ALIGN=2M pg_daemon_start
 pg_initdb
 printf 'SELECT 1;\n\\sleep 600 s\n' >"$PG_WORK/idle.sql"
 # Every buffer read in each backend: the table cached (pg_prewarm), then a
@@ -133,14 +134,15 @@ for v in "${variants[@]}"; do
 done
 
 label() { case $1 in mshare) echo "mshare-run";; plain) echo "plain 4K";; hugepages) echo "huge_pages=on";; esac; }
-echo "== postgres: PostgreSQL $("$PGBIN/postgres" -V | awk '{print $3}'), shared_buffers $buffers, pgbench scale $scale, $(nproc) CPUs; mshare-run on datapath=uffd, backing ${backing:-?} =="
+echo "== postgres: PostgreSQL $("$PGBIN/postgres" -V | awk '{print $3}'), shared_buffers $buffers, pgbench scale $scale, $(nproc) CPUs; mshare-run on datapath=uffd, align=2M, backing ${backing:-?} =="
 printf '%-44s %12s %16s %16s %8s\n' "figure" "mshare-run" "plain 4K" "huge_pages=on" "vs 4K"
 row() { # NAME KEY UNIT
 	local n=$1 key=$2 unit=$3 name=$4 m p h ratio
 	m=${fig[mshare,$n,$key]:-} p=${fig[plain,$n,$key]:-} h=${fig[hugepages,$n,$key]:--}
 	ratio=$(awk -v a="$m" -v b="$p" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print "n/a" }')
 	printf '%-44s %12s %16s %16s %8s\n' "$name" "$m $unit" "$p $unit" "$h $unit" "$ratio"
-	[ -z "$csv" ] || echo "$name,$n,$m,$p,$h,$unit" >>"$csv/postgres.csv"
+	# The figure names hold commas: quoted (RFC 4180).
+	[ -z "$csv" ] || printf '"%s",%s,%s,%s,%s,%s\n' "${name//\"/\"\"}" "$n" "$m" "$p" "$h" "$unit" >>"$csv/postgres.csv"
 }
 if [ -n "$csv" ]; then
 	mkdir -p "$csv"

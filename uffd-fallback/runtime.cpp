@@ -120,11 +120,36 @@ Runtime &Runtime::get()
 
 namespace {
 
-// The runtime's threads run on small stacks instead of glibc's 8 MiB
-// default: each touches only the top of its stack, and a small stack placed
-// next to what the process already maps usually needs no page table of its
-// own, where an 8 MiB one always does.
-constexpr size_t kRuntimeStackBytes = 256 << 10;
+// The runtime's two threads run on stacks of its own, mapped once per
+// process below a guard page each. A child of fork() inherits that mapping
+// unused, since its parent's threads do not exist there, and starts its own
+// threads on it: it maps nothing new for them. Stacks from glibc would be
+// reused from its cache in the child, and that reuse binds a symbol of the
+// dynamic loader lazily, reading the executable's symbol tables into page
+// tables of every child. The threads touch only the top of their stacks.
+constexpr size_t kRuntimeStackBytes = 128 << 10;
+constexpr size_t kStackGuardBytes = 4096;
+constexpr int kRuntimeThreads = 2;
+constexpr size_t kStackSlotBytes = kStackGuardBytes + kRuntimeStackBytes;
+
+// The stacks' mapping, or nullptr before the first start; inherited by fork.
+char *runtime_stacks;
+
+// The lowest address of stack slot, mapped on first use. nullptr and errno
+// set on failure. Called under the runtime's lock.
+char *runtime_stack(int slot)
+{
+	if (!runtime_stacks) {
+		void *p = raw_mmap(nullptr, kRuntimeThreads * kStackSlotBytes, PROT_READ | PROT_WRITE,
+				   MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+		if (p == MAP_FAILED)
+			return nullptr;
+		for (int i = 0; i < kRuntimeThreads; i++)
+			raw_mprotect(static_cast<char *>(p) + i * kStackSlotBytes, kStackGuardBytes, PROT_NONE);
+		runtime_stacks = static_cast<char *>(p);
+	}
+	return runtime_stacks + slot * kStackSlotBytes + kStackGuardBytes;
+}
 
 void *run_thread_body(void *arg)
 {
@@ -133,12 +158,15 @@ void *run_thread_body(void *arg)
 	return nullptr;
 }
 
-// Starts a detached thread running body. 0 or errno.
-int start_runtime_thread(std::function<void()> body)
+// Starts a detached thread running body on stack slot. 0 or errno.
+int start_runtime_thread(int slot, std::function<void()> body)
 {
+	char *stack = runtime_stack(slot);
+	if (!stack)
+		return errno;
 	pthread_attr_t attr;
 	pthread_attr_init(&attr);
-	pthread_attr_setstacksize(&attr, kRuntimeStackBytes);
+	pthread_attr_setstack(&attr, stack, kRuntimeStackBytes);
 	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
 	auto *arg = new std::function<void()>(std::move(body));
 	pthread_t thread;
@@ -187,9 +215,9 @@ int Runtime::start_locked(Window *first)
 	tgid_ = getpid();
 	const int uffd_fd = uffd_.get();
 	const int stop_fd = stop_.get();
-	if (int err = start_runtime_thread([this, uffd_fd, stop_fd] { FaultHandler(*this).run(uffd_fd, stop_fd); }))
+	if (int err = start_runtime_thread(0, [this, uffd_fd, stop_fd] { FaultHandler(*this).run(uffd_fd, stop_fd); }))
 		return err;
-	if (int err = start_runtime_thread([this] { control_loop(); }))
+	if (int err = start_runtime_thread(1, [this] { control_loop(); }))
 		return err;
 	return 0;
 }
@@ -516,13 +544,19 @@ void Runtime::after_fork_child()
 		fprintf(stderr, "msharefs: fork: the child's windows are not managed: %s\n", strerror(err));
 		return;
 	}
+	// The layout pages inherited from the parent go once the window has its
+	// own: the child's threads are the new fault handler, which only this
+	// thread's accesses can wake, and the control loop, which sees a window
+	// only after add_to_control(); neither holds an inherited page.
 	for (auto &w : windows_) {
 		w->forget_link();
 		w->reregister(uffd_.get());
-		if (w->attach(uffd_.get(), ticket_fd_.get()) == 0)
+		if (w->attach(uffd_.get(), ticket_fd_.get()) == 0) {
+			w->release_inherited_pages();
 			add_to_control(w);
-		else
+		} else {
 			w->lose_daemon();
+		}
 	}
 }
 

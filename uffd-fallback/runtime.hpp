@@ -89,6 +89,9 @@ public:
 	void unlock_after_fork() { objects_lock_.unlock(); lock_.unlock(); }
 	// After fork: the inherited socket belongs to the parent's attachment.
 	void forget_link() { sock_.reset(); }
+	// After fork, once attached again: unmaps the layout pages the child
+	// inherited. Only while no runtime thread of the process can hold one.
+	void release_inherited_pages();
 	// Answers a sync request after recomposing.
 	int answer_sync(uint64_t cookie);
 

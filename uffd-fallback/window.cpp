@@ -109,6 +109,13 @@ Window::Window(uint64_t base, uint64_t size, int prot, uint64_t ino, UniqueFd re
 {
 }
 
+void Window::release_inherited_pages()
+{
+	for (PublishedLayoutPage *p : old_pages_)
+		raw_munmap(p, kPublishedLayoutBytes);
+	old_pages_.clear();
+}
+
 Window::~Window()
 {
 	for (PublishedLayoutPage *p : old_pages_)

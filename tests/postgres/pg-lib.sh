@@ -49,10 +49,11 @@ pg_cleanup() {
 	[ -z "${PG_WORK:-}" ] || rm -rf "$PG_WORK"
 }
 
-# pg_daemon_start [DATAPATH]: msharefsd on PG_MOUNT (takes it over if a
-# previous daemon served it).
+# pg_daemon_start [DATAPATH]: msharefsd on PG_MOUNT with alignment PG_ALIGN
+# (default 1G, as the module needs); takes it over if a previous daemon
+# served it.
 pg_daemon_start() {
-	"$MSHAREFSD" -f -o "datapath=${1:-${DATAPATH:-uffd}},align=1G,statedir=$PG_WORK/state" "$PG_MOUNT" \
+	"$MSHAREFSD" -f -o "datapath=${1:-${DATAPATH:-uffd}},align=${PG_ALIGN:-1G},statedir=$PG_WORK/state" "$PG_MOUNT" \
 		2>>"$PG_WORK/msharefsd.log" &
 	PG_DAEMON=$!
 	local _
