@@ -5,6 +5,8 @@
 // the program, in the runtime (uffd-fallback/adoption.hpp).
 #include <mshare.h>
 
+#include <linux/msharefs.h>
+
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -34,8 +36,9 @@ constexpr const char *kUsage =
 	"regions show in `msharectl ls` with the program's processes as attachers.\n"
 	"\n"
 	"Options:\n"
-	"  -m, --mount DIR      the msharefs mount (default: /sys/fs/mshare if it is\n"
-	"                       one, else $MSHAREFS_MOUNT, else the first msharefs mount)\n"
+	"  -m, --mount DIR      the msharefs mount (default: $MSHAREFS_MOUNT if it is\n"
+	"                       one, else /sys/fs/mshare if it is one, else the first\n"
+	"                       msharefs mount)\n"
 	"  -s, --min-size SIZE  adopt segments of at least SIZE bytes; k, M, G suffixes\n"
 	"                       (default 64M)\n"
 	"      --no-files       leave shm_open files and memfds alone\n"
@@ -121,11 +124,19 @@ int main(int argc, char **argv)
 	if (optind >= argc)
 		die(125, "no COMMAND (try 'mshare-run --help')");
 
+	// The order the runtime takes for MAP_SHARED_PT without mshare-run:
+	// $MSHAREFS_MOUNT if it is an msharefs mount, else (mshare_mount_point)
+	// /sys/fs/mshare if it is one, else the first msharefs mount.
 	if (mount.empty()) {
-		const char *found = mshare_mount_point();
-		if (!found)
-			die(125, "no msharefs mount (start msharefsd, or name one with --mount)");
-		mount = found;
+		const char *env = secure_getenv("MSHAREFS_MOUNT");
+		if (env && *env && access((std::string(env) + "/" + MSHAREFS_INFO_NAME).c_str(), R_OK) == 0) {
+			mount = env;
+		} else {
+			const char *found = mshare_mount_point();
+			if (!found)
+				die(125, "no msharefs mount (start msharefsd, or name one with --mount)");
+			mount = found;
+		}
 	}
 	char resolved[4096];
 	if (!realpath(mount.c_str(), resolved))

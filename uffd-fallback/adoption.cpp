@@ -11,9 +11,11 @@
 #include <cerrno>
 #include <cinttypes>
 #include <cstdio>
+#include <csignal>
 #include <cstdlib>
 #include <cstring>
 #include <fcntl.h>
+#include <linux/fs.h>
 #include <linux/magic.h>
 #include <pthread.h>
 #include <string>
@@ -55,14 +57,38 @@ uint64_t parse_size(const char *s)
 	}
 }
 
-// The mount for implicit regions: $MSHAREFS_MOUNT (so that a program can be
-// pointed at one), /sys/fs/mshare, else the first fuse.msharefs mount.
+// Whether dir is an msharefs mount: it holds mshare_info.
+bool is_msharefs_mount(const std::string &dir)
+{
+	return access((dir + "/" + MSHAREFS_INFO_NAME).c_str(), R_OK) == 0;
+}
+
+// Decodes the octal escapes (\040 and the like) of a /proc/self/mounts field.
+std::string unescape_mount_field(const char *s)
+{
+	std::string out;
+	for (; *s; s++) {
+		if (s[0] == '\\' && s[1] >= '0' && s[1] <= '3' && s[2] >= '0' && s[2] <= '7' && s[3] >= '0' &&
+		    s[3] <= '7') {
+			out += static_cast<char>(((s[1] - '0') << 6) | ((s[2] - '0') << 3) | (s[3] - '0'));
+			s += 3;
+		} else {
+			out += *s;
+		}
+	}
+	return out;
+}
+
+// The mount of a program that mshare-run did not name one for:
+// $MSHAREFS_MOUNT if it is an msharefs mount (so that a program can be
+// pointed at one; not for set-user-ID programs), else /sys/fs/mshare if it is
+// one, else the first msharefs mount. mshare-run picks its mount in the same
+// order.
 std::string default_mount()
 {
-	if (const char *env = getenv("MSHAREFS_MOUNT"); env && *env)
+	if (const char *env = secure_getenv("MSHAREFS_MOUNT"); env && *env && is_msharefs_mount(env))
 		return env;
-	std::string info = std::string(MSHAREFS_MOUNT_POINT) + "/" + MSHAREFS_INFO_NAME;
-	if (access(info.c_str(), R_OK) == 0)
+	if (is_msharefs_mount(MSHAREFS_MOUNT_POINT))
 		return MSHAREFS_MOUNT_POINT;
 	FILE *f = fopen("/proc/self/mounts", "re");
 	if (!f)
@@ -70,8 +96,8 @@ std::string default_mount()
 	char dev[256], dir[4096], type[64];
 	std::string found;
 	while (fscanf(f, "%255s %4095s %63s %*[^\n]", dev, dir, type) == 3) {
-		if (std::strcmp(type, "fuse.msharefs") == 0) {
-			found = dir;
+		if (std::strcmp(type, "fuse.msharefs") == 0 || std::strcmp(type, "msharefs") == 0) {
+			found = unescape_mount_field(dir);
 			break;
 		}
 	}
@@ -120,12 +146,13 @@ const AdoptionSettings &AdoptionSettings::get()
 {
 	static const AdoptionSettings settings = [] {
 		AdoptionSettings s;
-		if (const char *m = getenv("MSHARE_RUN_MOUNT"))
+		// Not for set-user-ID programs: their caller does not choose.
+		if (const char *m = secure_getenv("MSHARE_RUN_MOUNT"))
 			s.mount = m;
-		s.min_size = parse_size(getenv("MSHARE_RUN_MIN_SIZE"));
-		if (const char *f = getenv("MSHARE_RUN_FILES"))
+		s.min_size = parse_size(secure_getenv("MSHARE_RUN_MIN_SIZE"));
+		if (const char *f = secure_getenv("MSHARE_RUN_FILES"))
 			s.adopt_files = std::strcmp(f, "0") != 0;
-		if (const char *v = getenv("MSHARE_RUN_VERBOSE"))
+		if (const char *v = secure_getenv("MSHARE_RUN_VERBOSE"))
 			s.verbose = std::strcmp(v, "0") != 0;
 		return s;
 	}();
@@ -349,8 +376,23 @@ void *Adopter::map_shared_pt(void *addr, size_t len, int prot, int flags, int fd
 	struct stat mount_st {};
 	if (fstat(mount_fd(), &mount_st) == 0 && mount_st.st_dev == st.st_dev)
 		return fail(EINVAL); // a region file: msharefs objects do not nest
-	const int mode = fcntl(fd, F_GETFL) & O_ACCMODE;
+	const int fl = fcntl(fd, F_GETFL);
+	if (fl < 0 || (fl & O_PATH))
+		return fail(EBADF);
+	const int mode = fl & O_ACCMODE;
 	if (mode == O_WRONLY || ((prot & PROT_WRITE) && mode != O_RDWR))
+		return fail(EACCES);
+	// As mmap refuses it: no shared mapping of an append-only file (chattr
+	// +a) through a descriptor open for writing. And what the daemon allows
+	// a region's creator (object_max_prot), so that a process that finds the
+	// region made gets the same answer: no PROT_WRITE of a descriptor open
+	// O_APPEND or of an immutable file. File systems without inode flags
+	// (ENOTTY, EINVAL) have neither.
+	int iflags = 0;
+	if (ioctl(fd, FS_IOC_GETFLAGS, &iflags) < 0)
+		iflags = 0;
+	if ((mode == O_RDWR && (iflags & FS_APPEND_FL)) ||
+	    ((prot & PROT_WRITE) && ((fl & O_APPEND) || (iflags & FS_IMMUTABLE_FL))))
 		return fail(EACCES);
 	const uint64_t unit = static_cast<unsigned long>(sfs.f_type) == HUGETLBFS_MAGIC
 				      ? static_cast<uint64_t>(sfs.f_bsize)
@@ -419,8 +461,16 @@ void *Adopter::map_shared_pt(void *addr, size_t len, int prot, int flags, int fd
 			return MAP_FAILED;
 		}
 		void *p = attach(made.get(), addr, region_size, len, prot, flags & MAP_FIXED, name);
-		if (p != MAP_FAILED)
+		if (p != MAP_FAILED) {
 			note("file mapping", name, len);
+		} else {
+			// Not left behind holding the file, unless another
+			// process has attached it meanwhile.
+			const int err = errno;
+			if (attachers_of(made.get()) == 0)
+				unlinkat(dir, name, 0);
+			errno = err;
+		}
 		return p;
 	}
 	return fail(EAGAIN);
@@ -492,18 +542,64 @@ int Adopter::unmap(void *addr, size_t len)
 			return 0; // a part of it: the runtime refuses the split
 		adopted_.erase(it);
 	}
-	// The implicit region's last window: its name goes with it, so that the
-	// region (and its hold on the file) is freed.
-	if (!a.implicit_name.empty()) {
-		UniqueFd region(openat(mount_fd(), a.implicit_name.c_str(), O_RDONLY | O_CLOEXEC));
-		if (region && attachers_of(region.get()) == 1)
-			unlinkat(mount_fd(), a.implicit_name.c_str(), 0);
-	}
+	UniqueFd implicit;
+	if (!a.implicit_name.empty())
+		implicit.reset(openat(mount_fd(), a.implicit_name.c_str(), O_RDONLY | O_CLOEXEC));
 	int r = Runtime::get().unmap(addr, a.window_size);
 	if (r == 0)
 		r = raw_munmap(addr, a.window_size) == 0 ? 1 : -1;
 	close_held(a.region_fd, a.region_dev, a.region_ino);
+	if (implicit)
+		release_implicit(implicit.get(), a.implicit_name);
 	return r < 0 ? -1 : 1;
+}
+
+bool Adopter::has_window_of(const std::string &implicit_name)
+{
+	std::lock_guard<std::mutex> guard(lock_);
+	for (const auto &[start, a] : adopted_)
+		if (a.implicit_name == implicit_name)
+			return true;
+	return false;
+}
+
+// After this process's window of an implicit region is gone: if it was the
+// last window anywhere, the name goes, so that the region (and its hold on
+// the file) is freed. The daemon learns that a window went when its
+// connection closes, after the munmap or exit, so the count is read once it
+// no longer lists this process nor any process that has exited: of two
+// processes that unmap at once, the one whose departure is counted last
+// sees none left. Waits 2 s at most.
+void Adopter::release_implicit(int region, const std::string &name)
+{
+	if (has_window_of(name))
+		return;
+	const int32_t self = static_cast<int32_t>(getpid());
+	auto settled = [self](const std::vector<int32_t> &pids) {
+		for (int32_t pid : pids)
+			if (pid == self || (kill(pid, 0) < 0 && errno == ESRCH))
+				return false;
+		return true;
+	};
+	for (int waited_ms = 0; waited_ms < 2000; waited_ms += 2) {
+		char buf[16384];
+		const ssize_t n = fgetxattr(region, kStatsAttribute, buf, sizeof(buf));
+		if (n <= 0)
+			return;
+		auto stats = region_stats_from_json(std::string_view(buf, static_cast<size_t>(n)));
+		if (!stats)
+			return;
+		const auto &pids = stats->attachers;
+		if (settled(pids)) {
+			struct stat held {}, named {};
+			if (pids.empty() && fstat(region, &held) == 0 &&
+			    fstatat(mount_fd(), name.c_str(), &named, 0) == 0 && held.st_ino == named.st_ino &&
+			    held.st_dev == named.st_dev)
+				unlinkat(mount_fd(), name.c_str(), 0);
+			return;
+		}
+		usleep(2000);
+	}
 }
 
 } // namespace msharefs::runtime

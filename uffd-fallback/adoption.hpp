@@ -89,6 +89,11 @@ private:
 	// mshare-run adopts (above the threshold, not fixed in place by
 	// MAP_FIXED_NOREPLACE, readable, neither executable nor private).
 	static bool adoptable(size_t len, int prot, int flags);
+	// Whether this process still has a window of implicit region `name`.
+	bool has_window_of(const std::string &name);
+	// Unlinks implicit region `name` (open at region) if no process has a
+	// window of it once this one has left it.
+	void release_implicit(int region, const std::string &name);
 	void note(const char *what, const std::string &name, size_t len);
 
 	std::mutex lock_;

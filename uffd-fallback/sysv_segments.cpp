@@ -147,6 +147,9 @@ int adopt(int shmid, size_t size, int flags)
 	if (err) {
 		unlinkat(adopter.mount_fd(), name.c_str(), 0);
 		real_shmctl(shmid, IPC_RMID, nullptr);
+	} else if (AdoptionSettings::get().verbose) {
+		fprintf(stderr, "mshare-run: pid %d: System V segment of %zu bytes in region %s\n",
+			static_cast<int>(getpid()), size, name.c_str());
 	}
 	return err;
 }
@@ -227,6 +230,9 @@ void *shmat(int shmid, const void *addr, int flags)
 		errno = err;
 		return reinterpret_cast<void *>(-1);
 	};
+	// Windows never execute: an attach for execution is not permitted.
+	if (flags & SHM_EXEC)
+		return fail(EACCES);
 	uintptr_t want = reinterpret_cast<uintptr_t>(addr);
 	if (want && (flags & SHM_RND))
 		want &= ~static_cast<uintptr_t>(SHMLBA - 1);
@@ -238,6 +244,8 @@ void *shmat(int shmid, const void *addr, int flags)
 	const bool read_only = flags & SHM_RDONLY;
 	UniqueFd region(openat(Adopter::get().mount_fd(), region_of(h).c_str(),
 			       (read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC));
+	// IPC_RMID unlinked the region: a segment removed while attached takes
+	// no new attach, not even by its id, which Linux allows.
 	if (!region)
 		return fail(errno == ENOENT ? EIDRM : errno);
 	// The region must be the segment creator's: a name made by anyone else
