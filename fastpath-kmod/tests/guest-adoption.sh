@@ -13,4 +13,5 @@ mkdir -p /var/tmp
 [ -e /libmshare.so.0 ] || ln -s /libmshare.so.0.1.0 /libmshare.so.0
 export LD_LIBRARY_PATH=/ DATAPATH=kmod MSHAREFSD=/bin/msharefsd MSHARECTL=/msharectl
 export MSHARE_RUN=/mshare-run MSHARE_RUN_PRELOAD=/libmshare-preload.so MSHAREFS_TEST_DATAPATH=kmod
-exec /test-adoption.sh /adopt_anon /adopt_sysv /adopt_shm /adopt_memfd /adopt_shared_pt
+exec /test-adoption.sh /adopt_anon /adopt_sysv /adopt_shm /adopt_memfd /adopt_shared_pt \
+	/adopt_shared_pt_preload

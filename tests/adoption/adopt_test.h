@@ -14,6 +14,7 @@
 #include <fcntl.h>
 #include <setjmp.h>
 #include <signal.h>
+#include <spawn.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -76,41 +77,62 @@ static inline uint64_t test_alignment(void)
 	return strtoull(text, NULL, 10);
 }
 
-/*
- * The regions of the mount that pid has a window of, as `msharectl -j ls`
- * lists them; *names gets their names (space-separated) if not NULL.
- */
-static inline int regions_of(pid_t pid, char *names, size_t names_len)
+/* What `msharectl -j ls` says of the mount now (a static buffer). */
+static inline char *ctl_ls(void)
 {
-	char cmd[4352], buf[65536], want[32];
+	static char buf[65536];
 	const char *ctl = getenv("MSHARECTL");
-	size_t n;
-	int count = 0;
-	FILE *f;
-	char *p;
+	char *argv[] = {(char *)(ctl ? ctl : "msharectl"), "-m", (char *)test_mount(), "-j", "ls", NULL};
+	posix_spawn_file_actions_t actions;
+	char rest[4096];
+	int out[2], status, err;
+	size_t n = 0;
+	ssize_t r;
+	pid_t pid;
 
-	snprintf(cmd, sizeof(cmd), "'%s' -m '%s' -j ls", ctl ? ctl : "msharectl", test_mount());
-	f = popen(cmd, "r");
-	if (!f) {
-		perror("msharectl");
+	/* Spawned without a shell: a process less for each look. */
+	if (pipe2(out, O_CLOEXEC) < 0) {
+		perror("pipe");
 		exit(2);
 	}
-	n = fread(buf, 1, sizeof(buf) - 1, f);
+	posix_spawn_file_actions_init(&actions);
+	posix_spawn_file_actions_adddup2(&actions, out[1], 1);
+	err = posix_spawnp(&pid, argv[0], &actions, NULL, argv, environ);
+	posix_spawn_file_actions_destroy(&actions);
+	close(out[1]);
+	if (err) {
+		fprintf(stderr, "%s: %s\n", argv[0], strerror(err));
+		exit(2);
+	}
+	while ((r = n < sizeof(buf) - 1 ? read(out[0], buf + n, sizeof(buf) - 1 - n)
+					 : read(out[0], rest, sizeof(rest))) > 0)
+		if (n < sizeof(buf) - 1)
+			n += (size_t)r;
 	buf[n] = 0;
-	if (pclose(f) != 0) {
+	close(out[0]);
+	if (waitpid(pid, &status, 0) != pid || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
 		fprintf(stderr, "msharectl -j ls failed\n");
 		exit(2);
 	}
+	return buf;
+}
+
+/* The regions of listing ls that pid has a window of; *names gets their
+ * names (space-separated) if not NULL. */
+static inline int regions_in(char *ls, pid_t pid, char *names, size_t names_len)
+{
+	int count = 0;
+	char *p;
+
 	if (names && names_len)
 		names[0] = 0;
 	/* Each region: {"attachers":[pids],...,"name":"NAME",...} */
-	for (p = strstr(buf, "\"attachers\":["); p; p = strstr(p + 1, "\"attachers\":[")) {
+	for (p = strstr(ls, "\"attachers\":["); p; p = strstr(p + 1, "\"attachers\":[")) {
 		char *end = strchr(p, ']');
 		char *name = strstr(p, "\"name\":\"");
 		int found = 0;
 		char *q;
 
-		snprintf(want, sizeof(want), "%d", (int)pid);
 		for (q = p + 13; end && q < end;) {
 			long v = strtol(q, &q, 10);
 
@@ -134,6 +156,15 @@ static inline int regions_of(pid_t pid, char *names, size_t names_len)
 	return count;
 }
 
+/*
+ * The regions of the mount that pid has a window of, as `msharectl -j ls`
+ * lists them; *names gets their names (space-separated) if not NULL.
+ */
+static inline int regions_of(pid_t pid, char *names, size_t names_len)
+{
+	return regions_in(ctl_ls(), pid, names, names_len);
+}
+
 /* Free huge pages of the default size (HugePages_Free), for MAP_HUGETLB. */
 static inline long free_huge_pages(void)
 {
@@ -147,6 +178,22 @@ static inline long free_huge_pages(void)
 	if (f)
 		fclose(f);
 	return v;
+}
+
+/* Free huge pages of the default size that no mapping has reserved
+ * (HugePages_Free - HugePages_Rsvd): what a new hugetlbfs mapping can get. */
+static inline long unreserved_huge_pages(void)
+{
+	char line[256];
+	long v = 0;
+	FILE *f = fopen("/proc/meminfo", "r");
+
+	while (f && fgets(line, sizeof(line), f))
+		if (strncmp(line, "HugePages_Rsvd:", 15) == 0)
+			v = atol(line + 15);
+	if (f)
+		fclose(f);
+	return free_huge_pages() - v;
 }
 
 /* The "backing" msharectl reports for the regions pid is attached to (the
@@ -182,46 +229,115 @@ static inline const char *backing_of(pid_t pid)
 	return backing;
 }
 
+/* Whether listing ls has a region (named or unlinked) called name. */
+static inline int listed_in(const char *ls, const char *name)
+{
+	char want[1100];
+
+	snprintf(want, sizeof(want), "\"name\":\"%s\"", name);
+	return strstr(ls, want) != NULL;
+}
+
 /* Whether the mount lists a region (named or unlinked) called name. */
 static inline int region_listed(const char *name)
 {
-	char cmd[4352], buf[65536], want[300];
-	const char *ctl = getenv("MSHARECTL");
-	size_t n;
-	FILE *f;
+	return listed_in(ctl_ls(), name);
+}
 
-	snprintf(cmd, sizeof(cmd), "'%s' -m '%s' -j ls", ctl ? ctl : "msharectl", test_mount());
-	f = popen(cmd, "r");
-	if (!f)
-		exit(2);
-	n = fread(buf, 1, sizeof(buf) - 1, f);
-	buf[n] = 0;
-	pclose(f);
-	snprintf(want, sizeof(want), "\"name\":\"%s\"", name);
-	return strstr(buf, want) != NULL;
+/* Whether pid has no window left and the mount lists none of the regions
+ * named in names (space-separated; "" for none). */
+static inline int gone(pid_t pid, const char *names)
+{
+	char *ls = ctl_ls(), name[300];
+	const char *p = names;
+	int n;
+
+	if (regions_in(ls, pid, NULL, 0) != 0)
+		return 0;
+	while (sscanf(p, "%299s%n", name, &n) == 1) {
+		if (listed_in(ls, name))
+			return 0;
+		p += n;
+	}
+	return 1;
+}
+
+/* Whether pid has exactly one window, and it is of region name. */
+static inline int attached_only_to(pid_t pid, const char *name)
+{
+	char names[1024];
+
+	if (regions_of(pid, names, sizeof(names)) != 1)
+		return 0;
+	names[strcspn(names, " ")] = 0;
+	return strcmp(names, name) == 0;
+}
+
+/*
+ * Starts this program again with args, as a process that inherits nothing
+ * mapped (fork + exec) and runs alongside this one: *to (if not NULL) is its
+ * standard input and *from its standard output, for step() and
+ * wait_step(). Its pid, or -1.
+ */
+static inline pid_t start_unrelated(char *const args[], int *to, int *from)
+{
+	int in[2] = {-1, -1}, out[2] = {-1, -1};
+	char *argv[16];
+	pid_t pid;
+	int i;
+
+	argv[0] = "adopt-test";
+	for (i = 0; args[i] && i < 14; i++)
+		argv[i + 1] = args[i];
+	argv[i + 1] = NULL;
+	if (to && (pipe2(in, O_CLOEXEC) < 0 || pipe2(out, O_CLOEXEC) < 0))
+		return -1;
+	fflush(NULL);
+	pid = fork();
+	if (pid == 0) {
+		if (to && (dup2(in[0], 0) < 0 || dup2(out[1], 1) < 0))
+			_exit(127);
+		execv("/proc/self/exe", argv);
+		_exit(127);
+	}
+	if (to) {
+		close(in[0]);
+		close(out[1]);
+		*to = in[1];
+		*from = out[0];
+	}
+	return pid;
+}
+
+/* The exit status of a process start_unrelated started, or -1. */
+static inline int wait_unrelated(pid_t pid)
+{
+	int status;
+
+	if (pid < 0 || waitpid(pid, &status, 0) != pid)
+		return -1;
+	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
 /* Runs this program again with args, as a process that inherits nothing
  * mapped (fork + exec); its exit status, or -1. */
 static inline int run_unrelated(char *const args[])
 {
-	char *argv[16];
-	int i, status;
-	pid_t pid;
+	return wait_unrelated(start_unrelated(args, NULL, NULL));
+}
 
-	argv[0] = "adopt-test";
-	for (i = 0; args[i] && i < 14; i++)
-		argv[i + 1] = args[i];
-	argv[i + 1] = NULL;
-	fflush(NULL);
-	pid = fork();
-	if (pid == 0) {
-		execv("/proc/self/exe", argv);
-		_exit(127);
-	}
-	if (pid < 0 || waitpid(pid, &status, 0) != pid)
-		return -1;
-	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+/* Tells the other side of a pipe that a step is done; waits for it to say
+ * so (0), or learns that it is gone (-1). */
+static inline int step(int fd)
+{
+	return write(fd, "s", 1) == 1 ? 0 : -1;
+}
+
+static inline int wait_step(int fd)
+{
+	char c;
+
+	return read(fd, &c, 1) == 1 ? 0 : -1;
 }
 
 static sigjmp_buf fault_jump;

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Runs shared-memory programs under mshare-run (and MAP_SHARED_PT ones with
-# libmshare) on a fresh msharefsd mount in a private mount namespace, as
-# root and as an unprivileged user.
+# Runs shared-memory programs under mshare-run (and adopt_shared_pt, which
+# links libmshare, without it) on a fresh msharefsd mount in a private mount
+# namespace, as root and as an unprivileged user. A hugetlbfs mounted there
+# ($ADOPT_HUGETLB_DIR) gives the MAP_SHARED_PT programs hugetlbfs files.
 #
 #   test-adoption.sh PROGRAM...
 #
@@ -19,14 +20,21 @@ export MSHAREFS_TEST_DATAPATH=$datapath
 
 work=$(mktemp -d /var/tmp/adoption.XXXXXX)
 mnt=$work/mnt
-mkdir -p "$mnt" "$work/disk" "$work/state"
+mkdir -p "$mnt" "$work/disk" "$work/state" "$work/huge"
 chmod 755 "$work"
 chmod 1777 "$work/disk"
 daemon=
+huge=
 # A huge page pool for MAP_HUGETLB and SHM_HUGETLB (put back at the end).
 hugepages_before=$(cat /proc/sys/vm/nr_hugepages)
 echo $((hugepages_before + 64)) >/proc/sys/vm/nr_hugepages 2>/dev/null || true
+if mount -t hugetlbfs -o mode=1777 none "$work/huge" 2>/dev/null; then
+	huge=$work/huge
+else
+	echo "no hugetlbfs: MAP_SHARED_PT of hugetlbfs files is not checked"
+fi
 cleanup() {
+	[ -z "$huge" ] || umount -l "$huge" 2>/dev/null || true
 	echo "$hugepages_before" >/proc/sys/vm/nr_hugepages 2>/dev/null || true
 	umount -l "$mnt" 2>/dev/null || true
 	[ -z "$daemon" ] || wait "$daemon" 2>/dev/null || true
@@ -48,11 +56,18 @@ run_one() { # USER-PREFIX... -- PROGRAM
 	shift
 	local name
 	name=$(basename "$prog")
-	if [ "$name" = adopt_shared_pt ]; then
-		env MSHAREFS_MOUNT="$mnt" ADOPT_DISK_DIR="$work/disk" "$@" "$prog"
-	else
-		"$@" "$MSHARE_RUN" -m "$mnt" --min-size 64M -- "$prog"
-	fi
+	local dirs=(ADOPT_DISK_DIR="$work/disk" ADOPT_HUGETLB_DIR="$huge")
+	case $name in
+	adopt_shared_pt) # linked with libmshare
+		"$@" MSHAREFS_MOUNT="$mnt" "${dirs[@]}" "$prog" ;;
+	adopt_shared_pt_preload) # the same, unmodified: EINVAL without the runtime
+		local rc=0
+		"$@" MSHAREFS_MOUNT="$mnt" "$prog" without-runtime || rc=1
+		"$@" "${dirs[@]}" "$MSHARE_RUN" -m "$mnt" --min-size 64M -- "$prog" || rc=1
+		return $rc ;;
+	*)
+		"$@" "$MSHARE_RUN" -m "$mnt" --min-size 64M -- "$prog" ;;
+	esac
 }
 for prog in "$@"; do
 	echo "== $(basename "$prog") as root, datapath=$datapath"
