@@ -123,6 +123,9 @@ for v in "${variants[@]}"; do
 	if [ "$first" = 1 ]; then
 		pgbench_run -i -s "$scale" -q >"$PG_WORK/init.log" 2>&1 || pg_die "pgbench -i: $(tail -n 3 "$PG_WORK/init.log")"
 		psql_q "create extension pg_prewarm" >/dev/null
+		# No autovacuum of the fresh tables during the first variant's runs.
+		psql_q "vacuum analyze" >/dev/null
+		psql_q "checkpoint" >/dev/null
 		first=0
 	fi
 	[ "$v" != mshare ] || backing=$("$MSHARECTL" -m "$PG_MOUNT" -j ls | grep -o '"backing":"[a-z0-9]*"' | head -n 1 | cut -d'"' -f4)

@@ -33,6 +33,25 @@ pg_say "main segment adopted: $("$MSHARECTL" -m "$PG_MOUNT" ls | tail -n +2)"
 
 pgbench_run -i -s "${PG_SCALE:-10}" -q >"$PG_WORK/init.log" 2>&1 || pg_die "pgbench -i failed: $(tail -n 3 "$PG_WORK/init.log")"
 
+# Client backends are attachers of it too: forked with the window, each
+# attaches on its own.
+printf 'SELECT 1;\n\\sleep 5 s\n' >"$PG_WORK/idle.sql"
+chmod 644 "$PG_WORK/idle.sql"
+pgbench_run -n -c 8 -j 2 -t 1 -f "$PG_WORK/idle.sql" >/dev/null 2>&1 &
+idle=$!
+for _ in $(seq 100); do
+	backends=$(psql_q "select pid from pg_stat_activity where backend_type = 'client backend' and pid <> pg_backend_pid()")
+	[ "$(wc -w <<<"$backends")" -ge 8 ] && break
+	sleep 0.1
+done
+[ "$(wc -w <<<"$backends")" -ge 8 ] || pg_die "8 clients did not connect"
+region=$("$MSHARECTL" -m "$PG_MOUNT" -j ls)
+for b in $backends; do
+	grep -q "\"attachers\":\[[0-9,]*\b$b\b" <<<"$region" || pg_die "backend $b has no window of the main segment: $region"
+done
+wait "$idle" || pg_die "the idle clients failed"
+pg_say "the postmaster and 8 client backends are attached"
+
 committed=0
 # tpcb CLIENTS SECONDS: a read-write run; adds its transactions to committed.
 tpcb() {
