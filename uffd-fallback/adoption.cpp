@@ -8,10 +8,11 @@
 
 #include <linux/msharefs.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cinttypes>
-#include <cstdio>
 #include <csignal>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <fcntl.h>
@@ -103,6 +104,21 @@ std::string default_mount()
 	}
 	fclose(f);
 	return found;
+}
+
+// The pids (as the daemon sees them) with a window of the region open at
+// fd; false if unknown.
+bool attacher_pids(int fd, std::vector<int32_t> *pids)
+{
+	char buf[16384];
+	const ssize_t n = fgetxattr(fd, kStatsAttribute, buf, sizeof(buf));
+	if (n <= 0)
+		return false;
+	auto stats = region_stats_from_json(std::string_view(buf, static_cast<size_t>(n)));
+	if (!stats)
+		return false;
+	*pids = std::move(stats->attachers);
+	return true;
 }
 
 // The number of processes with a window of the region open at fd, -1 if
@@ -543,14 +559,24 @@ int Adopter::unmap(void *addr, size_t len)
 		adopted_.erase(it);
 	}
 	UniqueFd implicit;
-	if (!a.implicit_name.empty())
+	bool counted = false; // the daemon lists this process by its pid here
+	long before = -1;
+	if (!a.implicit_name.empty()) {
 		implicit.reset(openat(mount_fd(), a.implicit_name.c_str(), O_RDONLY | O_CLOEXEC));
+		std::vector<int32_t> pids;
+		if (implicit && attacher_pids(implicit.get(), &pids)) {
+			counted = std::find(pids.begin(), pids.end(), static_cast<int32_t>(getpid())) != pids.end();
+			before = static_cast<long>(pids.size());
+		}
+	}
 	int r = Runtime::get().unmap(addr, a.window_size);
 	if (r == 0)
 		r = raw_munmap(addr, a.window_size) == 0 ? 1 : -1;
 	close_held(a.region_fd, a.region_dev, a.region_ino);
-	if (implicit)
+	if (implicit && counted)
 		release_implicit(implicit.get(), a.implicit_name);
+	else if (implicit && before == 1 && !has_window_of(a.implicit_name))
+		unlinkat(mount_fd(), a.implicit_name.c_str(), 0); // a daemon in another pid namespace
 	return r < 0 ? -1 : 1;
 }
 
@@ -582,14 +608,9 @@ void Adopter::release_implicit(int region, const std::string &name)
 		return true;
 	};
 	for (int waited_ms = 0; waited_ms < 2000; waited_ms += 2) {
-		char buf[16384];
-		const ssize_t n = fgetxattr(region, kStatsAttribute, buf, sizeof(buf));
-		if (n <= 0)
+		std::vector<int32_t> pids;
+		if (!attacher_pids(region, &pids))
 			return;
-		auto stats = region_stats_from_json(std::string_view(buf, static_cast<size_t>(n)));
-		if (!stats)
-			return;
-		const auto &pids = stats->attachers;
 		if (settled(pids)) {
 			struct stat held {}, named {};
 			if (pids.empty() && fstat(region, &held) == 0 &&

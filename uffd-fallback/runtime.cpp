@@ -135,18 +135,31 @@ constexpr size_t kStackSlotBytes = kStackGuardBytes + kRuntimeStackBytes;
 // The stacks' mapping, or nullptr before the first start; inherited by fork.
 char *runtime_stacks;
 
-// The lowest address of stack slot, mapped on first use. nullptr and errno
-// set on failure. Called under the runtime's lock.
+// Whether the calling thread runs on one of the runtime's stacks.
+bool on_runtime_stack()
+{
+	const char here = 0;
+	return runtime_stacks && &here >= runtime_stacks && &here < runtime_stacks + kRuntimeThreads * kStackSlotBytes;
+}
+
+// The lowest address of stack slot, mapped on first use. nullptr on failure.
+// Called under the runtime's lock.
 char *runtime_stack(int slot)
 {
 	if (!runtime_stacks) {
-		void *p = raw_mmap(nullptr, kRuntimeThreads * kStackSlotBytes, PROT_READ | PROT_WRITE,
+		void *p = raw_mmap(nullptr, kRuntimeThreads * kStackSlotBytes, PROT_NONE,
 				   MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
 		if (p == MAP_FAILED)
 			return nullptr;
-		for (int i = 0; i < kRuntimeThreads; i++)
-			raw_mprotect(static_cast<char *>(p) + i * kStackSlotBytes, kStackGuardBytes, PROT_NONE);
-		runtime_stacks = static_cast<char *>(p);
+		char *block = static_cast<char *>(p);
+		for (int i = 0; i < kRuntimeThreads; i++) {
+			if (raw_mprotect(block + i * kStackSlotBytes + kStackGuardBytes, kRuntimeStackBytes,
+					 PROT_READ | PROT_WRITE) < 0) {
+				raw_munmap(block, kRuntimeThreads * kStackSlotBytes);
+				return nullptr;
+			}
+		}
+		runtime_stacks = block;
 	}
 	return runtime_stacks + slot * kStackSlotBytes + kStackGuardBytes;
 }
@@ -158,20 +171,36 @@ void *run_thread_body(void *arg)
 	return nullptr;
 }
 
-// Starts a detached thread running body on stack slot. 0 or errno.
+// Starts a detached thread running body on stack slot, or on a stack from
+// glibc if that cannot be (no memory for the stacks, or a static TLS too
+// large for them). The thread blocks every signal: the program's handlers
+// run on its own threads only, as they would without the runtime (a
+// postmaster that forks in a handler forks from one of its threads). 0 or
+// errno.
 int start_runtime_thread(int slot, std::function<void()> body)
 {
-	char *stack = runtime_stack(slot);
-	if (!stack)
-		return errno;
-	pthread_attr_t attr;
-	pthread_attr_init(&attr);
-	pthread_attr_setstack(&attr, stack, kRuntimeStackBytes);
-	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
 	auto *arg = new std::function<void()>(std::move(body));
-	pthread_t thread;
-	const int err = pthread_create(&thread, &attr, run_thread_body, arg);
-	pthread_attr_destroy(&attr);
+	sigset_t all;
+	sigfillset(&all);
+	int err = EINVAL;
+	for (bool own_stack : {true, false}) {
+		char *stack = own_stack ? runtime_stack(slot) : nullptr;
+		if (own_stack && !stack)
+			continue;
+		pthread_attr_t attr;
+		pthread_attr_init(&attr);
+		if (stack)
+			pthread_attr_setstack(&attr, stack, kRuntimeStackBytes);
+		else
+			pthread_attr_setstacksize(&attr, kRuntimeStackBytes);
+		pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+		pthread_attr_setsigmask_np(&attr, &all);
+		pthread_t thread;
+		err = pthread_create(&thread, &attr, run_thread_body, arg);
+		pthread_attr_destroy(&attr);
+		if (err != EINVAL)
+			break;
+	}
 	if (err)
 		delete arg;
 	return err;
@@ -532,6 +561,10 @@ void Runtime::after_fork_child()
 	lock_.unlock();
 	if (!uffd_)
 		return;
+	// A fork taken on one of the runtime's stacks (nothing of the runtime
+	// forks; kept safe all the same): the child's threads get new ones.
+	if (on_runtime_stack())
+		runtime_stacks = nullptr;
 	uffd_.reset();
 	ticket_fd_.reset();
 	if (ticket_)

@@ -8,6 +8,14 @@
 
 #define LEN (80 * MIB + 12345) /* not a multiple of anything */
 
+static volatile pid_t handler_tid;
+
+static void note_handler_thread(int sig)
+{
+	(void)sig;
+	handler_tid = gettid();
+}
+
 int main(void)
 {
 	const uint64_t align = test_alignment();
@@ -27,6 +35,29 @@ int main(void)
 	CHECK(p[0] == 0 && p[LEN - 1] == 0, "new shared anonymous memory is not zero");
 	fill(p, LEN, 7);
 	p[LEN - 1] = 99;
+
+	/*
+	 * A process-directed signal runs the program's handler on the program's
+	 * thread, as without the runtime: blocked here, it waits for the unblock
+	 * (a postmaster blocks its signals and forks in their handlers).
+	 */
+	{
+		sigset_t usr1, old;
+		struct sigaction sa = { .sa_handler = note_handler_thread };
+
+		sigemptyset(&usr1);
+		sigaddset(&usr1, SIGUSR1);
+		sigaction(SIGUSR1, &sa, NULL);
+		sigprocmask(SIG_BLOCK, &usr1, &old);
+		kill(getpid(), SIGUSR1);
+		usleep(200000);
+		CHECK(handler_tid == 0, "the SIGUSR1 handler ran on thread %d while the program blocked it",
+		      (int)handler_tid);
+		sigprocmask(SIG_SETMASK, &old, NULL);
+		CHECK(handler_tid == gettid(), "the SIGUSR1 handler ran on thread %d, not %d", (int)handler_tid,
+		      (int)gettid());
+		signal(SIGUSR1, SIG_DFL);
+	}
 
 	/* Below the threshold, or private: left alone. */
 	small = mmap(NULL, MIB, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
