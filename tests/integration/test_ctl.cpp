@@ -226,8 +226,15 @@ TEST_CASE("the documented creator's written pages count as resident while it wai
 		[&] { creator_result = run_program({creator, "ctl-example", "30"}, &creator_out, 60); });
 	for (int i = 0; i < 500 && access(path("ctl-example").c_str(), F_OK) != 0; i++)
 		usleep(10000);
-	usleep(200000); // the creator writes its messages after creating the region
-	const RegionStats waiting = stat_json("ctl-example");
+	// The creator writes its messages after creating the region, and then
+	// waits 30 s: they must show while it waits (slow in an emulated guest).
+	RegionStats waiting;
+	eventually(
+		[&] {
+			waiting = stat_json("ctl-example");
+			return waiting.resident_bytes >= 2 * 4096 && waiting.page_table_bytes_used >= 2 * 4096;
+		},
+		20000);
 	std::string attacher_out;
 	const ChildResult attacher_result = run_program({attacher, "ctl-example"}, &attacher_out, 30);
 	creator_thread.join();
