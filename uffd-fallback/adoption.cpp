@@ -125,12 +125,8 @@ bool attacher_pids(int fd, std::vector<int32_t> *pids)
 // unknown.
 long attachers_of(int fd)
 {
-	char buf[16384];
-	ssize_t n = fgetxattr(fd, kStatsAttribute, buf, sizeof(buf));
-	if (n <= 0)
-		return -1;
-	auto stats = region_stats_from_json(std::string_view(buf, static_cast<size_t>(n)));
-	return stats ? static_cast<long>(stats->attachers.size()) : -1;
+	std::vector<int32_t> pids;
+	return attacher_pids(fd, &pids) ? static_cast<long>(pids.size()) : -1;
 }
 
 // Whether nothing is mapped in [start, start+len): a reservation that must
@@ -573,10 +569,12 @@ int Adopter::unmap(void *addr, size_t len)
 	if (r == 0)
 		r = raw_munmap(addr, a.window_size) == 0 ? 1 : -1;
 	close_held(a.region_fd, a.region_dev, a.region_ino);
-	if (implicit && counted)
-		release_implicit(implicit.get(), a.implicit_name);
-	else if (implicit && before == 1 && !has_window_of(a.implicit_name))
-		unlinkat(mount_fd(), a.implicit_name.c_str(), 0); // a daemon in another pid namespace
+	if (implicit && !has_window_of(a.implicit_name)) {
+		if (counted)
+			release_implicit(implicit.get(), a.implicit_name);
+		else if (before == 1)
+			unlink_named(implicit.get(), a.implicit_name); // a daemon in another pid namespace
+	}
 	return r < 0 ? -1 : 1;
 }
 
@@ -589,8 +587,17 @@ bool Adopter::has_window_of(const std::string &implicit_name)
 	return false;
 }
 
-// After this process's window of an implicit region is gone: if it was the
-// last window anywhere, the name goes, so that the region (and its hold on
+// Unlinks `name` if it still names the region open at region.
+void Adopter::unlink_named(int region, const std::string &name)
+{
+	struct stat held {}, named {};
+	if (fstat(region, &held) == 0 && fstatat(mount_fd(), name.c_str(), &named, 0) == 0 &&
+	    held.st_ino == named.st_ino && held.st_dev == named.st_dev)
+		unlinkat(mount_fd(), name.c_str(), 0);
+}
+
+// After this process's last window of an implicit region is gone: if it was
+// the last window anywhere, the name goes, so that the region (and its hold on
 // the file) is freed. The daemon learns that a window went when its
 // connection closes, after the munmap or exit, so the count is read once it
 // no longer lists this process nor any process that has exited: of two
@@ -598,8 +605,6 @@ bool Adopter::has_window_of(const std::string &implicit_name)
 // sees none left. Waits 2 s at most.
 void Adopter::release_implicit(int region, const std::string &name)
 {
-	if (has_window_of(name))
-		return;
 	const int32_t self = static_cast<int32_t>(getpid());
 	auto settled = [self](const std::vector<int32_t> &pids) {
 		for (int32_t pid : pids)
@@ -612,11 +617,8 @@ void Adopter::release_implicit(int region, const std::string &name)
 		if (!attacher_pids(region, &pids))
 			return;
 		if (settled(pids)) {
-			struct stat held {}, named {};
-			if (pids.empty() && fstat(region, &held) == 0 &&
-			    fstatat(mount_fd(), name.c_str(), &named, 0) == 0 && held.st_ino == named.st_ino &&
-			    held.st_dev == named.st_dev)
-				unlinkat(mount_fd(), name.c_str(), 0);
+			if (pids.empty())
+				unlink_named(region, name);
 			return;
 		}
 		usleep(2000);

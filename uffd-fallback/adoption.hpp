@@ -92,8 +92,10 @@ private:
 	// Whether this process still has a window of implicit region `name`.
 	bool has_window_of(const std::string &name);
 	// Unlinks implicit region `name` (open at region) if no process has a
-	// window of it once this one has left it.
+	// window of it once this one, which has none left, has left it.
 	void release_implicit(int region, const std::string &name);
+	// Unlinks `name` if it still names the region open at region.
+	void unlink_named(int region, const std::string &name);
 	void note(const char *what, const std::string &name, size_t len);
 
 	std::mutex lock_;

@@ -165,35 +165,32 @@ static inline int regions_of(pid_t pid, char *names, size_t names_len)
 	return regions_in(ctl_ls(), pid, names, names_len);
 }
 
-/* Free huge pages of the default size (HugePages_Free), for MAP_HUGETLB. */
-static inline long free_huge_pages(void)
+/* The value of /proc/meminfo field (e.g. "HugePages_Free:"), 0 if absent. */
+static inline long meminfo_value(const char *field)
 {
 	char line[256];
 	long v = 0;
 	FILE *f = fopen("/proc/meminfo", "r");
 
 	while (f && fgets(line, sizeof(line), f))
-		if (strncmp(line, "HugePages_Free:", 15) == 0)
-			v = atol(line + 15);
+		if (strncmp(line, field, strlen(field)) == 0)
+			v = atol(line + strlen(field));
 	if (f)
 		fclose(f);
 	return v;
+}
+
+/* Free huge pages of the default size (HugePages_Free), for MAP_HUGETLB. */
+static inline long free_huge_pages(void)
+{
+	return meminfo_value("HugePages_Free:");
 }
 
 /* Free huge pages of the default size that no mapping has reserved
  * (HugePages_Free - HugePages_Rsvd): what a new hugetlbfs mapping can get. */
 static inline long unreserved_huge_pages(void)
 {
-	char line[256];
-	long v = 0;
-	FILE *f = fopen("/proc/meminfo", "r");
-
-	while (f && fgets(line, sizeof(line), f))
-		if (strncmp(line, "HugePages_Rsvd:", 15) == 0)
-			v = atol(line + 15);
-	if (f)
-		fclose(f);
-	return free_huge_pages() - v;
+	return free_huge_pages() - meminfo_value("HugePages_Rsvd:");
 }
 
 /* The "backing" msharectl reports for the regions pid is attached to (the
