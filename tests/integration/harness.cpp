@@ -423,7 +423,8 @@ ChildResult run_in_child(const std::function<int()> &fn, int timeout_s)
 	return wait_for(spawn(fn), timeout_s);
 }
 
-ChildResult run_program(const std::vector<std::string> &argv, std::string *output, int timeout_s, int as_uid)
+ChildResult run_program(const std::vector<std::string> &argv, std::string *output, int timeout_s, int as_uid,
+			const std::function<void(const std::string &)> &on_output)
 {
 	int pipefd[2];
 	if (pipe(pipefd) != 0)
@@ -456,8 +457,11 @@ ChildResult run_program(const std::vector<std::string> &argv, std::string *outpu
 	for (;;) {
 		char buf[4096];
 		ssize_t n;
+		const size_t had = out.size();
 		while ((n = read(pipefd[0], buf, sizeof(buf))) > 0)
 			out.append(buf, static_cast<size_t>(n));
+		if (on_output && out.size() != had)
+			on_output(out);
 		int status;
 		pid_t w = waitpid(pid, &status, WNOHANG);
 		if (w == pid) {

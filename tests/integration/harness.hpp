@@ -103,8 +103,10 @@ ChildResult wait_for(pid_t pid, int timeout_s = 60);
 ChildResult run_in_child(const std::function<int()> &fn, int timeout_s = 60);
 // Runs a program; its stdout and stderr are appended to *output. With
 // as_uid >= 0 it runs as that uid and gid, without supplementary groups.
+// on_output, if given, is called with all the output so far each time more
+// arrives (from the calling thread, while the program runs).
 ChildResult run_program(const std::vector<std::string> &argv, std::string *output, int timeout_s = 60,
-			int as_uid = -1);
+			int as_uid = -1, const std::function<void(const std::string &)> &on_output = {});
 
 // Creates NAME, sizes it to [start, start+size) and maps one anonymous shared
 // mapping over all of it. Returns the fd (or -1 with errno).

@@ -6,6 +6,7 @@
 
 #include "harness.hpp"
 
+#include <atomic>
 #include <cstdlib>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -42,11 +43,18 @@ void run_pair(const std::string &creator, const std::string &attacher, const std
 	REQUIRE((root.st_mode & 07777) == 01777);
 	std::string creator_out;
 	ChildResult creator_result;
-	std::thread creator_thread([&] { creator_result = run_program({creator, name, "30"}, &creator_out, 60, uid); });
-	// Wait for the region to appear and be written, then attach.
-	for (int i = 0; i < 500 && access(path(name).c_str(), F_OK) != 0; i++)
+	std::atomic<bool> creator_ready{false};
+	std::thread creator_thread([&] {
+		creator_result = run_program({creator, name, "30"}, &creator_out, 60, uid, [&](const std::string &out) {
+			if (out.find("creator: ready") != std::string::npos)
+				creator_ready = true;
+		});
+	});
+	// Attach once the creator says it is ready, as its documentation says
+	// (a slow machine can take longer than any fixed pause).
+	for (int i = 0; i < 3000 && !creator_ready; i++)
 		usleep(10000);
-	usleep(200000);
+	CHECK_MESSAGE(creator_ready, "the creator did not print \"creator: ready\" within 30 s");
 	std::string attacher_out;
 	ChildResult attacher_result = run_program({attacher, name}, &attacher_out, 30, uid);
 	creator_thread.join();

@@ -8,6 +8,7 @@
 #include "harness.hpp"
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -745,12 +746,18 @@ TEST_CASE("sharing: UNMAP by one process makes every attacher fault there")
 	REQUIRE(fill(at(kAfter), kMiB, 13));
 
 	constexpr int kAttachers = 3;
-	Pipe ready, go;
+	// Each attacher has its own go pipe: with one shared pipe, an attacher
+	// through its first checks could take another's first go and start
+	// the second round before the new mapping exists.
+	Pipe ready;
+	std::array<Pipe, kAttachers> go;
 	std::vector<pid_t> pids;
 	for (int i = 0; i < kAttachers; i++)
-		pids.push_back(spawn([&] {
+		pids.push_back(spawn([&, i] {
 			ready.close_r();
-			go.close_w();
+			for (Pipe &g : go)
+				g.close_w();
+			const int my_go = go[static_cast<size_t>(i)].r;
 			w.reset(); // attach by name, not by inheritance
 			if (!child_attach("unmap"))
 				return int(kAttachFailed);
@@ -759,7 +766,7 @@ TEST_CASE("sharing: UNMAP by one process makes every attacher fault there")
 			if (!matches(at(kGone), kGoneSize, 12) || !matches(at(kBefore), kMiB, 11) ||
 			    !matches(at(kAfter), kMiB, 13))
 				return int(kBadData);
-			if (!signal_byte(ready.w) || !wait_byte(go.r))
+			if (!signal_byte(ready.w) || !wait_byte(my_go))
 				return int(kBarrierFailed);
 			// The ioctl has returned: every page of the range faults,
 			// for reads and for writes.
@@ -779,7 +786,7 @@ TEST_CASE("sharing: UNMAP by one process makes every attacher fault there")
 				return 22;
 			// Then a new mapping is made over the hole: this process,
 			// which faulted there, now reads zeros.
-			if (!signal_byte(ready.w) || !wait_byte(go.r))
+			if (!signal_byte(ready.w) || !wait_byte(my_go))
 				return int(kBarrierFailed);
 			if (range_faults(at(kGone), kGoneSize))
 				return 20;
@@ -788,12 +795,17 @@ TEST_CASE("sharing: UNMAP by one process makes every attacher fault there")
 			return int(kOk);
 		}));
 	ready.close_w();
-	go.close_r();
+	for (Pipe &g : go)
+		g.close_r();
+	const auto go_all = [&go] {
+		for (Pipe &g : go)
+			send_bytes(g.w, 1);
+	};
 	REQUIRE_MESSAGE(wait_bytes(ready.r, kAttachers), "attachers did not get ready");
 
 	CHECK(unmap(region.get(), kGone, kGoneSize) == 0);
-	send_bytes(go.w, kAttachers);
-	const bool checked = wait_bytes(ready.r, kAttachers, 10000);
+	go_all();
+	const bool checked = wait_bytes(ready.r, kAttachers, 60000);
 	CHECK_MESSAGE(checked, "not every attacher got through its checks after the UNMAP");
 	// The process that made the call, and a fresh child of it.
 	CHECK(range_all_fault(at(kGone), kGoneSize));
@@ -808,7 +820,7 @@ TEST_CASE("sharing: UNMAP by one process makes every attacher fault there")
 	// A new mapping over the hole reads zeros, everywhere, for everyone.
 	CHECK(create_mapping(region.get(), kGone, kGoneSize, 0, PROT_READ | PROT_WRITE,
 			     MAP_ANONYMOUS | MAP_SHARED | MAP_FIXED) == 0);
-	send_bytes(go.w, kAttachers);
+	go_all();
 	for (int i = 0; i < kAttachers; i++) {
 		ChildResult r = wait_for(pids[static_cast<size_t>(i)], 30);
 		INFO("attacher " << i << ": " << describe(r)
