@@ -31,9 +31,9 @@ while [ $# -gt 0 ]; do
 	shift
 done
 if [ "$quick" = 1 ]; then
-	scale=10 clients=(64) seconds=6
+	scale=10 clients=(64) seconds=6 restarts=2
 else
-	scale=80 clients=(16 64 200) seconds=10
+	scale=80 clients=(16 64 200) seconds=10 restarts=12
 fi
 buffers=1GB
 
@@ -74,6 +74,32 @@ connected() {
 }
 
 declare -A fig
+
+# stop_clients PID: a backgrounded pgbench_run (a subshell whose child is
+# pgbench) and the pgbench in it, which would otherwise sleep out its script.
+stop_clients() {
+	pkill -TERM -P "$1" 2>/dev/null || true
+	kill -TERM "$1" 2>/dev/null || true
+	wait "$1" 2>/dev/null || true
+}
+
+# starts VARIANT: the idle backends' mean VmPTE over several server starts.
+# Each start lays the address space out anew (ASLR), and where the 2 MiB
+# boundaries fall among a backend's mappings moves its figure by a page
+# table or two: one start says little about a difference of a few kB.
+starts() {
+	local v=$1 i pid total=0
+	for i in $(seq "$restarts"); do
+		pg_start "$v" "$buffers" -c fsync=off
+		pgbench_run -n -c 4 -j 1 -t 1 -f "$PG_WORK/idle.sql" >/dev/null 2>&1 &
+		pid=$!
+		settle 4
+		total=$((total + $(backends_vmpte_kb)))
+		stop_clients "$pid"
+		pg_stop fast
+	done
+	fig[$v,starts,pte]=$(awk -v t="$total" -v n="$restarts" 'BEGIN { printf "%.1f", t / n }')
+}
 # measure VARIANT N: every figure of one client count.
 # No client backend but the asking one, and their processes gone.
 quiet() {
@@ -95,8 +121,7 @@ measure() {
 		settle "$n"
 		fig[$v,$n,$script,pt]=$(( ($(pagetables_kb) - pt0) / n ))
 		fig[$v,$n,$script,pte]=$(backends_vmpte_kb)
-		kill -TERM "$pid" 2>/dev/null || true
-		wait "$pid" 2>/dev/null || true
+		stop_clients "$pid"
 		psql_q "select pg_terminate_backend(pid) from pg_stat_activity where backend_type = 'client backend' and pid <> pg_backend_pid()" >/dev/null
 		quiet
 	done
@@ -135,13 +160,22 @@ for v in "${variants[@]}"; do
 	done
 	pg_stop fast
 done
+for v in "${variants[@]}"; do
+	pg_say "$v, idle backends over $restarts server starts"
+	starts "$v"
+done
 
 label() { case $1 in mshare) echo "mshare-run";; plain) echo "plain 4K";; hugepages) echo "huge_pages=on";; esac; }
 echo "== postgres: PostgreSQL $("$PGBIN/postgres" -V | awk '{print $3}'), shared_buffers $buffers, pgbench scale $scale, $(nproc) CPUs; mshare-run on datapath=uffd, align=2M, backing ${backing:-?} =="
 printf '%-44s %12s %16s %16s %8s\n' "figure" "mshare-run" "plain 4K" "huge_pages=on" "vs 4K"
 row() { # NAME KEY UNIT
 	local n=$1 key=$2 unit=$3 name=$4 m p h ratio
-	m=${fig[mshare,$n,$key]:-} p=${fig[plain,$n,$key]:-} h=${fig[hugepages,$n,$key]:--}
+	if [ "$n" = starts ]; then
+		m=${fig[mshare,$key]:-} p=${fig[plain,$key]:-} h=${fig[hugepages,$key]:--}
+		n=4
+	else
+		m=${fig[mshare,$n,$key]:-} p=${fig[plain,$n,$key]:-} h=${fig[hugepages,$n,$key]:--}
+	fi
 	ratio=$(awk -v a="$m" -v b="$p" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print "n/a" }')
 	printf '%-44s %12s %16s %16s %8s\n' "$name" "$m $unit" "$p $unit" "$h $unit" "$ratio"
 	# The figure names hold commas: quoted (RFC 4180).
@@ -162,7 +196,9 @@ for n in "${clients[@]}"; do
 	row "$n" tps_b tps "TPS TPC-B, $n clients"
 	row "$n" conn ms "connection time, $n clients"
 done
+row starts starts,pte kB "VmPTE/backend, idle, mean of $restarts starts"
 echo "  * PageTables/backend: growth of /proc/meminfo PageTables over the server before the clients, divided by the clients"
 echo "  * VmPTE/backend: the mean over the client backends while they are connected"
+echo "  * mean of $restarts starts: each variant's server started $restarts times (a new address-space layout each time), 4 idle clients each"
 echo "  * idle: each client ran SELECT 1; all buffers: each client ran pg_prewarm of pgbench_accounts and a sequential scan of it (every cached page read)"
 echo "  * TPS: pgbench -j 2, ${seconds} s, fsync=off in every variant; connection time as pgbench reports it"

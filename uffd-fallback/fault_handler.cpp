@@ -131,9 +131,13 @@ void FaultHandler::resolve(uint64_t addr, uint64_t flags, pid_t tid)
 	// Tell the daemon a decision is being made (see RuntimeTicket), before
 	// reading the layout it is made from.
 	__atomic_store_n(&ticket->busy_seq, 1, __ATOMIC_SEQ_CST);
-	PublishedLookup look = lookup_published(w->page(), addr - w->base());
+	PublishedLookup look = w->layout().lookup(addr - w->base());
 	__atomic_store_n(&ticket->busy_seq, look.seq + 1, __ATOMIC_SEQ_CST);
-	if (!look.mapping || (look.flags & kPublishedOrphaned)) {
+	if (look.needed_capacity) {
+		// No memory to map the layout's mappings: the access fails as
+		// one that found no memory for the object.
+		raise_fault(tid, addr, SIGBUS, BUS_ADRERR);
+	} else if (!look.mapping || (look.flags & kPublishedOrphaned)) {
 		raise_segv(tid, addr, SEGV_MAPERR);
 	} else if (look.mapping->state & kMappingFilling) {
 		// Woken by the control thread once the copy is published done.
@@ -160,10 +164,10 @@ void FaultHandler::resolve(uint64_t addr, uint64_t flags, pid_t tid)
 			// A change published meanwhile may have been applied to
 			// the range before this install: bring it in line.
 			for (;;) {
-				const uint64_t seq = published_seq(w->page());
+				const uint64_t seq = w->layout().seq();
 				if (seq == look.seq)
 					break;
-				look = lookup_published(w->page(), addr - w->base());
+				look = w->layout().lookup(addr - w->base());
 				if (!look.mapping)
 					break;
 				const bool now = w->writable() && published_writable(*look.mapping, look.flags,

@@ -120,48 +120,46 @@ Runtime &Runtime::get()
 
 namespace {
 
-// The runtime's two threads run on stacks of its own, mapped once per
-// process below a guard page each. A child of fork() inherits that mapping
-// unused, since its parent's threads do not exist there, and starts its own
-// threads on it: it maps nothing new for them. Stacks from glibc would be
-// reused from its cache in the child, and that reuse binds a symbol of the
-// dynamic loader lazily, reading the executable's symbol tables into page
-// tables of every child. The threads touch only the top of their stacks.
-constexpr size_t kRuntimeStackBytes = 128 << 10;
+// The runtime's two threads run on stacks of its own, which are part of
+// the library's zero-initialised data: below a guard page each, in the
+// mapping the dynamic loader made for the library, among the loader's
+// own, so that they add no mapping among the program's. A child of fork()
+// inherits them unused, since its parent's threads do not exist there, and
+// starts its own threads on them. Stacks from glibc would be reused from
+// its cache in the child, and that reuse binds a symbol of the dynamic
+// loader lazily, reading the executable's symbol tables into page tables
+// of every child. The threads touch only the top of their stacks.
+constexpr size_t kRuntimeStackBytes = 64 << 10;
 constexpr size_t kStackGuardBytes = 4096;
 constexpr int kRuntimeThreads = 2;
 constexpr size_t kStackSlotBytes = kStackGuardBytes + kRuntimeStackBytes;
 
-// The stacks' mapping, or nullptr before the first start; inherited by fork.
-char *runtime_stacks;
+alignas(kStackGuardBytes) char runtime_stack_area[kRuntimeThreads * kStackSlotBytes];
+// Whether the guard pages are in place (the first start), and whether the
+// stacks may be used: not in a child forked on one of them.
+bool runtime_stacks_guarded;
+bool runtime_stacks_usable = true;
 
 // Whether the calling thread runs on one of the runtime's stacks.
 bool on_runtime_stack()
 {
 	const char here = 0;
-	return runtime_stacks && &here >= runtime_stacks && &here < runtime_stacks + kRuntimeThreads * kStackSlotBytes;
+	return &here >= runtime_stack_area && &here < runtime_stack_area + sizeof(runtime_stack_area);
 }
 
-// The lowest address of stack slot, mapped on first use. nullptr on failure.
-// Called under the runtime's lock.
+// The lowest address of stack slot, its guard page made on first use.
+// nullptr if the stacks cannot be used. Called under the runtime's lock.
 char *runtime_stack(int slot)
 {
-	if (!runtime_stacks) {
-		void *p = raw_mmap(nullptr, kRuntimeThreads * kStackSlotBytes, PROT_NONE,
-				   MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
-		if (p == MAP_FAILED)
-			return nullptr;
-		char *block = static_cast<char *>(p);
-		for (int i = 0; i < kRuntimeThreads; i++) {
-			if (raw_mprotect(block + i * kStackSlotBytes + kStackGuardBytes, kRuntimeStackBytes,
-					 PROT_READ | PROT_WRITE) < 0) {
-				raw_munmap(block, kRuntimeThreads * kStackSlotBytes);
+	if (!runtime_stacks_usable)
+		return nullptr;
+	if (!runtime_stacks_guarded) {
+		for (int i = 0; i < kRuntimeThreads; i++)
+			if (raw_mprotect(runtime_stack_area + i * kStackSlotBytes, kStackGuardBytes, PROT_NONE) < 0)
 				return nullptr;
-			}
-		}
-		runtime_stacks = block;
+		runtime_stacks_guarded = true;
 	}
-	return runtime_stacks + slot * kStackSlotBytes + kStackGuardBytes;
+	return runtime_stack_area + slot * kStackSlotBytes + kStackGuardBytes;
 }
 
 void *run_thread_body(void *arg)
@@ -562,9 +560,9 @@ void Runtime::after_fork_child()
 	if (!uffd_)
 		return;
 	// A fork taken on one of the runtime's stacks (nothing of the runtime
-	// forks; kept safe all the same): the child's threads get new ones.
+	// forks; kept safe all the same): the child's threads get glibc's.
 	if (on_runtime_stack())
-		runtime_stacks = nullptr;
+		runtime_stacks_usable = false;
 	uffd_.reset();
 	ticket_fd_.reset();
 	if (ticket_)
@@ -577,15 +575,15 @@ void Runtime::after_fork_child()
 		fprintf(stderr, "msharefs: fork: the child's windows are not managed: %s\n", strerror(err));
 		return;
 	}
-	// The layout pages inherited from the parent go once the window has its
+	// The layout views inherited from the parent go once the window has its
 	// own: the child's threads are the new fault handler, which only this
 	// thread's accesses can wake, and the control loop, which sees a window
-	// only after add_to_control(); neither holds an inherited page.
+	// only after add_to_control(); neither reads an inherited view.
 	for (auto &w : windows_) {
 		w->forget_link();
 		w->reregister(uffd_.get());
 		if (w->attach(uffd_.get(), ticket_fd_.get()) == 0) {
-			w->release_inherited_pages();
+			w->release_inherited_layout();
 			add_to_control(w);
 		} else {
 			w->lose_daemon();

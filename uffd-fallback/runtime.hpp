@@ -16,6 +16,7 @@
 // fork handling; shim.cpp interposes libc for unmodified programs.
 #pragma once
 
+#include "layout_views.hpp"
 #include "msharefs/published_layout.hpp"
 #include "msharefs/runtime_protocol.hpp"
 #include "msharefs/unique_fd.hpp"
@@ -61,7 +62,8 @@ public:
 	uint64_t size() const { return size_; }
 	uint64_t ino() const { return ino_; }
 	bool contains(uint64_t addr) const { return addr >= base_ && addr - base_ < size_; }
-	const PublishedLayoutPage *page() const { return page_.load(std::memory_order_acquire); }
+	// The region's published layout, as this process maps it.
+	LayoutViews &layout() { return layout_; }
 	int socket() const { return sock_.get(); }
 	bool writable() const { return prot_ & 2; }
 
@@ -85,13 +87,23 @@ public:
 	// The daemon went away: drop the link (data and mappings stay).
 	void lose_daemon();
 	bool linked() const { return sock_.get() >= 0; }
-	void lock_for_fork() { lock_.lock(); objects_lock_.lock(); }
-	void unlock_after_fork() { objects_lock_.unlock(); lock_.unlock(); }
+	void lock_for_fork()
+	{
+		lock_.lock();
+		objects_lock_.lock();
+		layout_.lock_for_fork();
+	}
+	void unlock_after_fork()
+	{
+		layout_.unlock_after_fork();
+		objects_lock_.unlock();
+		lock_.unlock();
+	}
 	// After fork: the inherited socket belongs to the parent's attachment.
 	void forget_link() { sock_.reset(); }
-	// After fork, once attached again: unmaps the layout pages the child
+	// After fork, once attached again: unmaps the layout views the child
 	// inherited. Only while no runtime thread of the process can hold one.
-	void release_inherited_pages();
+	void release_inherited_layout() { layout_.release_earlier(); }
 	// Answers a sync request after recomposing.
 	int answer_sync(uint64_t cookie);
 
@@ -116,8 +128,7 @@ private:
 	std::string socket_name_;
 	UniqueFd sock_;
 	int uffd_ = -1;
-	std::atomic<PublishedLayoutPage *> page_{nullptr};
-	std::vector<PublishedLayoutPage *> old_pages_; // kept mapped: a handler may still read one
+	LayoutViews layout_;
 	std::mutex lock_; // runs_, objects_, recomposition
 	std::map<uint64_t, Run> runs_;
 	std::mutex objects_lock_;

@@ -109,20 +109,7 @@ Window::Window(uint64_t base, uint64_t size, int prot, uint64_t ino, UniqueFd re
 {
 }
 
-void Window::release_inherited_pages()
-{
-	for (PublishedLayoutPage *p : old_pages_)
-		raw_munmap(p, kPublishedLayoutBytes);
-	old_pages_.clear();
-}
-
-Window::~Window()
-{
-	for (PublishedLayoutPage *p : old_pages_)
-		raw_munmap(p, kPublishedLayoutBytes);
-	if (PublishedLayoutPage *p = page_.load())
-		raw_munmap(p, kPublishedLayoutBytes);
-}
+Window::~Window() = default;
 
 int Window::handshake(int uffd, int ticket_fd)
 {
@@ -150,11 +137,8 @@ int Window::handshake(int uffd, int ticket_fd)
 		return reply.status;
 	if (fds.size() != 1)
 		return EPROTO;
-	void *p = raw_mmap(nullptr, kPublishedLayoutBytes, PROT_READ, MAP_SHARED, fds[0].get(), 0);
-	if (p == MAP_FAILED)
-		return errno;
-	if (PublishedLayoutPage *old = page_.exchange(static_cast<PublishedLayoutPage *>(p)))
-		old_pages_.push_back(old);
+	if (int err = layout_.adopt(std::move(fds[0])))
+		return err;
 	uffd_ = uffd;
 	return 0;
 }
@@ -217,11 +201,11 @@ int Window::attach(int uffd, int ticket_fd)
 	if (int err = handshake(uffd, ticket_fd))
 		return err;
 	for (int tries = 0; tries < 1000; tries++) {
-		const uint64_t seq = published_seq(page());
+		const uint64_t seq = layout_.seq();
 		if (int err = sync()) {
 			// An object of the layout composed from was freed by a
 			// change published meanwhile: compose the new layout.
-			if (err == ENOENT && published_seq(page()) != seq)
+			if (err == ENOENT && layout_.seq() != seq)
 				continue;
 			return err;
 		}
@@ -443,7 +427,9 @@ int Window::sync()
 		return 0;
 	for (;;) {
 		const uint64_t answered = pending_cookie_;
-		const PublishedState state = read_published(page());
+		PublishedState state;
+		if (int err = layout_.read(&state))
+			return err;
 		if (int err = compose(state))
 			return err;
 		apply_prot(state);
@@ -484,7 +470,10 @@ int Window::reregister(int uffd)
 	for (auto &[off, run] : runs_)
 		if (run.capable && !register_run(uffd, run, prot_ & PROT_WRITE))
 			return errno;
-	apply_prot(read_published(page()));
+	PublishedState state;
+	if (int err = layout_.read(&state))
+		return err;
+	apply_prot(state);
 	return 0;
 }
 

@@ -50,10 +50,19 @@ bool read_retry(const PublishedLayoutPage *page, uint64_t seq)
 	return page->seq.load(std::memory_order_relaxed) != seq;
 }
 
-uint32_t bounded_count(const PublishedLayoutPage *page)
+// The count, if a reader whose mapping holds capacity mappings can read
+// them; else 0, with *needed set when the count is valid but beyond it.
+uint32_t bounded_count(const PublishedLayoutPage *page, uint32_t capacity, uint32_t *needed)
 {
 	const uint32_t n = page->count;
-	return n > PublishedLayoutPage::kMaxMappings ? 0 : n;
+	*needed = 0;
+	if (n > PublishedLayoutPage::kMaxMappings)
+		return 0; // torn: the sequence check retries
+	if (n > capacity) {
+		*needed = n;
+		return 0;
+	}
+	return n;
 }
 
 } // namespace
@@ -63,7 +72,7 @@ uint64_t published_seq(const PublishedLayoutPage *page)
 	return read_begin(page);
 }
 
-PublishedState read_published(const PublishedLayoutPage *page)
+PublishedState read_published(const PublishedLayoutPage *page, uint32_t capacity)
 {
 	PublishedState st;
 	do {
@@ -71,13 +80,13 @@ PublishedState read_published(const PublishedLayoutPage *page)
 		st.flags = page->flags;
 		st.lock_holder = page->lock_holder;
 		st.region_size = page->region_size;
-		const uint32_t n = bounded_count(page);
+		const uint32_t n = bounded_count(page, capacity, &st.needed_capacity);
 		st.mappings.assign(page->mappings, page->mappings + n);
 	} while (read_retry(page, st.seq));
 	return st;
 }
 
-PublishedLookup lookup_published(const PublishedLayoutPage *page, uint64_t region_offset)
+PublishedLookup lookup_published(const PublishedLayoutPage *page, uint64_t region_offset, uint32_t capacity)
 {
 	PublishedLookup r;
 	do {
@@ -86,7 +95,7 @@ PublishedLookup lookup_published(const PublishedLayoutPage *page, uint64_t regio
 		r.lock_holder = page->lock_holder;
 		r.mapping.reset();
 		uint32_t lo = 0;
-		uint32_t hi = bounded_count(page);
+		uint32_t hi = bounded_count(page, capacity, &r.needed_capacity);
 		while (lo < hi) {
 			const uint32_t mid = lo + (hi - lo) / 2;
 			const PublishedMapping m = page->mappings[mid];

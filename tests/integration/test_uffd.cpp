@@ -123,6 +123,75 @@ TEST_CASE("uffd: faults raise SIGSEGV with the faulting address")
 	CHECK(f.sig == 0);
 }
 
+namespace {
+
+// The bytes this process maps of its windows' published layouts.
+uint64_t layout_bytes_mapped()
+{
+	uint64_t total = 0;
+	std::ifstream maps("/proc/self/maps");
+	std::string line;
+	while (std::getline(maps, line)) {
+		unsigned long lo = 0, hi = 0;
+		if (line.find("msharefs-layout") != std::string::npos && sscanf(line.c_str(), "%lx-%lx", &lo, &hi) == 2)
+			total += hi - lo;
+	}
+	return total;
+}
+
+} // namespace
+
+TEST_CASE("uffd: an attacher maps one page of a small layout and more as the region gains mappings")
+{
+	Daemon d;
+	Fd fd(open(path("layout-grows").c_str(), O_RDWR | O_CREAT | O_EXCL, 0600));
+	REQUIRE(fd.get() >= 0);
+	REQUIRE(set_size(fd.get(), kStart, kSize) == 0);
+	REQUIRE(create_mapping(fd.get(), kStart, kPage, 0, kRW, kAnon) == 0);
+	Window w(fd.get());
+	REQUIRE(w);
+	strcpy(w.at(0), "first");
+	// One mapping: one page of the daemon's 772 KiB page set.
+	CHECK(layout_bytes_mapped() == kPage);
+
+	// 400 mappings, alternately writable and read-only (so none merge),
+	// made while this process is attached: its fault handler meets a
+	// layout longer than its view holds.
+	constexpr int kMappings = 400;
+	const auto at_mapping = [&](int i) { return 2 * kPage * static_cast<uint64_t>(i + 1); };
+	for (int i = 0; i < kMappings; i++)
+		REQUIRE(create_mapping(fd.get(), kStart + at_mapping(i), kPage, 0, i % 2 ? PROT_READ : kRW, kAnon) == 0);
+	for (int i = 0; i < kMappings; i += 2)
+		snprintf(w.at(at_mapping(i)), 32, "mapping %d", i);
+	CHECK(layout_bytes_mapped() > kPage);
+	CHECK(layout_bytes_mapped() < 200 * 1024);
+	// Another process, attached after: every mapping reads what was
+	// written, the read-only ones refuse stores, the holes fault.
+	ChildResult r = run_in_child([&] {
+		w.reset();
+		Window mine(fd.get());
+		if (!mine)
+			return 1;
+		for (int i = 0; i < kMappings; i++) {
+			char want[32] = "";
+			if (i % 2 == 0)
+				snprintf(want, sizeof(want), "mapping %d", i);
+			if (strcmp(mine.at(at_mapping(i)), want) != 0)
+				return 2;
+		}
+		if (!write_faults(mine.at(at_mapping(kMappings - 1))) || write_faults(mine.at(at_mapping(kMappings - 2))))
+			return 3;
+		if (!read_faults(mine.at(at_mapping(kMappings) + kPage)))
+			return 4;
+		return layout_bytes_mapped() > kPage && layout_bytes_mapped() < 200 * 1024 ? 0 : 5;
+	});
+	INFO("child: exit " << r.exit_code << ", signal " << r.signal
+			    << " (2: a mapping read wrong, 3: protections, 4: a hole, 5: its view's size)");
+	CHECK(r.exit_code == 0);
+	CHECK(strcmp(w.at(0), "first") == 0);
+	CHECK(write_faults(w.at(at_mapping(1))));
+}
+
 TEST_CASE("uffd: PROTECT reaches an attacher that is stopped while it runs")
 {
 	// 4 KiB memory: a PROTECT that cuts a huge page must move it for every

@@ -58,20 +58,41 @@ struct PublishedLayoutPage {
 
 inline constexpr size_t kPublishedLayoutBytes = sizeof(PublishedLayoutPage);
 
-// What a reader sees at one sequence number.
+// A reader maps only the first bytes of the page set, enough for the
+// mappings a region has (one page holds 84): the bytes that hold capacity
+// mappings, and the mappings that many bytes hold.
+inline constexpr size_t kPublishedLayoutPageBytes = 4096;
+inline constexpr size_t published_layout_bytes(uint32_t capacity)
+{
+	const size_t want = offsetof(PublishedLayoutPage, mappings) + size_t{capacity} * sizeof(PublishedMapping);
+	const size_t bytes = (want + kPublishedLayoutPageBytes - 1) / kPublishedLayoutPageBytes * kPublishedLayoutPageBytes;
+	return bytes < kPublishedLayoutBytes ? bytes : kPublishedLayoutBytes;
+}
+inline constexpr uint32_t published_capacity(size_t bytes)
+{
+	const size_t n = (bytes - offsetof(PublishedLayoutPage, mappings)) / sizeof(PublishedMapping);
+	return static_cast<uint32_t>(n < PublishedLayoutPage::kMaxMappings ? n : PublishedLayoutPage::kMaxMappings);
+}
+
+// What a reader sees at one sequence number. needed_capacity is non-zero
+// when the layout had more mappings than the reader could read (then
+// mappings is empty): that many.
 struct PublishedState {
 	uint64_t seq = 0;
 	uint32_t flags = 0;
 	int32_t lock_holder = 0;
 	uint64_t region_size = 0;
+	uint32_t needed_capacity = 0;
 	std::vector<PublishedMapping> mappings;
 };
 
-// The mapping covering one window offset, read consistently.
+// The mapping covering one window offset, read consistently (see
+// PublishedState for needed_capacity; mapping is then empty).
 struct PublishedLookup {
 	uint64_t seq = 0;
 	uint32_t flags = 0;
 	int32_t lock_holder = 0;
+	uint32_t needed_capacity = 0;
 	std::optional<PublishedMapping> mapping;
 };
 
@@ -81,9 +102,12 @@ int publish_layout(PublishedLayoutPage *page, uint64_t region_size, std::span<co
 		   uint32_t flags, int32_t lock_holder, FillingRange filling = {});
 
 // Reader side (runtime). Never blocks on the writer for long: a writer
-// holds the odd sequence only while copying the layout.
-PublishedState read_published(const PublishedLayoutPage *page);
-PublishedLookup lookup_published(const PublishedLayoutPage *page, uint64_t region_offset);
+// holds the odd sequence only while copying the layout. capacity: how many
+// mappings the reader's mapping of the page set holds.
+PublishedState read_published(const PublishedLayoutPage *page,
+			      uint32_t capacity = PublishedLayoutPage::kMaxMappings);
+PublishedLookup lookup_published(const PublishedLayoutPage *page, uint64_t region_offset,
+				 uint32_t capacity = PublishedLayoutPage::kMaxMappings);
 uint64_t published_seq(const PublishedLayoutPage *page);
 
 // True if the mapping may be written by process `tgid` under this state.
