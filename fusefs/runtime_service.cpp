@@ -103,6 +103,7 @@ struct RuntimeService::Attacher {
 	bool live = false;	      // guarded by lock_
 	bool gone = false;	      // guarded by lock_
 	uint64_t answered_cookie = 0; // guarded by lock_
+	int32_t answered_status = 0;  // of the last done: 0 or why it did not recompose
 	std::mutex send_lock;
 
 	~Attacher()
@@ -347,6 +348,7 @@ void RuntimeService::handle(std::shared_ptr<Attacher> a)
 	case RuntimeMsgType::done: {
 		std::lock_guard<std::mutex> guard(lock_);
 		a->answered_cookie = std::max(a->answered_cookie, msg.cookie);
+		a->answered_status = msg.status;
 		answered_.notify_all();
 		return;
 	}
@@ -561,6 +563,16 @@ int RuntimeService::sync_all(const std::vector<std::shared_ptr<Attacher>> &list)
 					drop_locked(a); // it does not read: not waited for again
 				break;
 			}
+		}
+		// An attacher that could not recompose (no memory to read the
+		// layout) no longer follows the region: dropped, it attaches
+		// again and composes from what is published then.
+		if (!a->gone && a->answered_cookie >= cookie && a->answered_status > 0) {
+			fprintf(stderr, "msharefsd: attacher %d of region %lu could not recompose its window: %s\n",
+				a->tgid, static_cast<unsigned long>(a->ino), strerror(a->answered_status));
+			if (!result)
+				result = a->answered_status;
+			drop_locked(a);
 		}
 	}
 	return result;

@@ -8,10 +8,11 @@
 // among the program's own mappings, and in a process that maps little else
 // (a database backend) it decides how many page tables the process needs.
 //
-// Lifetime: a view stays mapped while the window lives, since a thread may
-// still read it after a larger one replaced it; views are few (each growth
-// at least doubles the capacity). The exception is a child of fork: once it
-// has its own view, it unmaps the ones it inherited (release_earlier()).
+// Lifetime: a reader holds a view only inside lookup(), read() or seq(),
+// counted in readers_. A view that a larger one or a new handshake's
+// replaced is unmapped by the next adopt() once no reader is inside (each
+// growth at least doubles the capacity, so a descriptor has few views);
+// until then it stays mapped. All views go with the window.
 #pragma once
 
 #include "msharefs/published_layout.hpp"
@@ -22,6 +23,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <mutex>
+#include <sys/types.h>
 
 namespace msharefs::runtime {
 
@@ -33,22 +35,27 @@ public:
 	LayoutViews &operator=(const LayoutViews &) = delete;
 
 	// Reads from now on the page set of fd (a read-only memfd from the
-	// daemon's handshake), keeping the descriptor to grow views from.
-	// 0 or errno.
+	// daemon's handshake), keeping the descriptor to grow views from; the
+	// views replaced before go if no reader is inside. 0 or errno.
 	int adopt(UniqueFd fd);
 	// The whole layout at one sequence number. 0, or ENOMEM if it has more
-	// mappings than a view could be mapped for (then *state is empty).
+	// mappings than a view could be mapped for, ENOENT before adopt()
+	// (then *state is empty).
 	int read(PublishedState *state);
-	// The mapping at region_offset; needed_capacity is set only if the
-	// layout had more mappings than a view could be mapped for.
+	// The mapping at region_offset (none before adopt()); needed_capacity
+	// is set only if the layout had more mappings than a view could be
+	// mapped for.
 	PublishedLookup lookup(uint64_t region_offset);
-	uint64_t seq() const;
-	// Unmaps every view but the one read now. Only while no other thread
-	// of the process can be reading one (a child of fork, before its
-	// runtime threads see the window).
-	void release_earlier();
+	// 0 before adopt().
+	uint64_t seq();
 	void lock_for_fork() { lock_.lock(); }
-	void unlock_after_fork() { lock_.unlock(); }
+	// In the child no reader is inside: its readers were other threads.
+	void unlock_after_fork(bool child)
+	{
+		if (child)
+			readers_.store(0, std::memory_order_relaxed);
+		lock_.unlock();
+	}
 
 private:
 	struct View {
@@ -56,18 +63,26 @@ private:
 		size_t bytes = 0;
 		uint32_t capacity = 0;
 	};
-	// Inherited views (at most one per growth) plus the child's own.
+	// The current descriptor's views (one per growth, at most 9), those
+	// of earlier ones not yet released, and room to spare.
 	static constexpr size_t kSlots = 24;
 
-	const View *current() const { return current_.load(std::memory_order_acquire); }
+	// The view read now, counted as a reader until leave(); nullptr (and
+	// not counted) before adopt().
+	const View *enter();
+	void leave() { readers_.fetch_sub(1, std::memory_order_release); }
 	bool grow(uint32_t needed);
 	int map_locked(uint32_t capacity);
+	void release_replaced_locked();
 
-	std::mutex lock_; // views_, count_, fd_: adoption and growth
+	std::mutex lock_; // views_, count_, fd_: adoption, growth and release
 	std::array<View, kSlots> views_{};
 	size_t count_ = 0;
 	std::atomic<const View *> current_{nullptr};
+	std::atomic<uint32_t> readers_{0};
 	UniqueFd fd_;
+	dev_t fd_dev_ = 0; // what fd_ is: a closed and reused number is not it
+	ino_t fd_ino_ = 0;
 };
 
 } // namespace msharefs::runtime

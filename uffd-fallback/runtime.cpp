@@ -18,6 +18,7 @@
 #include <functional>
 #include <memory>
 #include <linux/magic.h>
+#include <link.h>
 #include <linux/userfaultfd.h>
 #include <pthread.h>
 #include <sys/epoll.h>
@@ -140,6 +141,27 @@ alignas(kStackGuardBytes) char runtime_stack_area[kRuntimeThreads * kStackSlotBy
 bool runtime_stacks_guarded;
 bool runtime_stacks_usable = true;
 
+// glibc places a thread's static TLS at the top of the stack it is given.
+// The stacks are used only if the static TLS of the modules loaded leaves
+// most of them to the thread (48 KiB); a program with more gets glibc's.
+constexpr size_t kRuntimeStackUse = 48 << 10;
+
+size_t static_tls_bytes()
+{
+	size_t total = 0;
+	dl_iterate_phdr(
+		[](dl_phdr_info *info, size_t, void *data) {
+			for (int i = 0; i < info->dlpi_phnum; i++) {
+				const ElfW(Phdr) &ph = info->dlpi_phdr[i];
+				if (ph.p_type == PT_TLS)
+					*static_cast<size_t *>(data) += ph.p_memsz + (ph.p_align ? ph.p_align : 1);
+			}
+			return 0;
+		},
+		&total);
+	return total;
+}
+
 // Whether the calling thread runs on one of the runtime's stacks.
 bool on_runtime_stack()
 {
@@ -153,6 +175,10 @@ char *runtime_stack(int slot)
 {
 	if (!runtime_stacks_usable)
 		return nullptr;
+	if (static_tls_bytes() + kRuntimeStackUse > kRuntimeStackBytes) {
+		runtime_stacks_usable = false;
+		return nullptr;
+	}
 	if (!runtime_stacks_guarded) {
 		for (int i = 0; i < kRuntimeThreads; i++)
 			if (raw_mprotect(runtime_stack_area + i * kStackSlotBytes, kStackGuardBytes, PROT_NONE) < 0)
@@ -187,10 +213,11 @@ int start_runtime_thread(int slot, std::function<void()> body)
 			continue;
 		pthread_attr_t attr;
 		pthread_attr_init(&attr);
-		if (stack)
-			pthread_attr_setstack(&attr, stack, kRuntimeStackBytes);
-		else
-			pthread_attr_setstacksize(&attr, kRuntimeStackBytes);
+		if (stack ? pthread_attr_setstack(&attr, stack, kRuntimeStackBytes) != 0
+			  : pthread_attr_setstacksize(&attr, kRuntimeStackBytes + static_tls_bytes()) != 0) {
+			pthread_attr_destroy(&attr);
+			continue;
+		}
 		pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
 		pthread_attr_setsigmask_np(&attr, &all);
 		pthread_t thread;
@@ -530,18 +557,30 @@ void Runtime::control_loop()
 	}
 }
 
+// The windows' own locks first (see Window::lock_for_fork), then the lock
+// the fault handler takes to find a window, then what the handler holds.
+// windows_ loses a window to an unmap without lock_: the list is the one
+// seen first, and a window unmapped meanwhile is locked and unlocked all
+// the same.
 void Runtime::before_fork()
 {
 	lock_.lock();
-	windows_lock_.lock();
-	for (auto &w : windows_)
+	{
+		std::shared_lock<std::shared_mutex> guard(windows_lock_);
+		forking_ = windows_;
+	}
+	for (auto &w : forking_)
 		w->lock_for_fork();
+	windows_lock_.lock();
+	for (auto &w : forking_)
+		w->lock_handler_state_for_fork();
 }
 
 void Runtime::after_fork_parent()
 {
-	for (auto &w : windows_)
-		w->unlock_after_fork();
+	for (auto &w : forking_)
+		w->unlock_after_fork(false);
+	forking_.clear();
 	windows_lock_.unlock();
 	lock_.unlock();
 }
@@ -551,8 +590,9 @@ void Runtime::after_fork_parent()
 // own, with its own userfaultfd.
 void Runtime::after_fork_child()
 {
-	for (auto &w : windows_)
-		w->unlock_after_fork();
+	for (auto &w : forking_)
+		w->unlock_after_fork(true);
+	forking_.clear();
 	// A write-locked rwlock records its owner's thread id, which the child
 	// does not share: start from a fresh lock (the child has one thread).
 	new (&windows_lock_) std::shared_mutex();
@@ -575,15 +615,13 @@ void Runtime::after_fork_child()
 		fprintf(stderr, "msharefs: fork: the child's windows are not managed: %s\n", strerror(err));
 		return;
 	}
-	// The layout views inherited from the parent go once the window has its
-	// own: the child's threads are the new fault handler, which only this
-	// thread's accesses can wake, and the control loop, which sees a window
-	// only after add_to_control(); neither reads an inherited view.
+	// Attaching gives the window a layout view of its own; the inherited
+	// ones go with it, as no reader is inside one (see LayoutViews).
 	for (auto &w : windows_) {
 		w->forget_link();
-		w->reregister(uffd_.get());
+		if (int err = w->reregister(uffd_.get()))
+			fprintf(stderr, "msharefs: fork: a window of the child is not managed: %s\n", strerror(err));
 		if (w->attach(uffd_.get(), ticket_fd_.get()) == 0) {
-			w->release_inherited_layout();
 			add_to_control(w);
 		} else {
 			w->lose_daemon();

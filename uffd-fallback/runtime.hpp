@@ -87,23 +87,24 @@ public:
 	// The daemon went away: drop the link (data and mappings stay).
 	void lose_daemon();
 	bool linked() const { return sock_.get() >= 0; }
-	void lock_for_fork()
+	// Fork takes every window's lock_ first, while the fault handler runs
+	// (a recomposition holding it may wait for the handler to read a remap
+	// event), then, with the handler kept out of the windows, the locks
+	// the handler itself takes.
+	void lock_for_fork() { lock_.lock(); }
+	void lock_handler_state_for_fork()
 	{
-		lock_.lock();
 		objects_lock_.lock();
 		layout_.lock_for_fork();
 	}
-	void unlock_after_fork()
+	void unlock_after_fork(bool child)
 	{
-		layout_.unlock_after_fork();
+		layout_.unlock_after_fork(child);
 		objects_lock_.unlock();
 		lock_.unlock();
 	}
 	// After fork: the inherited socket belongs to the parent's attachment.
 	void forget_link() { sock_.reset(); }
-	// After fork, once attached again: unmaps the layout views the child
-	// inherited. Only while no runtime thread of the process can hold one.
-	void release_inherited_layout() { layout_.release_earlier(); }
 	// Answers a sync request after recomposing.
 	int answer_sync(uint64_t cookie);
 
@@ -199,6 +200,7 @@ private:
 	std::mutex lock_; // attach/detach/fork
 	std::shared_mutex windows_lock_;
 	std::vector<std::shared_ptr<Window>> windows_; // guarded by windows_lock_
+	std::vector<std::shared_ptr<Window>> forking_;  // the windows a fork locked
 	// The runtime socket of each msharefs mount (by device) a window was
 	// attached from; guarded by windows_lock_.
 	std::map<dev_t, std::string> daemon_sockets_;

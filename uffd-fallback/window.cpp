@@ -451,6 +451,7 @@ int Window::answer_sync(uint64_t cookie)
 	RuntimeMessage msg{};
 	msg.type = RuntimeMsgType::done;
 	msg.ino = ino_;
+	msg.status = err; // not composed: the daemon does not count on this window
 	{
 		std::lock_guard<std::mutex> guard(lock_);
 		msg.cookie = std::max(cookie, pending_cookie_);
@@ -466,13 +467,13 @@ int Window::reregister(int uffd)
 	std::lock_guard<std::mutex> guard(lock_);
 	if (detached_)
 		return 0;
+	PublishedState state;
+	if (int err = layout_.read(&state))
+		return err;
 	uffd_ = uffd;
 	for (auto &[off, run] : runs_)
 		if (run.capable && !register_run(uffd, run, prot_ & PROT_WRITE))
 			return errno;
-	PublishedState state;
-	if (int err = layout_.read(&state))
-		return err;
 	apply_prot(state);
 	return 0;
 }

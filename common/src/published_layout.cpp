@@ -54,7 +54,9 @@ bool read_retry(const PublishedLayoutPage *page, uint64_t seq)
 // them; else 0, with *needed set when the count is valid but beyond it.
 uint32_t bounded_count(const PublishedLayoutPage *page, uint32_t capacity, uint32_t *needed)
 {
-	const uint32_t n = page->count;
+	// Read once: every read of the mappings is bounded by this value, not
+	// by the count the writer may be changing.
+	const uint32_t n = __atomic_load_n(&page->count, __ATOMIC_RELAXED);
 	*needed = 0;
 	if (n > PublishedLayoutPage::kMaxMappings)
 		return 0; // torn: the sequence check retries

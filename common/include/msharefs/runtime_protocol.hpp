@@ -19,7 +19,7 @@
 //                                        <-  ready {status: 0, or EAGAIN to sync again}
 //   ... then, unsolicited, while attached:
 //                                        <-  sync {cookie}: recompose from the layout
-//   done {cookie}                        ->
+//   done {cookie, status: 0, or why the window could not be recomposed} ->
 //
 // The runtime finds the socket through MSHAREFS_IOC_RUNTIME on a region fd;
 // with kRuntimeModuleFiles in its flags the daemon serves module_file only
