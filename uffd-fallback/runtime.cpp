@@ -146,8 +146,14 @@ bool runtime_stacks_usable = true;
 // most of them to the thread (48 KiB); a program with more gets glibc's.
 constexpr size_t kRuntimeStackUse = 48 << 10;
 
+// Counted once, by the first process: reading a module's program headers
+// reads the first page of its file, which a forked child would otherwise
+// map into page tables of its own for every module loaded.
 size_t static_tls_bytes()
 {
+	static size_t counted = SIZE_MAX;
+	if (counted != SIZE_MAX)
+		return counted;
 	size_t total = 0;
 	dl_iterate_phdr(
 		[](dl_phdr_info *info, size_t, void *data) {
@@ -159,6 +165,7 @@ size_t static_tls_bytes()
 			return 0;
 		},
 		&total);
+	counted = total;
 	return total;
 }
 
