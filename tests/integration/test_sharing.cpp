@@ -6,6 +6,7 @@
 #include <doctest/doctest.h>
 
 #include "harness.hpp"
+#include "window_data.hpp"
 
 #include <algorithm>
 #include <array>
@@ -31,59 +32,7 @@ using namespace msharefs::test;
 
 namespace {
 
-constexpr uint64_t kKiB = 1024;
-constexpr uint64_t kPage = 4096;
-constexpr uint64_t kStart = 2 * kTiB;
-constexpr uint64_t kSize = kGiB;
-
-char *at(uint64_t addr) { return reinterpret_cast<char *>(addr); }
-
-// Exit codes of children, so a failure says where it happened.
-enum Code : int {
-	kOk = 0,
-	kOpenFailed = 10,
-	kAttachFailed = 11,
-	kBarrierFailed = 12,
-	kBadData = 13,
-	kNoFault = 14,
-	kUnexpectedFault = 15,
-	kTimeout = 16,
-};
-
-// ---- small RAII helpers ---------------------------------------------------
-
-
-
-// A pipe whose ends are closed when it goes.
-struct Pipe {
-	int r = -1;
-	int w = -1;
-	Pipe()
-	{
-		int fds[2];
-		if (pipe2(fds, O_CLOEXEC) == 0) {
-			r = fds[0];
-			w = fds[1];
-		}
-	}
-	~Pipe()
-	{
-		close_r();
-		close_w();
-	}
-	void close_r()
-	{
-		if (r >= 0)
-			::close(r);
-		r = -1;
-	}
-	void close_w()
-	{
-		if (w >= 0)
-			::close(w);
-		w = -1;
-	}
-};
+// ---- barriers between processes -------------------------------------------
 
 // Reads exactly len bytes within timeout_ms; false on EOF, error or timeout.
 bool read_full(int fd, void *buf, size_t len, int timeout_ms = 20000)
@@ -152,13 +101,6 @@ bool send_bytes(int fd, int n)
 
 // ---- faults checked in the process itself -----------------------------------
 
-// Runs f; false if it raised SIGBUS or SIGSEGV in this process (the window
-// faulted), true if it ran to the end (see fault_of).
-template <class F> bool without_fault(F &&f)
-{
-	return fault_of(std::forward<F>(f)).sig == 0;
-}
-
 // True if reading *p in this process raised SIGBUS or SIGSEGV; the byte
 // read is stored in *out otherwise.
 bool probe_read(const void *p, unsigned char *out = nullptr)
@@ -196,69 +138,6 @@ bool range_all_fault(const char *p, uint64_t len)
 
 // ---- patterns -----------------------------------------------------------------
 
-uint64_t stamp(uint64_t seed, uint64_t index)
-{
-	uint64_t x = (seed + 1) * 0x9E3779B97F4A7C15ULL ^ (index + 1) * 0xC2B2AE3D27D4EB4FULL;
-	x ^= x >> 29;
-	return x;
-}
-
-// Stores the pattern of seed; false if the window faulted on the way.
-[[nodiscard]] bool fill(char *p, uint64_t len, uint64_t seed)
-{
-	return without_fault([&] {
-		auto *w = reinterpret_cast<volatile uint64_t *>(p);
-		for (uint64_t i = 0; i < len / 8; i++)
-			w[i] = stamp(seed, i);
-	});
-}
-
-// For memory outside any window.
-void fill_buffer(char *p, uint64_t len, uint64_t seed)
-{
-	auto *w = reinterpret_cast<uint64_t *>(p);
-	for (uint64_t i = 0; i < len / 8; i++)
-		w[i] = stamp(seed, i);
-}
-
-constexpr uint64_t kAllMatch = UINT64_MAX;
-constexpr uint64_t kFaulted = UINT64_MAX - 1;
-
-// Offset of the first word that differs, kAllMatch if all match, kFaulted
-// if reading faulted.
-uint64_t first_mismatch(const char *p, uint64_t len, uint64_t seed)
-{
-	uint64_t at_word = kAllMatch;
-	if (!without_fault([&] {
-		    const auto *w = reinterpret_cast<const volatile uint64_t *>(p);
-		    for (uint64_t i = 0; i < len / 8; i++)
-			    if (w[i] != stamp(seed, i)) {
-				    at_word = i * 8;
-				    return;
-			    }
-	    }))
-		return kFaulted;
-	return at_word;
-}
-
-bool matches(const char *p, uint64_t len, uint64_t seed) { return first_mismatch(p, len, seed) == kAllMatch; }
-
-// False also if reading faulted.
-bool all_zero(const char *p, uint64_t len)
-{
-	bool zero = true;
-	if (!without_fault([&] {
-		    const auto *b = reinterpret_cast<const volatile char *>(p);
-		    for (uint64_t i = 0; i < len; i++)
-			    if (b[i] != 0) {
-				    zero = false;
-				    return;
-			    }
-	    }))
-		return false;
-	return zero;
-}
-
 // memcmp(window, buffer) == 0, false if the window faulted.
 bool same_bytes(const char *window, const char *buffer, uint64_t len)
 {
@@ -272,28 +151,6 @@ bool same_bytes(const char *window, const char *buffer, uint64_t len)
 [[nodiscard]] bool store(char *window, const void *src, uint64_t len)
 {
 	return without_fault([&] { std::memcpy(window, src, len); });
-}
-
-// The child side of an attach: open by name, size from GET_SIZE, mmap at
-// the region's start. Any window inherited at that address goes first.
-char *child_attach(const std::string &name, int prot = PROT_READ | PROT_WRITE)
-{
-	int fd = open(path(name).c_str(), prot & PROT_WRITE ? O_RDWR : O_RDONLY);
-	if (fd < 0)
-		return nullptr;
-	mshare_info info{};
-	if (get_size(fd, &info) != 0) {
-		close(fd);
-		return nullptr;
-	}
-	munmap(at(info.start), info.size);
-	void *p = mmap(at(info.start), info.size, prot, MAP_SHARED | MAP_FIXED_NOREPLACE, fd, 0);
-	if (p == MAP_FAILED) {
-		close(fd);
-		return nullptr;
-	}
-	close(fd); // the mapping keeps the file open
-	return static_cast<char *>(p);
 }
 
 std::set<std::string> objects_now()
@@ -339,15 +196,6 @@ int64_t cached_pages(int fd, uint64_t len)
 	if (syscall(kSysCachestat, fd, &range, &cs, 0) != 0)
 		return -1;
 	return static_cast<int64_t>(cs.nr_cache);
-}
-
-std::string describe(const ChildResult &r)
-{
-	if (r.timed_out)
-		return "timed out";
-	if (r.signal)
-		return "killed by signal " + std::to_string(r.signal) + " (" + strsignal(r.signal) + ")";
-	return "exit code " + std::to_string(r.exit_code);
 }
 
 } // namespace
