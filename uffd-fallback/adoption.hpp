@@ -38,6 +38,8 @@ struct AdoptionSettings {
 class Adopter {
 public:
 	static Adopter &get();
+	// With MSHARE_RUN_VERBOSE: one line on stderr for each adopted segment.
+	static void note(const char *what, const std::string &name, size_t len);
 
 	// mmap(MAP_SHARED | MAP_ANONYMOUS) under mshare-run. *handled false: not
 	// adopted (below the threshold, not shared, or the mount refused), and
@@ -96,7 +98,6 @@ private:
 	void release_implicit(int region, const std::string &name);
 	// Unlinks `name` if it still names the region open at region.
 	void unlink_named(int region, const std::string &name);
-	void note(const char *what, const std::string &name, size_t len);
 
 	std::mutex lock_;
 	int mount_fd_ = -1;

@@ -147,9 +147,8 @@ int adopt(int shmid, size_t size, int flags)
 	if (err) {
 		unlinkat(adopter.mount_fd(), name.c_str(), 0);
 		real_shmctl(shmid, IPC_RMID, nullptr);
-	} else if (AdoptionSettings::get().verbose) {
-		fprintf(stderr, "mshare-run: pid %d: System V segment of %zu bytes in region %s\n",
-			static_cast<int>(getpid()), size, name.c_str());
+	} else {
+		Adopter::note("System V segment", name, size);
 	}
 	return err;
 }

@@ -451,7 +451,10 @@ int Window::answer_sync(uint64_t cookie)
 	RuntimeMessage msg{};
 	msg.type = RuntimeMsgType::done;
 	msg.ino = ino_;
-	msg.status = err; // not composed: the daemon does not count on this window
+	// No memory to read the layout or map what it says: not composed, and
+	// the daemon drops this window. Any other failure (an object a later
+	// change freed) is followed by that change's own sync.
+	msg.status = err == ENOMEM ? err : 0;
 	{
 		std::lock_guard<std::mutex> guard(lock_);
 		msg.cookie = std::max(cookie, pending_cookie_);
